@@ -1,0 +1,85 @@
+#pragma once
+// The functional API: every differentiable op. Each op checks its arguments (throwing
+// std::invalid_argument that names the op, the shapes and what would be right), allocates its
+// output on the inputs' device, runs the kernel for that device and records its backward.
+#include <vector>
+
+#include "gantry/core/tensor.h"
+
+namespace gantry {
+
+// ---- elementwise ------------------------------------------------------------------------
+// Binary ops broadcast as NumPy/PyTorch do: shapes are right-aligned and each pair of sizes
+// must be equal or one of them 1. The gradient of a broadcast input is summed back to its shape.
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+Tensor add(const Tensor& a, float s);
+Tensor mul(const Tensor& a, float s);
+Tensor rsub(const Tensor& a, float s);  // s - a
+Tensor neg(const Tensor& a);
+Tensor square(const Tensor& a);
+Tensor sqrt(const Tensor& a);
+Tensor exp(const Tensor& a);
+Tensor log(const Tensor& a);
+Tensor abs(const Tensor& a);  // gradient 0 at 0, as PyTorch
+Tensor clamp(const Tensor& a, float lo, float hi);  // gradient 1 inside [lo, hi], else 0
+
+// ---- activations ------------------------------------------------------------------------
+Tensor relu(const Tensor& x);
+Tensor leaky_relu(const Tensor& x, float negative_slope = 0.01f);
+Tensor tanh(const Tensor& x);
+Tensor sigmoid(const Tensor& x);
+// Inverted dropout: zeroes each element with probability p and scales the rest by 1/(1-p).
+Tensor dropout(const Tensor& x, float p, bool training, Generator* gen = nullptr);
+
+// ---- reductions -------------------------------------------------------------------------
+Tensor sum(const Tensor& x);   // all elements -> shape []
+Tensor mean(const Tensor& x);  // all elements -> shape []
+// Over the listed dimensions (negative counts from the end); keepdim keeps them as size 1.
+Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
+Tensor mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim = false);
+// Sums a broadcast result back to `shape` (the adjoint of broadcasting).
+Tensor sum_to(const Tensor& x, const Shape& shape);
+
+// ---- shape ------------------------------------------------------------------------------
+Tensor reshape(const Tensor& x, const Shape& shape);
+Tensor flatten(const Tensor& x, int64_t start_dim = 1);
+// Concatenates along dim; all other sizes must match.
+Tensor cat(const std::vector<Tensor>& xs, int64_t dim = 0);
+Tensor transpose2d(const Tensor& x);  // [M, N] -> [N, M], a copy
+
+// ---- linear algebra ---------------------------------------------------------------------
+Tensor matmul(const Tensor& a, const Tensor& b);  // [M, K] x [K, N] -> [M, N]
+// x [N, in], weight [out, in] (PyTorch's layout), bias [out] or undefined -> [N, out]
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+
+// ---- convolution ------------------------------------------------------------------------
+// x [N, C, H, W], weight [O, C, kh, kw], bias [O] or undefined.
+// Output [N, O, (H + 2p - kh)/s + 1, (W + 2p - kw)/s + 1]. No dilation or groups.
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(),
+              int stride = 1, int padding = 0);
+// The adjoint of conv2d. x [N, C, H, W], weight [C, O, kh, kw] (PyTorch's layout), bias [O].
+// Output [N, O, (H-1)s - 2p + kh + output_padding, likewise for W]; output_padding < stride.
+Tensor conv_transpose2d(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor(),
+                        int stride = 1, int padding = 0, int output_padding = 0);
+
+// ---- normalization ----------------------------------------------------------------------
+// x [N, C, ...]; weight, bias [C] or undefined; running_mean/var [C] or undefined.
+// training: normalizes with the batch statistics (biased variance) and, when running stats are
+// given, updates them in place: r = (1 - momentum) r + momentum * stat, with the unbiased
+// variance (n/(n-1)) as PyTorch does. Not training: normalizes with the running statistics.
+Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                  const Tensor& running_mean, const Tensor& running_var, bool training,
+                  float momentum = 0.1f, float eps = 1e-5f);
+
+// ---- losses (mean reduction) ------------------------------------------------------------
+// p in [0, 1], target the same shape. log is clamped at -100 as in PyTorch.
+Tensor binary_cross_entropy(const Tensor& p, const Tensor& target);
+// Numerically stable on logits: max(x,0) - x*t + log(1 + exp(-|x|)).
+Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& target);
+Tensor mse_loss(const Tensor& input, const Tensor& target);
+Tensor l1_loss(const Tensor& input, const Tensor& target);
+
+}  // namespace gantry

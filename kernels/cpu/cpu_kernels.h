@@ -1,0 +1,109 @@
+#pragma once
+// CPU reference kernels. They know nothing of Tensor or autograd: raw pointers and sizes in,
+// results out, so each can be tested (in double, for tight finite-difference checks) and
+// benchmarked alone. Every kernel is templated on the scalar type and instantiated for float
+// and double. Layouts are contiguous row-major; images are NCHW.
+#include <cstdint>
+
+namespace gantry::cpu {
+
+// ---- GEMM (Eigen, multi-threaded with OpenMP) ---------------------------------------------
+// C[M,N] = alpha * op(A) * op(B) + beta * C, row-major. op(A) is A[M,K] or, when trans_a,
+// A stored as [K,M]; likewise op(B) is B[K,N] or, when trans_b, B stored as [N,K].
+template <class T>
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+          const T* B, T beta, T* C);
+
+// ---- elementwise --------------------------------------------------------------------------
+enum class Unary { Neg, Square, Sqrt, Exp, Log, Abs, Relu, Tanh, Sigmoid };
+// y[i] = f(x[i])
+template <class T>
+void unary_forward(Unary op, const T* x, T* y, int64_t n);
+// dx[i] = dy[i] * f'(x[i]); `y` is f(x) (used by Tanh, Sigmoid, Sqrt, Exp).
+template <class T>
+void unary_backward(Unary op, const T* x, const T* y, const T* dy, T* dx, int64_t n);
+template <class T>
+void leaky_relu_forward(const T* x, T* y, int64_t n, T slope);
+template <class T>
+void leaky_relu_backward(const T* x, const T* dy, T* dx, int64_t n, T slope);
+template <class T>
+void clamp_forward(const T* x, T* y, int64_t n, T lo, T hi);
+template <class T>
+void clamp_backward(const T* x, const T* dy, T* dx, int64_t n, T lo, T hi);
+// y = a*x + b (scalar affine), used for add/mul by a scalar.
+template <class T>
+void affine(const T* x, T* y, int64_t n, T a, T b);
+
+enum class Binary { Add, Sub, Mul, Div };
+// out[i] = a[ia(i)] op b[ib(i)] with NumPy broadcasting. Shapes are given right-aligned to
+// `ndim` dims (leading sizes 1); out_shape[d] = max(a_shape[d], b_shape[d]).
+template <class T>
+void binary_broadcast(Binary op, const T* a, const int64_t* a_shape, const T* b,
+                      const int64_t* b_shape, T* out, const int64_t* out_shape, int ndim);
+
+// ---- reductions ---------------------------------------------------------------------------
+// Sums x (shape in_shape, ndim dims) into out (shape out_shape, same ndim, each out size
+// either the in size or 1: the reduced dims). out is overwritten.
+template <class T>
+void sum_to_shape(const T* x, const int64_t* in_shape, T* out, const int64_t* out_shape, int ndim);
+// out = x broadcast from x_shape to out_shape (the adjoint of sum_to_shape).
+template <class T>
+void broadcast_to(const T* x, const int64_t* x_shape, T* out, const int64_t* out_shape, int ndim);
+
+// ---- convolution --------------------------------------------------------------------------
+struct Conv2dShape {
+  int64_t N, C, H, W;  // input
+  int64_t O, kh, kw;   // output channels, kernel
+  int stride, padding;
+  int64_t OH() const { return (H + 2 * padding - kh) / stride + 1; }
+  int64_t OW() const { return (W + 2 * padding - kw) / stride + 1; }
+};
+// col[C*kh*kw, OH*OW] from one image x[C, H, W] (zeros where the window reads padding).
+template <class T>
+void im2col(const T* x, const Conv2dShape& s, T* col);
+// The adjoint: adds col back into x[C, H, W] (x is accumulated into, not overwritten).
+template <class T>
+void col2im(const T* col, const Conv2dShape& s, T* x);
+// y[N,O,OH,OW] = conv(x, w[O,C,kh,kw]) + bias[O] (bias may be null).
+template <class T>
+void conv2d_forward(const T* x, const T* w, const T* bias, T* y, const Conv2dShape& s);
+// dx[N,C,H,W] from dy (overwritten).
+template <class T>
+void conv2d_backward_input(const T* dy, const T* w, T* dx, const Conv2dShape& s);
+// dw[O,C,kh,kw] (overwritten) and, when dbias is non-null, dbias[O] (overwritten).
+template <class T>
+void conv2d_backward_weight(const T* x, const T* dy, T* dw, T* dbias, const Conv2dShape& s);
+
+// ---- batch norm ---------------------------------------------------------------------------
+// x viewed as [N, C, S] (S = spatial size). Training: mean/invstd of each channel over N*S,
+// biased variance; saves save_mean[C], save_invstd[C] for the backward, and writes the
+// unbiased variance into var_unbiased[C] when non-null (for the running stats).
+// gamma/beta may be null (1 and 0).
+template <class T>
+void batch_norm_forward_train(const T* x, const T* gamma, const T* beta, T* y, T* save_mean,
+                              T* save_invstd, T* var_unbiased, int64_t N, int64_t C, int64_t S,
+                              T eps);
+// Eval: y = (x - mean) / sqrt(var + eps) * gamma + beta.
+template <class T>
+void batch_norm_forward_eval(const T* x, const T* gamma, const T* beta, const T* mean,
+                             const T* var, T* y, int64_t N, int64_t C, int64_t S, T eps);
+// Training-mode backward: dx (overwritten), and dgamma/dbeta (overwritten, may be null).
+template <class T>
+void batch_norm_backward_train(const T* x, const T* dy, const T* gamma, const T* save_mean,
+                               const T* save_invstd, T* dx, T* dgamma, T* dbeta, int64_t N,
+                               int64_t C, int64_t S);
+
+// ---- losses -------------------------------------------------------------------------------
+// Mean binary cross-entropy, log clamped at -100. Returns the loss.
+template <class T>
+T bce_forward(const T* p, const T* t, int64_t n);
+// dp = g * (p - t) / max(p (1 - p), eps) / n, with PyTorch's eps 1e-12.
+template <class T>
+void bce_backward(const T* p, const T* t, T g, T* dp, int64_t n);
+template <class T>
+T bce_logits_forward(const T* x, const T* t, int64_t n);
+// dx = g * (sigmoid(x) - t) / n
+template <class T>
+void bce_logits_backward(const T* x, const T* t, T g, T* dx, int64_t n);
+
+}  // namespace gantry::cpu
