@@ -1,0 +1,651 @@
+// The functional API: argument checks, output allocation, device dispatch and the backward of
+// every op. Kernels (kernels/cpu, kernels/cuda) do the arithmetic; this file only wires them.
+#include "gantry/core/ops.h"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+#include <stdexcept>
+
+#include "gantry/core/autograd.h"
+#include "gantry/core/random.h"
+#include "gantry/kernels/cpu/cpu_kernels.h"
+
+namespace gantry {
+
+namespace {
+
+using cpu::Binary;
+using cpu::Unary;
+
+[[noreturn]] void fail(const std::string& op, const std::string& msg) {
+  throw std::invalid_argument(op + ": " + msg);
+}
+
+void check_defined(const char* op, const Tensor& t, const char* what) {
+  if (!t.defined()) fail(op, std::string(what) + " is an undefined tensor");
+}
+
+void check_same_device(const char* op, std::initializer_list<const Tensor*> ts) {
+  const Tensor* first = nullptr;
+  for (const Tensor* t : ts) {
+    if (!t || !t->defined()) continue;
+    if (!first) first = t;
+    else if (t->device() != first->device())
+      fail(op, "tensors are on different devices (" + first->device().str() + " and " +
+                   t->device().str() + "); move them with .to(device) first");
+  }
+}
+
+// Until the CUDA backend is wired into an op, a GPU tensor reaching it is a clear error.
+void require_cpu(const char* op, const Tensor& t) {
+  if (!t.device().is_cpu())
+    throw std::runtime_error(std::string(op) + ": no " + t.device().str() +
+                             " implementation in this build (gantry was built without CUDA)");
+}
+
+Shape broadcast_shape(const char* op, const Shape& a, const Shape& b) {
+  const size_t n = std::max(a.size(), b.size());
+  Shape out(n);
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t da = i < n - a.size() ? 1 : a[i - (n - a.size())];
+    const int64_t db = i < n - b.size() ? 1 : b[i - (n - b.size())];
+    if (da != db && da != 1 && db != 1)
+      fail(op, "shapes " + shape_str(a) + " and " + shape_str(b) +
+                   " cannot be broadcast (dim " + std::to_string(i) + ": " + std::to_string(da) +
+                   " vs " + std::to_string(db) + "; sizes must match or be 1)");
+    out[i] = std::max(da, db);
+  }
+  return out;
+}
+
+Shape right_align(const Shape& s, size_t n) {
+  Shape out(n - s.size(), 1);
+  out.insert(out.end(), s.begin(), s.end());
+  return out;
+}
+
+Tensor binary(Binary op, const char* name, const Tensor& a, const Tensor& b) {
+  check_defined(name, a, "first operand");
+  check_defined(name, b, "second operand");
+  check_same_device(name, {&a, &b});
+  const Shape out_shape = broadcast_shape(name, a.shape(), b.shape());
+  Tensor out = Tensor::empty(out_shape, a.device());
+  require_cpu(name, a);
+  const size_t n = out_shape.size();
+  const Shape as = right_align(a.shape(), n), bs = right_align(b.shape(), n);
+  cpu::binary_broadcast<float>(op, a.data(), as.data(), b.data(), bs.data(), out.data(),
+                               out_shape.data(), static_cast<int>(n));
+  return out;
+}
+
+Tensor unary(Unary op, const char* name, const Tensor& x) {
+  check_defined(name, x, "input");
+  Tensor y = Tensor::empty_like(x);
+  require_cpu(name, x);
+  cpu::unary_forward<float>(op, x.data(), y.data(), x.numel());
+  Tensor xs = x.detach(), ys = y.detach();
+  return record(y, name, {x}, [op, xs, ys](const Tensor& g) {
+    Tensor gx = Tensor::empty_like(xs);
+    cpu::unary_backward<float>(op, xs.data(), ys.data(), g.data(), gx.data(), xs.numel());
+    return std::vector<Tensor>{gx};
+  });
+}
+
+Tensor scalar_affine(const char* name, const Tensor& x, float a, float b) {
+  check_defined(name, x, "input");
+  Tensor y = Tensor::empty_like(x);
+  require_cpu(name, x);
+  cpu::affine<float>(x.data(), y.data(), x.numel(), a, b);
+  return record(y, name, {x}, [a](const Tensor& g) {
+    return std::vector<Tensor>{a == 1.f ? g : mul(g, a)};
+  });
+}
+
+int64_t normalize_dim(const char* op, int64_t d, int64_t ndim) {
+  const int64_t k = d < 0 ? d + ndim : d;
+  if (k < 0 || k >= ndim)
+    fail(op, "dim " + std::to_string(d) + " out of range for a tensor with " +
+                 std::to_string(ndim) + " dims");
+  return k;
+}
+
+Tensor broadcast_to(const Tensor& x, const Shape& shape) {
+  Tensor out = Tensor::empty(shape, x.device());
+  require_cpu("broadcast_to", x);
+  const Shape xs = right_align(x.shape(), shape.size());
+  cpu::broadcast_to<float>(x.data(), xs.data(), out.data(), shape.data(),
+                           static_cast<int>(shape.size()));
+  return out;
+}
+
+}  // namespace
+
+// ---- elementwise --------------------------------------------------------------------------
+
+Tensor add(const Tensor& a, const Tensor& b) {
+  Tensor y = binary(Binary::Add, "add", a, b);
+  const Shape as = a.shape(), bs = b.shape();
+  return record(y, "add", {a, b}, [as, bs](const Tensor& g) {
+    return std::vector<Tensor>{sum_to(g, as), sum_to(g, bs)};
+  });
+}
+
+Tensor sub(const Tensor& a, const Tensor& b) {
+  Tensor y = binary(Binary::Sub, "sub", a, b);
+  const Shape as = a.shape(), bs = b.shape();
+  return record(y, "sub", {a, b}, [as, bs](const Tensor& g) {
+    return std::vector<Tensor>{sum_to(g, as), sum_to(neg(g), bs)};
+  });
+}
+
+Tensor mul(const Tensor& a, const Tensor& b) {
+  Tensor y = binary(Binary::Mul, "mul", a, b);
+  const bool ga = a.requires_grad(), gb = b.requires_grad();
+  Tensor ad = a.detach(), bd = b.detach();
+  return record(y, "mul", {a, b}, [ad, bd, ga, gb](const Tensor& g) {
+    return std::vector<Tensor>{ga ? sum_to(mul(g, bd), ad.shape()) : Tensor(),
+                               gb ? sum_to(mul(g, ad), bd.shape()) : Tensor()};
+  });
+}
+
+Tensor div(const Tensor& a, const Tensor& b) {
+  Tensor y = binary(Binary::Div, "div", a, b);
+  const bool ga = a.requires_grad(), gb = b.requires_grad();
+  Tensor ad = a.detach(), bd = b.detach();
+  return record(y, "div", {a, b}, [ad, bd, ga, gb](const Tensor& g) {
+    return std::vector<Tensor>{
+        ga ? sum_to(div(g, bd), ad.shape()) : Tensor(),
+        gb ? sum_to(neg(div(mul(g, ad), mul(bd, bd))), bd.shape()) : Tensor()};
+  });
+}
+
+Tensor add(const Tensor& a, float s) { return scalar_affine("add", a, 1.f, s); }
+Tensor mul(const Tensor& a, float s) { return scalar_affine("mul", a, s, 0.f); }
+Tensor rsub(const Tensor& a, float s) { return scalar_affine("rsub", a, -1.f, s); }
+Tensor neg(const Tensor& a) { return unary(Unary::Neg, "neg", a); }
+Tensor square(const Tensor& a) { return unary(Unary::Square, "square", a); }
+Tensor sqrt(const Tensor& a) { return unary(Unary::Sqrt, "sqrt", a); }
+Tensor exp(const Tensor& a) { return unary(Unary::Exp, "exp", a); }
+Tensor log(const Tensor& a) { return unary(Unary::Log, "log", a); }
+Tensor abs(const Tensor& a) { return unary(Unary::Abs, "abs", a); }
+
+Tensor clamp(const Tensor& x, float lo, float hi) {
+  check_defined("clamp", x, "input");
+  if (!(lo <= hi)) fail("clamp", "lo " + std::to_string(lo) + " > hi " + std::to_string(hi));
+  Tensor y = Tensor::empty_like(x);
+  require_cpu("clamp", x);
+  cpu::clamp_forward<float>(x.data(), y.data(), x.numel(), lo, hi);
+  Tensor xs = x.detach();
+  return record(y, "clamp", {x}, [xs, lo, hi](const Tensor& g) {
+    Tensor gx = Tensor::empty_like(xs);
+    cpu::clamp_backward<float>(xs.data(), g.data(), gx.data(), xs.numel(), lo, hi);
+    return std::vector<Tensor>{gx};
+  });
+}
+
+Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
+Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
+Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
+Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
+Tensor operator+(const Tensor& a, float s) { return add(a, s); }
+Tensor operator-(const Tensor& a, float s) { return add(a, -s); }
+Tensor operator*(const Tensor& a, float s) { return mul(a, s); }
+Tensor operator/(const Tensor& a, float s) { return mul(a, 1.f / s); }
+Tensor operator+(float s, const Tensor& a) { return add(a, s); }
+Tensor operator-(float s, const Tensor& a) { return rsub(a, s); }
+Tensor operator*(float s, const Tensor& a) { return mul(a, s); }
+Tensor operator-(const Tensor& a) { return neg(a); }
+
+// ---- activations --------------------------------------------------------------------------
+
+Tensor relu(const Tensor& x) { return unary(Unary::Relu, "relu", x); }
+Tensor tanh(const Tensor& x) { return unary(Unary::Tanh, "tanh", x); }
+Tensor sigmoid(const Tensor& x) { return unary(Unary::Sigmoid, "sigmoid", x); }
+
+Tensor leaky_relu(const Tensor& x, float slope) {
+  check_defined("leaky_relu", x, "input");
+  Tensor y = Tensor::empty_like(x);
+  require_cpu("leaky_relu", x);
+  cpu::leaky_relu_forward<float>(x.data(), y.data(), x.numel(), slope);
+  Tensor xs = x.detach();
+  return record(y, "leaky_relu", {x}, [xs, slope](const Tensor& g) {
+    Tensor gx = Tensor::empty_like(xs);
+    cpu::leaky_relu_backward<float>(xs.data(), g.data(), gx.data(), xs.numel(), slope);
+    return std::vector<Tensor>{gx};
+  });
+}
+
+Tensor dropout(const Tensor& x, float p, bool training, Generator* gen) {
+  if (p < 0.f || p >= 1.f)
+    fail("dropout", "p = " + std::to_string(p) + " must be in [0, 1)");
+  if (!training || p == 0.f) return x;
+  Tensor keep = Tensor::rand(x.shape(), gen, x.device());
+  // mask = (u >= p) / (1 - p), made with elementwise ops so it runs on any device.
+  Tensor mask;
+  {
+    NoGradGuard guard;
+    const float scale = 1.f / (1.f - p);
+    std::vector<float> u = keep.to_vector();
+    for (float& v : u) v = v >= p ? scale : 0.f;
+    mask = Tensor::from_vector(u, x.shape(), x.device());
+  }
+  return mul(x, mask);
+}
+
+// ---- reductions ---------------------------------------------------------------------------
+
+Tensor sum_to(const Tensor& x, const Shape& shape) {
+  if (x.shape() == shape) return x;
+  const size_t n = x.shape().size();
+  if (shape.size() > n) fail("sum_to", "cannot sum " + shape_str(x.shape()) + " to the larger rank " + shape_str(shape));
+  const Shape target = right_align(shape, n);
+  for (size_t i = 0; i < n; ++i)
+    if (target[i] != 1 && target[i] != x.shape()[i])
+      fail("sum_to", "shape " + shape_str(x.shape()) + " does not broadcast from " + shape_str(shape));
+  Tensor out = Tensor::empty(shape, x.device());
+  require_cpu("sum_to", x);
+  cpu::sum_to_shape<float>(x.data(), x.shape().data(), out.data(), target.data(),
+                           static_cast<int>(n));
+  const Shape xs = x.shape();
+  return record(out, "sum_to", {x}, [xs](const Tensor& g) {
+    return std::vector<Tensor>{broadcast_to(g, xs)};
+  });
+}
+
+Tensor sum(const Tensor& x) {
+  check_defined("sum", x, "input");
+  Tensor flat = x.reshape({x.numel()});
+  return sum_to(flat, {1}).reshape({});
+}
+
+Tensor mean(const Tensor& x) {
+  check_defined("mean", x, "input");
+  if (x.numel() == 0) fail("mean", "of an empty tensor " + shape_str(x.shape()));
+  return mul(sum(x), 1.f / static_cast<float>(x.numel()));
+}
+
+Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
+  check_defined("sum", x, "input");
+  Shape kept = x.shape();
+  std::vector<bool> reduced(kept.size(), false);
+  for (int64_t d : dims) reduced[normalize_dim("sum", d, x.dim())] = true;
+  Shape squeezed;
+  for (size_t i = 0; i < kept.size(); ++i) {
+    if (reduced[i]) kept[i] = 1;
+    else squeezed.push_back(kept[i]);
+  }
+  Tensor out = sum_to(x, kept);
+  return keepdim ? out : out.reshape(squeezed);
+}
+
+Tensor mean(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
+  int64_t count = 1;
+  std::vector<bool> seen(static_cast<size_t>(x.dim()), false);
+  for (int64_t d : dims) {
+    const int64_t k = normalize_dim("mean", d, x.dim());
+    if (!seen[k]) count *= x.shape()[k];
+    seen[k] = true;
+  }
+  return mul(sum(x, dims, keepdim), 1.f / static_cast<float>(std::max<int64_t>(count, 1)));
+}
+
+// ---- shape --------------------------------------------------------------------------------
+
+Tensor reshape(const Tensor& x, const Shape& shape) { return x.reshape(shape); }
+Tensor flatten(const Tensor& x, int64_t start_dim) { return x.flatten(start_dim); }
+
+Tensor cat(const std::vector<Tensor>& xs, int64_t dim) {
+  if (xs.empty()) fail("cat", "needs at least one tensor");
+  const Tensor& first = xs[0];
+  check_defined("cat", first, "tensor 0");
+  const int64_t d = normalize_dim("cat", dim, first.dim());
+  Shape out_shape = first.shape();
+  out_shape[d] = 0;
+  for (size_t i = 0; i < xs.size(); ++i) {
+    check_defined("cat", xs[i], "a tensor");
+    const Tensor& t = xs[i];
+    bool ok = t.dim() == first.dim() && t.device() == first.device();
+    for (int64_t k = 0; ok && k < first.dim(); ++k) ok = k == d || t.shape()[k] == first.shape()[k];
+    if (!ok)
+      fail("cat", "tensor " + std::to_string(i) + " has shape " + shape_str(t.shape()) + " on " +
+                      t.device().str() + " but tensor 0 has " + shape_str(first.shape()) + " on " +
+                      first.device().str() + "; all sizes except dim " + std::to_string(d) +
+                      " and the device must match");
+    out_shape[d] += t.shape()[d];
+  }
+  int64_t outer = 1, inner = 1;
+  for (int64_t k = 0; k < d; ++k) outer *= out_shape[k];
+  for (int64_t k = d + 1; k < first.dim(); ++k) inner *= out_shape[k];
+  Tensor out = Tensor::empty(out_shape, first.device());
+  require_cpu("cat", first);
+  const int64_t out_row = out_shape[d] * inner;
+  int64_t offset = 0;
+  for (const Tensor& t : xs) {
+    const int64_t row = t.shape()[d] * inner;
+    for (int64_t o = 0; o < outer; ++o)
+      std::copy(t.data() + o * row, t.data() + (o + 1) * row, out.data() + o * out_row + offset);
+    offset += row;
+  }
+  std::vector<Shape> shapes;
+  for (const Tensor& t : xs) shapes.push_back(t.shape());
+  return record(out, "cat", xs, [shapes, d, outer, inner, out_row](const Tensor& g) {
+    std::vector<Tensor> grads;
+    int64_t off = 0;
+    for (const Shape& s : shapes) {
+      Tensor gi = Tensor::empty(s, g.device());
+      const int64_t row = s[d] * inner;
+      for (int64_t o = 0; o < outer; ++o)
+        std::copy(g.data() + o * out_row + off, g.data() + o * out_row + off + row,
+                  gi.data() + o * row);
+      off += row;
+      grads.push_back(gi);
+    }
+    return grads;
+  });
+}
+
+Tensor transpose2d(const Tensor& x) {
+  check_defined("transpose2d", x, "input");
+  if (x.dim() != 2) fail("transpose2d", "expects a 2-D tensor, got " + shape_str(x.shape()));
+  const int64_t M = x.shape()[0], N = x.shape()[1];
+  Tensor y = Tensor::empty({N, M}, x.device());
+  require_cpu("transpose2d", x);
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) y.data()[j * M + i] = x.data()[i * N + j];
+  return record(y, "transpose2d", {x},
+                [](const Tensor& g) { return std::vector<Tensor>{transpose2d(g)}; });
+}
+
+// ---- linear algebra -----------------------------------------------------------------------
+
+namespace {
+// C[M,N] = op(A) op(B) on whichever device the operands live.
+Tensor gemm(bool ta, bool tb, const Tensor& a, const Tensor& b, int64_t M, int64_t N, int64_t K) {
+  Tensor c = Tensor::empty({M, N}, a.device());
+  require_cpu("matmul", a);
+  cpu::gemm<float>(ta, tb, M, N, K, 1.f, a.data(), b.data(), 0.f, c.data());
+  return c;
+}
+}  // namespace
+
+Tensor matmul(const Tensor& a, const Tensor& b) {
+  check_defined("matmul", a, "first operand");
+  check_defined("matmul", b, "second operand");
+  check_same_device("matmul", {&a, &b});
+  if (a.dim() != 2 || b.dim() != 2 || a.shape()[1] != b.shape()[0])
+    fail("matmul", "expects [M, K] x [K, N], got " + shape_str(a.shape()) + " x " +
+                       shape_str(b.shape()));
+  const int64_t M = a.shape()[0], K = a.shape()[1], N = b.shape()[1];
+  Tensor y = gemm(false, false, a, b, M, N, K);
+  const bool ga = a.requires_grad(), gb = b.requires_grad();
+  Tensor ad = a.detach(), bd = b.detach();
+  return record(y, "matmul", {a, b}, [ad, bd, ga, gb, M, N, K](const Tensor& g) {
+    return std::vector<Tensor>{ga ? gemm(false, true, g, bd, M, K, N) : Tensor(),   // g b^T
+                               gb ? gemm(true, false, ad, g, K, N, M) : Tensor()};  // a^T g
+  });
+}
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  check_defined("linear", x, "input");
+  check_defined("linear", weight, "weight");
+  check_same_device("linear", {&x, &weight, &bias});
+  if (x.dim() != 2 || weight.dim() != 2 || x.shape()[1] != weight.shape()[1])
+    fail("linear", "input " + shape_str(x.shape()) + " and weight " + shape_str(weight.shape()) +
+                       " do not fit: expects input [N, in] and weight [out, in]");
+  const int64_t N = x.shape()[0], in = x.shape()[1], out = weight.shape()[0];
+  if (bias.defined() && bias.shape() != Shape{out})
+    fail("linear", "bias shape " + shape_str(bias.shape()) + " should be [" + std::to_string(out) + "]");
+  Tensor y = gemm(false, true, x, weight, N, out, in);  // x W^T
+  if (bias.defined()) {
+    NoGradGuard guard;
+    y = add(y, bias);
+  }
+  const bool gx = x.requires_grad(), gw = weight.requires_grad();
+  const bool gbias = bias.defined() && bias.requires_grad();
+  Tensor xd = x.detach(), wd = weight.detach();
+  return record(y, "linear", {x, weight, bias},
+                [xd, wd, gx, gw, gbias, N, in, out](const Tensor& g) {
+                  return std::vector<Tensor>{
+                      gx ? gemm(false, false, g, wd, N, in, out) : Tensor(),  // g W
+                      gw ? gemm(true, false, g, xd, out, in, N) : Tensor(),   // g^T x
+                      gbias ? sum_to(g, {out}) : Tensor()};
+                });
+}
+
+// ---- convolution --------------------------------------------------------------------------
+
+namespace {
+
+std::string conv_hint(const Tensor& x, const Tensor& w) {
+  return "input " + shape_str(x.shape()) + ", weight " + shape_str(w.shape());
+}
+
+void check_conv_args(const char* op, const Tensor& x, const Tensor& w, const Tensor& b,
+                     int stride, int padding) {
+  check_defined(op, x, "input");
+  check_defined(op, w, "weight");
+  check_same_device(op, {&x, &w, &b});
+  if (x.dim() != 4) fail(op, "input must be [N, C, H, W], got " + shape_str(x.shape()));
+  if (w.dim() != 4) fail(op, "weight must be 4-D, got " + shape_str(w.shape()));
+  if (stride < 1) fail(op, "stride " + std::to_string(stride) + " must be >= 1");
+  if (padding < 0) fail(op, "padding " + std::to_string(padding) + " must be >= 0");
+}
+
+// Gradient of the bias: sum of dy over N, H, W.
+Tensor bias_grad(const Tensor& g) { return sum(g, {0, 2, 3}); }
+
+}  // namespace
+
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride, int padding) {
+  const char* op = "conv2d";
+  check_conv_args(op, x, weight, bias, stride, padding);
+  cpu::Conv2dShape s{x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3],
+                     weight.shape()[0], weight.shape()[2], weight.shape()[3], stride, padding};
+  if (weight.shape()[1] != s.C)
+    fail(op, "input has " + std::to_string(s.C) + " channels but weight expects " +
+                 std::to_string(weight.shape()[1]) + " (" + conv_hint(x, weight) + ")");
+  if (bias.defined() && bias.shape() != Shape{s.O})
+    fail(op, "bias shape " + shape_str(bias.shape()) + " should be [" + std::to_string(s.O) + "]");
+  if (s.H + 2 * padding < s.kh || s.W + 2 * padding < s.kw)
+    fail(op, "kernel larger than the padded input (" + conv_hint(x, weight) + ", padding " +
+                 std::to_string(padding) + ")");
+  Tensor y = Tensor::empty({s.N, s.O, s.OH(), s.OW()}, x.device());
+  require_cpu(op, x);
+  cpu::conv2d_forward<float>(x.data(), weight.data(), bias.defined() ? bias.data() : nullptr,
+                             y.data(), s);
+  const bool gx = x.requires_grad(), gw = weight.requires_grad();
+  const bool gb = bias.defined() && bias.requires_grad();
+  Tensor xd = x.detach(), wd = weight.detach();
+  return record(y, op, {x, weight, bias}, [xd, wd, gx, gw, gb, s](const Tensor& g) {
+    Tensor dx, dw;
+    if (gx) {
+      dx = Tensor::empty(xd.shape(), g.device());
+      cpu::conv2d_backward_input<float>(g.data(), wd.data(), dx.data(), s);
+    }
+    if (gw) {
+      dw = Tensor::empty(wd.shape(), g.device());
+      cpu::conv2d_backward_weight<float>(xd.data(), g.data(), dw.data(), nullptr, s);
+    }
+    return std::vector<Tensor>{dx, dw, gb ? bias_grad(g) : Tensor()};
+  });
+}
+
+Tensor conv_transpose2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int stride,
+                        int padding, int output_padding) {
+  const char* op = "conv_transpose2d";
+  check_conv_args(op, x, weight, bias, stride, padding);
+  if (output_padding < 0 || output_padding >= stride)
+    fail(op, "output_padding " + std::to_string(output_padding) + " must be in [0, stride " +
+                 std::to_string(stride) + ")");
+  const int64_t N = x.shape()[0], C = x.shape()[1], H = x.shape()[2], W = x.shape()[3];
+  if (weight.shape()[0] != C)
+    fail(op, "input has " + std::to_string(C) + " channels but weight expects " +
+                 std::to_string(weight.shape()[0]) + " (weight layout [in, out, kh, kw]; " +
+                 conv_hint(x, weight) + ")");
+  const int64_t O = weight.shape()[1], kh = weight.shape()[2], kw = weight.shape()[3];
+  const int64_t OH = (H - 1) * stride - 2 * padding + kh + output_padding;
+  const int64_t OW = (W - 1) * stride - 2 * padding + kw + output_padding;
+  if (OH <= 0 || OW <= 0)
+    fail(op, "output would be " + std::to_string(OH) + "x" + std::to_string(OW) + " (" +
+                 conv_hint(x, weight) + ", stride " + std::to_string(stride) + ", padding " +
+                 std::to_string(padding) + ")");
+  if (bias.defined() && bias.shape() != Shape{O})
+    fail(op, "bias shape " + shape_str(bias.shape()) + " should be [" + std::to_string(O) + "]");
+  // The transposed conv is the adjoint of the conv that maps [N, O, OH, OW] to [N, C, H, W]
+  // with the same weight: its forward is that conv's backward-input, and vice versa.
+  cpu::Conv2dShape s{N, O, OH, OW, C, kh, kw, stride, padding};
+  Tensor y = Tensor::empty({N, O, OH, OW}, x.device());
+  require_cpu(op, x);
+  cpu::conv2d_backward_input<float>(x.data(), weight.data(), y.data(), s);
+  if (bias.defined()) {
+    NoGradGuard guard;
+    y = add(y, bias.reshape({1, O, 1, 1}));
+  }
+  const bool gx = x.requires_grad(), gw = weight.requires_grad();
+  const bool gb = bias.defined() && bias.requires_grad();
+  Tensor xd = x.detach(), wd = weight.detach();
+  return record(y, op, {x, weight, bias}, [xd, wd, gx, gw, gb, s](const Tensor& g) {
+    Tensor dx, dw;
+    if (gx) {
+      dx = Tensor::empty(xd.shape(), g.device());
+      cpu::conv2d_forward<float>(g.data(), wd.data(), nullptr, dx.data(), s);
+    }
+    if (gw) {
+      dw = Tensor::empty(wd.shape(), g.device());
+      cpu::conv2d_backward_weight<float>(g.data(), xd.data(), dw.data(), nullptr, s);
+    }
+    return std::vector<Tensor>{dx, dw, gb ? bias_grad(g) : Tensor()};
+  });
+}
+
+// ---- normalization ------------------------------------------------------------------------
+
+Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                  const Tensor& running_mean, const Tensor& running_var, bool training,
+                  float momentum, float eps) {
+  const char* op = "batch_norm";
+  check_defined(op, x, "input");
+  check_same_device(op, {&x, &weight, &bias, &running_mean, &running_var});
+  if (x.dim() < 2) fail(op, "input must be [N, C, ...], got " + shape_str(x.shape()));
+  const int64_t N = x.shape()[0], C = x.shape()[1], S = x.numel() / std::max<int64_t>(N * C, 1);
+  for (const Tensor* t : {&weight, &bias, &running_mean, &running_var})
+    if (t->defined() && t->shape() != Shape{C})
+      fail(op, "per-channel tensor of shape " + shape_str(t->shape()) + " should be [" +
+                   std::to_string(C) + "] for input " + shape_str(x.shape()));
+  if (running_mean.defined() != running_var.defined())
+    fail(op, "give both running_mean and running_var or neither");
+  if (!training && !running_mean.defined())
+    fail(op, "eval mode needs running_mean and running_var");
+  if (training && N * S <= 1)
+    fail(op, "training needs more than one value per channel, got input " + shape_str(x.shape()));
+  require_cpu(op, x);
+  const float* gamma = weight.defined() ? weight.data() : nullptr;
+  const float* beta = bias.defined() ? bias.data() : nullptr;
+  Tensor y = Tensor::empty_like(x);
+  const bool gx = x.requires_grad(), gw = weight.defined() && weight.requires_grad();
+  const bool gb = bias.defined() && bias.requires_grad();
+  Tensor xd = x.detach(), wd = weight.defined() ? weight.detach() : Tensor();
+
+  if (!training) {
+    cpu::batch_norm_forward_eval<float>(x.data(), gamma, beta, running_mean.data(),
+                                        running_var.data(), y.data(), N, C, S, eps);
+    Tensor mean_d = running_mean.detach().clone(), var_d = running_var.detach().clone();
+    return record(y, op, {x, weight, bias}, [xd, wd, mean_d, var_d, eps, C, gx, gw, gb](const Tensor& g) {
+      // Statistics are constants here: y = (x - m) * invstd * gamma + beta.
+      const Shape cs{1, C};
+      Shape bshape = cs;
+      for (int64_t k = 2; k < xd.dim(); ++k) bshape.push_back(1);
+      Tensor invstd = div(Tensor::ones({C}, g.device()), sqrt(add(var_d, eps))).reshape(bshape);
+      Tensor xhat = mul(sub(xd, mean_d.reshape(bshape)), invstd);
+      std::vector<int64_t> red{0};
+      for (int64_t k = 2; k < xd.dim(); ++k) red.push_back(k);
+      Tensor dx = gx ? mul(g, wd.defined() ? mul(invstd, wd.reshape(bshape)) : invstd) : Tensor();
+      return std::vector<Tensor>{dx, gw ? sum(mul(g, xhat), red) : Tensor(),
+                                 gb ? sum(g, red) : Tensor()};
+    });
+  }
+
+  Tensor save_mean = Tensor::empty({C}, x.device()), save_invstd = Tensor::empty({C}, x.device());
+  Tensor var_unbiased = Tensor::empty({C}, x.device());
+  cpu::batch_norm_forward_train<float>(x.data(), gamma, beta, y.data(), save_mean.data(),
+                                       save_invstd.data(), var_unbiased.data(), N, C, S, eps);
+  if (running_mean.defined()) {
+    float* rm = running_mean.data();
+    float* rv = running_var.data();
+    for (int64_t c = 0; c < C; ++c) {
+      rm[c] = (1.f - momentum) * rm[c] + momentum * save_mean.data()[c];
+      rv[c] = (1.f - momentum) * rv[c] + momentum * var_unbiased.data()[c];
+    }
+  }
+  return record(y, op, {x, weight, bias},
+                [xd, wd, save_mean, save_invstd, N, C, S, gx, gw, gb](const Tensor& g) {
+                  Tensor dx = Tensor::empty(xd.shape(), g.device());
+                  Tensor dgamma = Tensor::empty({C}, g.device()), dbeta = Tensor::empty({C}, g.device());
+                  cpu::batch_norm_backward_train<float>(
+                      xd.data(), g.data(), wd.defined() ? wd.data() : nullptr, save_mean.data(),
+                      save_invstd.data(), dx.data(), dgamma.data(), dbeta.data(), N, C, S);
+                  return std::vector<Tensor>{gx ? dx : Tensor(), gw ? dgamma : Tensor(),
+                                             gb ? dbeta : Tensor()};
+                });
+}
+
+// ---- losses -------------------------------------------------------------------------------
+
+namespace {
+void check_loss_args(const char* op, const Tensor& input, const Tensor& target) {
+  check_defined(op, input, "input");
+  check_defined(op, target, "target");
+  check_same_device(op, {&input, &target});
+  if (input.shape() != target.shape())
+    fail(op, "input " + shape_str(input.shape()) + " and target " + shape_str(target.shape()) +
+                 " must have the same shape");
+  if (input.numel() == 0) fail(op, "input is empty");
+}
+}  // namespace
+
+Tensor binary_cross_entropy(const Tensor& p, const Tensor& target) {
+  const char* op = "binary_cross_entropy";
+  check_loss_args(op, p, target);
+  require_cpu(op, p);
+  const int64_t n = p.numel();
+  const float* pv = p.data();
+  for (int64_t i = 0; i < n; ++i)
+    if (!(pv[i] >= 0.f && pv[i] <= 1.f))
+      fail(op, "input values must be probabilities in [0, 1]; element " + std::to_string(i) +
+                   " is " + std::to_string(pv[i]) + " (use binary_cross_entropy_with_logits on logits)");
+  Tensor loss = Tensor::full({}, cpu::bce_forward<float>(p.data(), target.data(), n), p.device());
+  Tensor pd = p.detach(), td = target.detach();
+  return record(loss, op, {p, target}, [pd, td, n](const Tensor& g) {
+    Tensor dp = Tensor::empty_like(pd);
+    cpu::bce_backward<float>(pd.data(), td.data(), g.item(), dp.data(), n);
+    return std::vector<Tensor>{dp, Tensor()};
+  });
+}
+
+Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& target) {
+  const char* op = "binary_cross_entropy_with_logits";
+  check_loss_args(op, logits, target);
+  require_cpu(op, logits);
+  const int64_t n = logits.numel();
+  Tensor loss = Tensor::full({}, cpu::bce_logits_forward<float>(logits.data(), target.data(), n),
+                             logits.device());
+  Tensor xd = logits.detach(), td = target.detach();
+  return record(loss, op, {logits, target}, [xd, td, n](const Tensor& g) {
+    Tensor dx = Tensor::empty_like(xd);
+    cpu::bce_logits_backward<float>(xd.data(), td.data(), g.item(), dx.data(), n);
+    return std::vector<Tensor>{dx, Tensor()};
+  });
+}
+
+Tensor mse_loss(const Tensor& input, const Tensor& target) {
+  check_loss_args("mse_loss", input, target);
+  return mean(square(sub(input, target)));
+}
+
+Tensor l1_loss(const Tensor& input, const Tensor& target) {
+  check_loss_args("l1_loss", input, target);
+  return mean(abs(sub(input, target)));
+}
+
+}  // namespace gantry

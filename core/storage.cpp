@@ -1,0 +1,44 @@
+#include "gantry/core/storage.h"
+
+#include <cstdlib>
+#include <new>
+#include <stdexcept>
+
+#ifdef GANTRY_WITH_CUDA
+#include "gantry/core/cuda_runtime.h"
+#endif
+
+namespace gantry {
+
+namespace {
+constexpr std::size_t kAlign = 64;  // a cache line; also what AVX-512 loads like
+}
+
+Storage::Storage(std::size_t nbytes, Device dev) : nbytes_(nbytes), device_(dev) {
+  if (dev.is_cpu()) {
+    // aligned_alloc needs a size that is a multiple of the alignment (and non-zero).
+    const std::size_t rounded = ((nbytes + kAlign - 1) / kAlign) * kAlign;
+    data_ = std::aligned_alloc(kAlign, rounded == 0 ? kAlign : rounded);
+    if (!data_) throw std::bad_alloc();
+    return;
+  }
+#ifdef GANTRY_WITH_CUDA
+  data_ = cuda::allocate(nbytes, dev.index);
+#else
+  throw std::runtime_error("cannot allocate on " + dev.str() +
+                           ": gantry was built without CUDA (configure with -DGANTRY_CUDA=ON)");
+#endif
+}
+
+Storage::~Storage() {
+  if (!data_) return;
+  if (device_.is_cpu()) {
+    std::free(data_);
+    return;
+  }
+#ifdef GANTRY_WITH_CUDA
+  cuda::deallocate(data_, device_.index);
+#endif
+}
+
+}  // namespace gantry

@@ -1,0 +1,164 @@
+// Convolution as im2col + GEMM (see docs/ops.md).
+//
+// For a chunk of nb images, im2col lays every receptive field out as a column of
+// col[C*kh*kw, nb*OH*OW]; then the whole chunk is one GEMM with the weight viewed as
+// [O, C*kh*kw]. One large GEMM keeps Eigen near its FLOP ceiling, where per-image GEMMs on the
+// small late layers (OH*OW = 16) would not. Chunks bound the col buffer's size.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "gantry/kernels/cpu/cpu_kernels.h"
+
+namespace gantry::cpu {
+
+namespace {
+
+constexpr int64_t kColBudgetBytes = 64ll << 20;
+
+// im2col of one image into columns [col0, col0 + OH*OW) of a matrix with leading dim ld.
+template <class T>
+void im2col_ld(const T* x, const Conv2dShape& s, T* col, int64_t ld, int64_t col0) {
+  const int64_t OH = s.OH(), OW = s.OW();
+  for (int64_t c = 0; c < s.C; ++c)
+    for (int64_t ki = 0; ki < s.kh; ++ki)
+      for (int64_t kj = 0; kj < s.kw; ++kj) {
+        T* row = col + ((c * s.kh + ki) * s.kw + kj) * ld + col0;
+        const T* xc = x + c * s.H * s.W;
+        for (int64_t oh = 0; oh < OH; ++oh) {
+          const int64_t ih = oh * s.stride - s.padding + ki;
+          T* dst = row + oh * OW;
+          if (ih < 0 || ih >= s.H) {
+            std::fill(dst, dst + OW, T(0));
+            continue;
+          }
+          const T* src = xc + ih * s.W;
+          for (int64_t ow = 0; ow < OW; ++ow) {
+            const int64_t iw = ow * s.stride - s.padding + kj;
+            dst[ow] = (iw >= 0 && iw < s.W) ? src[iw] : T(0);
+          }
+        }
+      }
+}
+
+// The adjoint of im2col_ld: accumulates the columns back into one image.
+template <class T>
+void col2im_ld(const T* col, const Conv2dShape& s, T* x, int64_t ld, int64_t col0) {
+  const int64_t OH = s.OH(), OW = s.OW();
+  for (int64_t c = 0; c < s.C; ++c)
+    for (int64_t ki = 0; ki < s.kh; ++ki)
+      for (int64_t kj = 0; kj < s.kw; ++kj) {
+        const T* row = col + ((c * s.kh + ki) * s.kw + kj) * ld + col0;
+        T* xc = x + c * s.H * s.W;
+        for (int64_t oh = 0; oh < OH; ++oh) {
+          const int64_t ih = oh * s.stride - s.padding + ki;
+          if (ih < 0 || ih >= s.H) continue;
+          const T* src = row + oh * OW;
+          T* dst = xc + ih * s.W;
+          for (int64_t ow = 0; ow < OW; ++ow) {
+            const int64_t iw = ow * s.stride - s.padding + kj;
+            if (iw >= 0 && iw < s.W) dst[iw] += src[ow];
+          }
+        }
+      }
+}
+
+int64_t chunk_images(const Conv2dShape& s, size_t elem) {
+  const int64_t per_image = s.C * s.kh * s.kw * s.OH() * s.OW() * static_cast<int64_t>(elem);
+  return std::max<int64_t>(1, std::min<int64_t>(s.N, kColBudgetBytes / std::max<int64_t>(per_image, 1)));
+}
+
+}  // namespace
+
+template <class T>
+void im2col(const T* x, const Conv2dShape& s, T* col) {
+  im2col_ld(x, s, col, s.OH() * s.OW(), 0);
+}
+
+template <class T>
+void col2im(const T* col, const Conv2dShape& s, T* x) {
+  col2im_ld(col, s, x, s.OH() * s.OW(), 0);
+}
+
+template <class T>
+void conv2d_forward(const T* x, const T* w, const T* bias, T* y, const Conv2dShape& s) {
+  const int64_t P = s.OH() * s.OW(), K = s.C * s.kh * s.kw;
+  const int64_t nb = chunk_images(s, sizeof(T));
+  std::vector<T> col(static_cast<size_t>(K * nb * P)), out(static_cast<size_t>(s.O * nb * P));
+  for (int64_t n0 = 0; n0 < s.N; n0 += nb) {
+    const int64_t cnt = std::min(nb, s.N - n0), ld = cnt * P;
+#pragma omp parallel for if (cnt > 1)
+    for (int64_t i = 0; i < cnt; ++i) im2col_ld(x + (n0 + i) * s.C * s.H * s.W, s, col.data(), ld, i * P);
+    gemm<T>(false, false, s.O, ld, K, T(1), w, col.data(), T(0), out.data());
+    // out[O, cnt*P] -> y[n, O, P], adding the bias on the way.
+#pragma omp parallel for collapse(2) if (cnt * s.O * P > (1 << 15))
+    for (int64_t i = 0; i < cnt; ++i)
+      for (int64_t o = 0; o < s.O; ++o) {
+        const T* src = out.data() + o * ld + i * P;
+        T* dst = y + ((n0 + i) * s.O + o) * P;
+        const T b = bias ? bias[o] : T(0);
+        for (int64_t p = 0; p < P; ++p) dst[p] = src[p] + b;
+      }
+  }
+}
+
+template <class T>
+void conv2d_backward_input(const T* dy, const T* w, T* dx, const Conv2dShape& s) {
+  const int64_t P = s.OH() * s.OW(), K = s.C * s.kh * s.kw;
+  const int64_t nb = chunk_images(s, sizeof(T));
+  std::vector<T> col(static_cast<size_t>(K * nb * P)), g(static_cast<size_t>(s.O * nb * P));
+  std::fill(dx, dx + s.N * s.C * s.H * s.W, T(0));
+  for (int64_t n0 = 0; n0 < s.N; n0 += nb) {
+    const int64_t cnt = std::min(nb, s.N - n0), ld = cnt * P;
+    // dy[n, O, P] -> g[O, cnt*P]
+#pragma omp parallel for collapse(2) if (cnt * s.O * P > (1 << 15))
+    for (int64_t i = 0; i < cnt; ++i)
+      for (int64_t o = 0; o < s.O; ++o)
+        std::memcpy(g.data() + o * ld + i * P, dy + ((n0 + i) * s.O + o) * P, P * sizeof(T));
+    // dcol[K, cnt*P] = W^T[K, O] g[O, cnt*P]
+    gemm<T>(true, false, K, ld, s.O, T(1), w, g.data(), T(0), col.data());
+#pragma omp parallel for if (cnt > 1)
+    for (int64_t i = 0; i < cnt; ++i) col2im_ld(col.data(), s, dx + (n0 + i) * s.C * s.H * s.W, ld, i * P);
+  }
+}
+
+template <class T>
+void conv2d_backward_weight(const T* x, const T* dy, T* dw, T* dbias, const Conv2dShape& s) {
+  const int64_t P = s.OH() * s.OW(), K = s.C * s.kh * s.kw;
+  const int64_t nb = chunk_images(s, sizeof(T));
+  std::vector<T> col(static_cast<size_t>(K * nb * P)), g(static_cast<size_t>(s.O * nb * P));
+  std::fill(dw, dw + s.O * K, T(0));
+  for (int64_t n0 = 0; n0 < s.N; n0 += nb) {
+    const int64_t cnt = std::min(nb, s.N - n0), ld = cnt * P;
+#pragma omp parallel for if (cnt > 1)
+    for (int64_t i = 0; i < cnt; ++i) im2col_ld(x + (n0 + i) * s.C * s.H * s.W, s, col.data(), ld, i * P);
+#pragma omp parallel for collapse(2) if (cnt * s.O * P > (1 << 15))
+    for (int64_t i = 0; i < cnt; ++i)
+      for (int64_t o = 0; o < s.O; ++o)
+        std::memcpy(g.data() + o * ld + i * P, dy + ((n0 + i) * s.O + o) * P, P * sizeof(T));
+    // dW[O, K] += g[O, cnt*P] col^T[cnt*P, K]
+    gemm<T>(false, true, s.O, K, ld, T(1), g.data(), col.data(), T(1), dw);
+  }
+  if (dbias) {
+    for (int64_t o = 0; o < s.O; ++o) {
+      double acc = 0;
+      for (int64_t n = 0; n < s.N; ++n) {
+        const T* src = dy + (n * s.O + o) * P;
+        for (int64_t p = 0; p < P; ++p) acc += src[p];
+      }
+      dbias[o] = static_cast<T>(acc);
+    }
+  }
+}
+
+#define GANTRY_INSTANTIATE(T)                                                           \
+  template void im2col<T>(const T*, const Conv2dShape&, T*);                            \
+  template void col2im<T>(const T*, const Conv2dShape&, T*);                            \
+  template void conv2d_forward<T>(const T*, const T*, const T*, T*, const Conv2dShape&); \
+  template void conv2d_backward_input<T>(const T*, const T*, T*, const Conv2dShape&);    \
+  template void conv2d_backward_weight<T>(const T*, const T*, T*, T*, const Conv2dShape&);
+GANTRY_INSTANTIATE(float)
+GANTRY_INSTANTIATE(double)
+#undef GANTRY_INSTANTIATE
+
+}  // namespace gantry::cpu

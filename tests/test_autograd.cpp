@@ -1,0 +1,93 @@
+#include <catch2/catch.hpp>
+
+#include "gantry/core/autograd.h"
+#include "gantry/core/ops.h"
+#include "gantry/core/tensor.h"
+
+using namespace gantry;
+
+TEST_CASE("backward through a small expression", "[autograd]") {
+  Tensor x = Tensor::from_vector({1, 2, 3}, {3}).requires_grad_();
+  Tensor y = sum(x * x * 3.f + x);  // dy/dx = 6x + 1
+  y.backward();
+  REQUIRE(x.grad().to_vector() == std::vector<float>{7, 13, 19});
+  REQUIRE(x.is_leaf());
+  REQUIRE_FALSE(y.is_leaf());
+  REQUIRE(y.grad_fn() != nullptr);
+}
+
+TEST_CASE("gradients accumulate until zero_grad", "[autograd]") {
+  Tensor w = Tensor::from_vector({2}, {1}).requires_grad_();
+  sum(w * 5.f).backward();
+  sum(w * 5.f).backward();
+  REQUIRE(w.grad().item() == 10.f);
+  w.zero_grad();
+  REQUIRE_FALSE(w.grad().defined());
+  sum(w * 5.f).backward();
+  REQUIRE(w.grad().item() == 5.f);
+}
+
+TEST_CASE("a tensor used twice gets the sum of both paths", "[autograd]") {
+  // z = a*b + a: dz/da = b + 1, through two uses of `a` (and of the shared product).
+  Tensor a = Tensor::from_vector({3}, {1}).requires_grad_();
+  Tensor b = Tensor::from_vector({4}, {1}).requires_grad_();
+  Tensor p = a * b;
+  Tensor z = sum(p + a + p);  // p used twice: dz/da = 2b + 1, dz/db = 2a
+  z.backward();
+  REQUIRE(a.grad().item() == 9.f);
+  REQUIRE(b.grad().item() == 6.f);
+}
+
+TEST_CASE("the DCGAN pattern: D on a detached fake, then on the fake", "[autograd]") {
+  Tensor g_w = Tensor::from_vector({2}, {1}).requires_grad_();  // "generator"
+  Tensor d_w = Tensor::from_vector({3}, {1}).requires_grad_();  // "discriminator"
+  Tensor fake = g_w * 5.f;
+  // D step: the fake is detached, so only D gets a gradient.
+  sum(fake.detach() * d_w).backward();
+  REQUIRE(d_w.grad().item() == 10.f);
+  REQUIRE_FALSE(g_w.grad().defined());
+  // G step: the same fake, not detached, now reaches G.
+  sum(fake * d_w).backward();
+  REQUIRE(g_w.grad().item() == 15.f);
+  REQUIRE(d_w.grad().item() == 20.f);
+}
+
+TEST_CASE("NoGradGuard records nothing; detach cuts the graph", "[autograd]") {
+  Tensor x = Tensor::ones({2}).requires_grad_();
+  {
+    NoGradGuard guard;
+    Tensor y = x * 2.f;
+    REQUIRE_FALSE(y.requires_grad());
+    REQUIRE(y.grad_fn() == nullptr);
+  }
+  REQUIRE(grad_enabled());
+  Tensor y = x * 2.f;
+  REQUIRE(y.requires_grad());
+  REQUIRE_FALSE(y.detach().requires_grad());
+  REQUIRE_THROWS_WITH(sum(y.detach()).backward(), Catch::Contains("does not require grad"));
+}
+
+TEST_CASE("backward errors are clear", "[autograd]") {
+  Tensor x = Tensor::ones({2}).requires_grad_();
+  Tensor y = x * 2.f;
+  REQUIRE_THROWS_WITH(y.backward(), Catch::Contains("not a scalar"));
+  REQUIRE_THROWS_WITH(y.backward(Tensor::ones({3})), Catch::Contains("[3]"));
+  Tensor s = sum(y);
+  s.backward();
+  REQUIRE_THROWS_WITH(s.backward(), Catch::Contains("retain_graph"));
+  Tensor t = sum(x * 3.f);
+  t.backward(Tensor(), true);
+  t.backward();
+  REQUIRE(x.grad().to_vector() == std::vector<float>{8, 8});
+  REQUIRE_THROWS_WITH(y.requires_grad_(false), Catch::Contains("leaf"));
+}
+
+TEST_CASE("non-scalar backward with an explicit gradient, and views", "[autograd]") {
+  Tensor x = Tensor::arange(6).requires_grad_();
+  Tensor y = x.reshape({2, 3}) * 2.f;
+  y.backward(Tensor::full({2, 3}, 0.5f));
+  REQUIRE(x.grad().to_vector() == std::vector<float>(6, 1.f));
+  Tensor z = Tensor::arange(6).requires_grad_();
+  sum(z.narrow0(2, 3) * 4.f).backward();
+  REQUIRE(z.grad().to_vector() == std::vector<float>{0, 0, 4, 4, 4, 0});
+}
