@@ -1,0 +1,510 @@
+// Datasets (see dataset.h for the contract).
+#include "gantry/data/dataset.h"
+
+#include <zlib.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+namespace gantry::data {
+
+namespace fs = std::filesystem;
+
+const std::vector<BadFile>& Dataset::bad_files() const {
+  static const std::vector<BadFile> none;
+  return none;
+}
+
+namespace {
+
+bool is_hidden(const fs::path& p) {
+  const std::string n = p.filename().string();
+  return !n.empty() && n[0] == '.';
+}
+
+// All image files below dir (recursive), sorted by path; hidden files and folders skipped.
+// `other_files` counts the regular files that are not images (for the "no images" message).
+std::vector<std::string> list_images(const fs::path& dir, size_t* other_files) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  fs::recursive_directory_iterator it(dir, fs::directory_options::skip_permission_denied, ec);
+  if (ec) throw std::runtime_error("image folder " + dir.string() + ": " + ec.message());
+  for (; it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (ec) throw std::runtime_error("image folder " + dir.string() + ": " + ec.message());
+    const fs::directory_entry& e = *it;
+    if (is_hidden(e.path())) {
+      if (e.is_directory(ec)) it.disable_recursion_pending();
+      continue;
+    }
+    if (!e.is_regular_file(ec)) continue;
+    if (has_image_extension(e.path().string()))
+      out.push_back(e.path().string());
+    else if (other_files)
+      ++*other_files;
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::string list_bad(const std::vector<BadFile>& bad, size_t max_names = 20) {
+  std::ostringstream os;
+  for (size_t i = 0; i < bad.size() && i < max_names; ++i)
+    os << "\n  " << bad[i].path << ": " << bad[i].reason;
+  if (bad.size() > max_names) os << "\n  ... and " << bad.size() - max_names << " more";
+  return os.str();
+}
+
+// Runs fn(i) for i in [0, n) on `threads` threads (the folder scan: I/O-bound, so it pays to
+// overlap file reads even on a small machine).
+template <class Fn>
+void parallel_for(size_t n, int threads, Fn fn) {
+  if (threads <= 0) threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  threads = static_cast<int>(std::min<size_t>(size_t(threads), std::max<size_t>(1, n / 64)));
+  if (threads <= 1) {
+    for (size_t i = 0; i < n; ++i) fn(i);
+    return;
+  }
+  std::atomic<size_t> next{0};
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t)
+    pool.emplace_back([&] {
+      for (size_t i; (i = next.fetch_add(1)) < n;) fn(i);
+    });
+  for (auto& th : pool) th.join();
+}
+
+}  // namespace
+
+// ---- ImageFolder ---------------------------------------------------------------------------------
+
+ImageFolder::ImageFolder(const std::string& root, const DatasetOptions& opt) : root_(root) {
+  std::error_code ec;
+  const fs::path r(root);
+  if (root.empty()) throw std::invalid_argument("image folder: no path given");
+  if (!fs::exists(r, ec))
+    throw std::runtime_error("image folder " + root + ": no such file or directory");
+  if (!fs::is_directory(r, ec))
+    throw std::runtime_error("image folder " + root +
+                             ": is a file, not a folder (pass the folder that holds the images)");
+
+  // Top level: sub-folders (candidate classes) and images directly in the root.
+  std::vector<fs::path> subdirs;
+  std::vector<std::string> root_images;
+  size_t other_files = 0, entries = 0;
+  for (const auto& e : fs::directory_iterator(r, fs::directory_options::skip_permission_denied)) {
+    ++entries;
+    if (is_hidden(e.path())) continue;
+    if (e.is_directory(ec))
+      subdirs.push_back(e.path());
+    else if (e.is_regular_file(ec) && has_image_extension(e.path().string()))
+      root_images.push_back(e.path().string());
+    else if (e.is_regular_file(ec))
+      ++other_files;
+  }
+  std::sort(subdirs.begin(), subdirs.end());
+  std::sort(root_images.begin(), root_images.end());
+
+  std::vector<std::string> empty_classes;
+  for (const fs::path& d : subdirs) {
+    std::vector<std::string> imgs = list_images(d, &other_files);
+    if (imgs.empty()) {
+      empty_classes.push_back(d.filename().string());
+      continue;
+    }
+    const int64_t label = static_cast<int64_t>(classes_.size());
+    classes_.push_back(d.filename().string());
+    for (auto& f : imgs) {
+      files_.push_back(std::move(f));
+      labels_.push_back(label);
+    }
+  }
+  if (!classes_.empty()) {
+    if (!root_images.empty() && !opt.quiet)
+      std::cerr << "gantry: warning: image folder " << root << ": " << root_images.size()
+                << " image(s) directly in the root are ignored because its sub-folders are "
+                   "classes (torchvision ImageFolder layout)\n";
+    if (!empty_classes.empty() && !opt.quiet)
+      std::cerr << "gantry: warning: image folder " << root << ": sub-folder(s) with no images "
+                << "ignored (not classes): " << empty_classes.front()
+                << (empty_classes.size() > 1 ? " ..." : "") << "\n";
+  } else {
+    // Flat layout: the root's own images, one class.
+    classes_.push_back(r.filename().empty() ? r.parent_path().filename().string()
+                                            : r.filename().string());
+    files_ = std::move(root_images);
+    labels_.assign(files_.size(), 0);
+  }
+  if (files_.empty()) {
+    if (entries == 0) throw std::runtime_error("image folder " + root + ": the folder is empty");
+    throw std::runtime_error("image folder " + root + ": no images found (" +
+                             std::to_string(other_files) +
+                             " other file(s)); gantry reads .png .jpg .jpeg .bmp .tga .gif");
+  }
+
+  // The scan: find unreadable files now rather than hours into a run.
+  const size_t n = files_.size();
+  std::vector<std::string> reasons(n);
+  std::vector<ImageInfo> infos(n);
+  if (opt.verify != Verify::None) {
+    parallel_for(n, opt.scan_threads, [&](size_t i) {
+      if (opt.verify == Verify::Header) {
+        reasons[i] = check_image_file(files_[i], &infos[i]);
+      } else {
+        try {
+          Image img = load_image(files_[i], true);
+          infos[i] = ImageInfo{img.width, img.height, img.channels};
+        } catch (const std::exception& e) {
+          // The message starts with the path; keep only the reason.
+          std::string m = e.what();
+          if (m.rfind(files_[i] + ": ", 0) == 0) m = m.substr(files_[i].size() + 2);
+          reasons[i] = m;
+        }
+      }
+    });
+  }
+  std::vector<std::string> good;
+  std::vector<int64_t> good_labels;
+  bool any_color = false, any_info = false, same_size = true;
+  for (size_t i = 0; i < n; ++i) {
+    if (!reasons[i].empty()) {
+      bad_.push_back({files_[i], reasons[i]});
+      continue;
+    }
+    good.push_back(std::move(files_[i]));
+    good_labels.push_back(labels_[i]);
+    if (opt.verify == Verify::None) continue;
+    const ImageInfo& inf = infos[i];
+    any_color = any_color || inf.channels >= 3;
+    if (!any_info) {
+      width_ = inf.width;
+      height_ = inf.height;
+      any_info = true;
+    } else if (inf.width != width_ || inf.height != height_) {
+      same_size = false;
+    }
+  }
+  if (!bad_.empty()) {
+    if (opt.strict)
+      throw std::runtime_error("image folder " + root + ": " + std::to_string(bad_.size()) +
+                               " unreadable image(s) (strict mode):" + list_bad(bad_));
+    if (!opt.quiet)
+      std::cerr << "gantry: warning: image folder " << root << ": skipping " << bad_.size()
+                << " unreadable image(s) of " << n << ":" << list_bad(bad_) << "\n";
+  }
+  if (good.empty())
+    throw std::runtime_error("image folder " + root + ": none of the " + std::to_string(n) +
+                             " image files is readable:" + list_bad(bad_, 5));
+  files_ = std::move(good);
+  labels_ = std::move(good_labels);
+  // Without a scan nothing is known: assume color and mixed sizes.
+  channels_ = (opt.verify == Verify::None || any_color) ? 3 : 1;
+  if (opt.verify == Verify::None || !same_size) width_ = height_ = 0;
+}
+
+Example ImageFolder::get(size_t i) const {
+  if (i >= files_.size())
+    throw std::out_of_range("ImageFolder::get: index " + std::to_string(i) + " >= size " +
+                            std::to_string(files_.size()));
+  return Example{load_image(files_[i]), labels_[i]};
+}
+
+std::string ImageFolder::name() const {
+  return "folder " + root_ + " (" + std::to_string(files_.size()) + " images, " +
+         std::to_string(classes_.size()) + " class" + (classes_.size() == 1 ? "" : "es") + ")";
+}
+
+// ---- TensorDataset ---------------------------------------------------------------------------------
+
+const uint8_t* TensorDataset::image_data(size_t i) const {
+  if (i >= labels_.size())
+    throw std::out_of_range(name_ + ": index " + std::to_string(i) + " >= size " +
+                            std::to_string(labels_.size()));
+  return pixels_.data() + i * size_t(width_) * height_ * channels_;
+}
+
+Example TensorDataset::get(size_t i) const {
+  const uint8_t* p = image_data(i);
+  Example ex;
+  ex.image.width = width_;
+  ex.image.height = height_;
+  ex.image.channels = channels_;
+  ex.image.pixels.assign(p, p + size_t(width_) * height_ * channels_);
+  ex.label = labels_[i];
+  return ex;
+}
+
+// ---- CIFAR-10 ------------------------------------------------------------------------------------
+
+namespace {
+const std::vector<std::string> kCifarClasses = {"airplane", "automobile", "bird",  "cat",  "deer",
+                                                "dog",      "frog",       "horse", "ship", "truck"};
+
+// The batch files a CIFAR-10 folder must hold.
+std::vector<std::string> cifar_files(const std::string& path, bool train) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) throw std::runtime_error("cifar10 " + path + ": no such file or directory");
+  if (fs::is_regular_file(path, ec)) return {path};
+  std::vector<std::string> names;
+  if (train)
+    for (int b = 1; b <= 5; ++b) names.push_back("data_batch_" + std::to_string(b) + ".bin");
+  else
+    names.push_back("test_batch.bin");
+  // The tarball unpacks to cifar-10-batches-bin/: accept the folder above it too.
+  fs::path dir(path);
+  if (!fs::exists(dir / names[0], ec) && fs::is_directory(dir / "cifar-10-batches-bin", ec))
+    dir /= "cifar-10-batches-bin";
+  std::vector<std::string> files, missing;
+  for (const auto& n : names) {
+    if (fs::is_regular_file(dir / n, ec))
+      files.push_back((dir / n).string());
+    else
+      missing.push_back(n);
+  }
+  if (!missing.empty()) {
+    std::string msg = "cifar10 " + path + ": missing ";
+    for (size_t i = 0; i < missing.size(); ++i) msg += (i ? ", " : "") + missing[i];
+    msg += train ? " (the training set is data_batch_1.bin ... data_batch_5.bin)"
+                 : " (the test set is test_batch.bin)";
+    if (fs::exists(dir / (train ? "data_batch_1" : "test_batch"), ec))
+      msg += "; this looks like the Python (pickle) version: use the binary version, "
+             "cifar-10-binary.tar.gz";
+    else
+      msg += "; expected the binary version (cifar-10-binary.tar.gz, unpacked)";
+    throw std::runtime_error(msg);
+  }
+  return files;
+}
+}  // namespace
+
+Cifar10::Cifar10(const std::string& path, bool train) {
+  constexpr int kSide = 32, kPlane = kSide * kSide;
+  width_ = height_ = kSide;
+  channels_ = 3;
+  num_classes_ = 10;
+  class_names_ = kCifarClasses;
+  for (const std::string& f : cifar_files(path, train)) {
+    const std::vector<uint8_t> bytes = read_file(f);
+    if (bytes.empty() || bytes.size() % kRecordBytes != 0)
+      throw std::runtime_error("cifar10 " + f + ": " + std::to_string(bytes.size()) +
+                               " bytes is not a whole number of 3073-byte records (1 label byte "
+                               "+ 32x32x3 pixels); a CIFAR-10 batch file has 30730000 bytes");
+    const size_t records = bytes.size() / kRecordBytes;
+    const size_t base = labels_.size();
+    pixels_.resize((base + records) * kPlane * 3);
+    for (size_t r = 0; r < records; ++r) {
+      const uint8_t* rec = bytes.data() + r * kRecordBytes;
+      if (rec[0] > 9)
+        throw std::runtime_error("cifar10 " + f + ": record " + std::to_string(r) + " has label " +
+                                 std::to_string(rec[0]) + ", expected 0..9 (is this CIFAR-100? "
+                                 "gantry reads the CIFAR-10 binary format)");
+      labels_.push_back(rec[0]);
+      // Planar R, G, B -> interleaved HWC.
+      uint8_t* dst = pixels_.data() + (base + r) * kPlane * 3;
+      const uint8_t* red = rec + 1;
+      for (int p = 0; p < kPlane; ++p) {
+        dst[p * 3 + 0] = red[p];
+        dst[p * 3 + 1] = red[p + kPlane];
+        dst[p * 3 + 2] = red[p + 2 * kPlane];
+      }
+    }
+  }
+  name_ = std::string("cifar10 (") + (train ? "train" : "test") + ", " +
+          std::to_string(labels_.size()) + " images, " + path + ")";
+}
+
+// ---- IDX -------------------------------------------------------------------------------------------
+
+IdxArray read_idx(const std::string& path, int expected_dims) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec))
+    throw std::runtime_error("IDX file " + path + ": no such file");
+  // gzread reads gzip files and passes plain files through unchanged.
+  gzFile gz = gzopen(path.c_str(), "rb");
+  if (!gz) throw std::runtime_error("IDX file " + path + ": cannot open");
+  gzbuffer(gz, 1 << 17);
+  std::vector<uint8_t> bytes;
+  std::vector<uint8_t> chunk(1 << 20);
+  for (;;) {
+    const int n = gzread(gz, chunk.data(), static_cast<unsigned>(chunk.size()));
+    if (n < 0) {
+      int errnum = 0;
+      std::string msg = gzerror(gz, &errnum);
+      gzclose(gz);
+      throw std::runtime_error("IDX file " + path + ": corrupt gzip data (" + msg + ")");
+    }
+    if (n == 0) break;
+    bytes.insert(bytes.end(), chunk.begin(), chunk.begin() + n);
+  }
+  gzclose(gz);
+
+  const uint32_t want_magic = 0x00000800u | uint32_t(expected_dims);
+  auto hex = [](uint32_t v) {
+    char buf[16];
+    std::snprintf(buf, sizeof buf, "0x%08X", v);
+    return std::string(buf);
+  };
+  const std::string kind = expected_dims == 1 ? "labels (0x00000801)" : "images (0x00000803)";
+  if (bytes.size() < 4)
+    throw std::runtime_error("IDX file " + path + ": " + std::to_string(bytes.size()) +
+                             " bytes, too short for the 4-byte magic number; expected IDX " + kind);
+  const uint32_t magic = uint32_t(bytes[0]) << 24 | uint32_t(bytes[1]) << 16 |
+                         uint32_t(bytes[2]) << 8 | bytes[3];
+  if (magic != want_magic)
+    throw std::runtime_error("IDX file " + path + ": magic number " + hex(magic) + ", expected " +
+                             hex(want_magic) + " (unsigned-byte " + kind.substr(0, kind.find(' ')) +
+                             ", " + std::to_string(expected_dims) + " dimension(s))" +
+                             (magic == (0x800u | uint32_t(expected_dims == 1 ? 3 : 1))
+                                  ? "; images and labels files swapped?"
+                                  : ""));
+  const size_t header = 4 + 4 * size_t(expected_dims);
+  if (bytes.size() < header)
+    throw std::runtime_error("IDX file " + path + ": truncated header (" +
+                             std::to_string(bytes.size()) + " bytes, expected at least " +
+                             std::to_string(header) + ")");
+  IdxArray a;
+  size_t payload = 1;
+  for (int d = 0; d < expected_dims; ++d) {
+    const uint8_t* p = bytes.data() + 4 + 4 * d;
+    const int64_t v = int64_t(uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3]);
+    a.dims.push_back(v);
+    payload *= size_t(v);
+  }
+  if (bytes.size() != header + payload) {
+    std::string dims;
+    for (size_t d = 0; d < a.dims.size(); ++d) dims += (d ? "x" : "") + std::to_string(a.dims[d]);
+    throw std::runtime_error("IDX file " + path + ": " + std::to_string(bytes.size()) +
+                             " bytes" + (path.size() > 3 && path.substr(path.size() - 3) == ".gz"
+                                             ? " (uncompressed)"
+                                             : "") +
+                             ", expected " + std::to_string(header + payload) + " (" +
+                             std::to_string(header) + "-byte header + " + dims + ")" +
+                             (bytes.size() < header + payload ? ": file truncated" : ""));
+  }
+  // Drop the header in place (a memmove; no second copy of a big file).
+  bytes.erase(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(header));
+  a.data = std::move(bytes);
+  return a;
+}
+
+void write_idx(const std::string& path, const std::vector<int64_t>& dims, const uint8_t* data,
+               bool gzip) {
+  if (dims.empty() || dims.size() > 255)
+    throw std::invalid_argument("write_idx " + path + ": need 1..255 dimensions");
+  std::vector<uint8_t> bytes = {0, 0, 0x08, static_cast<uint8_t>(dims.size())};
+  size_t payload = 1;
+  for (int64_t d : dims) {
+    if (d < 0 || d > int64_t(UINT32_MAX))
+      throw std::invalid_argument("write_idx " + path + ": bad dimension " + std::to_string(d));
+    for (int s = 24; s >= 0; s -= 8) bytes.push_back(static_cast<uint8_t>(uint64_t(d) >> s));
+    payload *= size_t(d);
+  }
+  bytes.insert(bytes.end(), data, data + payload);
+  if (!gzip) return write_file_atomic(path, bytes);
+  gzFile gz = gzopen(path.c_str(), "wb");
+  if (!gz) throw std::runtime_error("write_idx: cannot create " + path);
+  const bool ok = gzwrite(gz, bytes.data(), static_cast<unsigned>(bytes.size())) ==
+                  static_cast<int>(bytes.size());
+  if (gzclose(gz) != Z_OK || !ok) throw std::runtime_error("write_idx: cannot write " + path);
+}
+
+IdxDataset::IdxDataset(const std::string& images_path, const std::string& labels_path,
+                       const std::string& name) {
+  IdxArray images = read_idx(images_path, 3);
+  IdxArray labels = read_idx(labels_path, 1);
+  if (images.dims[0] != labels.dims[0])
+    throw std::runtime_error(name + ": " + images_path + " holds " + std::to_string(images.dims[0]) +
+                             " images but " + labels_path + " holds " +
+                             std::to_string(labels.dims[0]) + " labels");
+  if (images.dims[0] == 0) throw std::runtime_error(name + ": " + images_path + " holds no images");
+  height_ = static_cast<int>(images.dims[1]);
+  width_ = static_cast<int>(images.dims[2]);
+  channels_ = 1;
+  pixels_ = std::move(images.data);
+  labels_.assign(labels.data.begin(), labels.data.end());
+  num_classes_ = *std::max_element(labels_.begin(), labels_.end()) + 1;
+  if (name == "fashion-mnist" && num_classes_ <= 10) {
+    num_classes_ = 10;
+    class_names_ = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                    "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
+  } else if (name == "mnist" && num_classes_ <= 10) {
+    num_classes_ = 10;
+    for (int d = 0; d < 10; ++d) class_names_.push_back(std::to_string(d));
+  }
+  name_ = name + " (" + std::to_string(labels_.size()) + " images " + std::to_string(width_) + "x" +
+          std::to_string(height_) + ", " + images_path + ")";
+}
+
+std::shared_ptr<IdxDataset> IdxDataset::from_dir(const std::string& dir, bool train,
+                                                 const std::string& kind) {
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) throw std::runtime_error(kind + " " + dir + ": no such file or directory");
+  if (!fs::is_directory(dir, ec))
+    throw std::runtime_error(kind + " " + dir + ": not a folder (pass the folder holding the " +
+                             "*-idx3-ubyte and *-idx1-ubyte files)");
+  const std::string split = train ? "train" : "t10k";
+  auto find = [&](const std::string& what, const std::string& idx) {
+    // The usual spellings: "train-images-idx3-ubyte" (Fashion-MNIST, torchvision) and
+    // "train-images.idx3-ubyte" (the original MNIST site), each also gzipped.
+    for (const std::string sep : {"-", "."})
+      for (const std::string gz : {".gz", ""}) {
+        const fs::path p = fs::path(dir) / (split + "-" + what + sep + idx + "-ubyte" + gz);
+        if (fs::is_regular_file(p, ec)) return p.string();
+      }
+    throw std::runtime_error(kind + " " + dir + ": no " + split + "-" + what + "-" + idx +
+                             "-ubyte[.gz] file (expected the IDX files of " + kind + ")");
+  };
+  const std::string images = find("images", "idx3");  // in this order, for the message
+  const std::string labels = find("labels", "idx1");
+  return std::make_shared<IdxDataset>(images, labels, kind);
+}
+
+// ---- defaults and factory ---------------------------------------------------------------------------
+
+std::string default_fashion_mnist_dir() {
+  const std::string dir = "/usr/share/datasets/fashion-mnist";
+  std::error_code ec;
+  return fs::is_regular_file(dir + "/train-images-idx3-ubyte.gz", ec) ? dir : std::string();
+}
+
+std::shared_ptr<Dataset> open_dataset(const std::string& kind, const std::string& path, bool train,
+                                      const DatasetOptions& opt) {
+  if (kind == "fashion-mnist") {
+    std::string dir = path.empty() ? default_fashion_mnist_dir() : path;
+    if (dir.empty())
+      throw std::invalid_argument(
+          "fashion-mnist: /usr/share/datasets/fashion-mnist not found; install the Debian "
+          "package dataset-fashion-mnist or pass --data DIR holding the IDX files");
+    return IdxDataset::from_dir(dir, train, kind);
+  }
+  if (kind == "mnist") {
+    if (path.empty())
+      throw std::invalid_argument(
+          "mnist: needs --data DIR holding train-images-idx3-ubyte[.gz] etc. (Debian has no "
+          "MNIST package; --dataset fashion-mnist works with no download)");
+    return IdxDataset::from_dir(path, train, kind);
+  }
+  if (kind == "cifar10") {
+    if (path.empty())
+      throw std::invalid_argument(
+          "cifar10: needs --data PATH: the folder of the unpacked binary version "
+          "(cifar-10-batches-bin/) or one .bin batch file");
+    return std::make_shared<Cifar10>(path, train);
+  }
+  if (kind == "folder") {
+    if (path.empty())
+      throw std::invalid_argument("folder: needs --data DIR (a folder of images, or one sub-folder "
+                                  "per class)");
+    return std::make_shared<ImageFolder>(path, opt);
+  }
+  throw std::invalid_argument("unknown dataset kind '" + kind +
+                              "'; choose fashion-mnist, mnist, cifar10 or folder");
+}
+
+}  // namespace gantry::data
