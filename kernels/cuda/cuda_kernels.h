@@ -1,0 +1,162 @@
+#pragma once
+// CUDA kernels: the GPU counterpart of kernels/cpu/cpu_kernels.h, in float. Same argument
+// order and meaning, but every pointer is a device pointer of the current device and the work
+// is queued on its compute stream (nothing here synchronizes unless it says so). Shapes and
+// sizes stay on the host. Plain C++: usable without the CUDA headers.
+//
+// Three families exist in two implementations, picked by backend_select.h:
+//   gemm              cuBLAS            | hand-written tiled SGEMM
+//   conv2d_*          cuDNN             | im2col/col2im + hand-written SGEMM
+//   batch_norm_*      cuDNN             | hand-written per-channel reductions
+// The plain names below dispatch; gantry::cuda::handwritten:: and gantry::cuda::library:: call
+// one implementation directly (tests and benchmarks use them).
+#include <cstdint>
+
+#include "gantry/kernels/cpu/cpu_kernels.h"
+#include "gantry/kernels/cuda/backend_select.h"
+
+namespace gantry::cuda {
+
+using cpu::Binary;
+using cpu::Conv2dShape;
+using cpu::Unary;
+
+// ---- fill and random ----------------------------------------------------------------------
+void fill(float* p, int64_t n, float value);
+// The Philox-4x32-10 stream of core/random.h: element i uses block(counter_base + i/4, seed)
+// word i%4; identical to Generator::fill_uniform / fill_normal on the host (uniform values
+// bit for bit; normals to within the last bits of log/sin/cos).
+void philox_uniform(float* out, int64_t n, uint64_t seed, uint64_t counter_base, float low,
+                    float high);
+void philox_normal(float* out, int64_t n, uint64_t seed, uint64_t counter_base, float mean,
+                   float std);
+
+// ---- elementwise (kernels/cuda/elementwise.cu) --------------------------------------------
+void unary_forward(Unary op, const float* x, float* y, int64_t n);
+void unary_backward(Unary op, const float* x, const float* y, const float* dy, float* dx,
+                    int64_t n);
+void leaky_relu_forward(const float* x, float* y, int64_t n, float slope);
+void leaky_relu_backward(const float* x, const float* dy, float* dx, int64_t n, float slope);
+void clamp_forward(const float* x, float* y, int64_t n, float lo, float hi);
+void clamp_backward(const float* x, const float* dy, float* dx, int64_t n, float lo, float hi);
+void affine(const float* x, float* y, int64_t n, float a, float b);
+// y = x + alpha * other (in place when y == x): Tensor::add_ and gradient accumulation.
+void axpy(const float* x, const float* other, float* y, int64_t n, float alpha);
+// Shapes right-aligned to ndim (<= 8) dims, as cpu::binary_broadcast.
+void binary_broadcast(Binary op, const float* a, const int64_t* a_shape, const float* b,
+                      const int64_t* b_shape, float* out, const int64_t* out_shape, int ndim);
+// Inverted dropout from uniforms u (philox_uniform): mask = u < p ? 0 : 1/(1-p); y = x*mask.
+void dropout_apply(const float* x, const float* u, float* y, float* mask, int64_t n, float p);
+// y[N, M] = x[M, N] transposed.
+void transpose2d(const float* x, float* y, int64_t M, int64_t N);
+// Copies `rows` rows of `cols` floats from src (row pitch src_pitch) to dst (row pitch
+// dst_pitch), all in floats: one input's slab of a concatenation.
+void copy_2d(float* dst, int64_t dst_pitch, const float* src, int64_t src_pitch, int64_t rows,
+             int64_t cols);
+
+// ---- reductions (kernels/cuda/reduce.cu) --------------------------------------------------
+// As cpu::sum_to_shape / cpu::broadcast_to (ndim <= 8).
+void sum_to_shape(const float* x, const int64_t* in_shape, float* out, const int64_t* out_shape,
+                  int ndim);
+void broadcast_to(const float* x, const int64_t* x_shape, float* out, const int64_t* out_shape,
+                  int ndim);
+// out[0] = scale * sum(x[0..n)) (a device scalar; scale 1/n gives the mean).
+void sum_all(const float* x, int64_t n, float* out, float scale = 1.f);
+// out[c] = sum over n, s of x[n, c, s] (x viewed as [N, C, S]); the bias gradient of a conv.
+void sum_channels(const float* x, float* out, int64_t N, int64_t C, int64_t S);
+// y[n, c, s] += bias[c]: a convolution's bias.
+void add_channel_bias(float* y, const float* bias, int64_t N, int64_t C, int64_t S);
+
+// ---- losses (kernels/cuda/reduce.cu) ------------------------------------------------------
+// The loss is written to the device scalar *out (no host round trip); the backward reads the
+// upstream gradient from the device scalar *g.
+void bce_forward(const float* p, const float* t, float* out, int64_t n);
+void bce_backward(const float* p, const float* t, const float* g, float* dp, int64_t n);
+void bce_logits_forward(const float* x, const float* t, float* out, int64_t n);
+void bce_logits_backward(const float* x, const float* t, const float* g, float* dx, int64_t n);
+
+// ---- GEMM (row-major, as cpu::gemm) -------------------------------------------------------
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+          const float* A, const float* B, float beta, float* C);
+
+// ---- convolution (as cpu::) ----------------------------------------------------------------
+// col[C*kh*kw, OH*OW] of one image; col2im accumulates into x.
+void im2col(const float* x, const Conv2dShape& s, float* col);
+void col2im(const float* col, const Conv2dShape& s, float* x);
+void conv2d_forward(const float* x, const float* w, const float* bias, float* y,
+                    const Conv2dShape& s);
+void conv2d_backward_input(const float* dy, const float* w, float* dx, const Conv2dShape& s);
+void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* dbias,
+                            const Conv2dShape& s);
+
+// ---- batch norm (as cpu::) -----------------------------------------------------------------
+void batch_norm_forward_train(const float* x, const float* gamma, const float* beta, float* y,
+                              float* save_mean, float* save_invstd, float* var_unbiased,
+                              int64_t N, int64_t C, int64_t S, float eps);
+void batch_norm_forward_eval(const float* x, const float* gamma, const float* beta,
+                             const float* mean, const float* var, float* y, int64_t N, int64_t C,
+                             int64_t S, float eps);
+void batch_norm_backward_train(const float* x, const float* dy, const float* gamma,
+                               const float* save_mean, const float* save_invstd, float* dx,
+                               float* dgamma, float* dbeta, int64_t N, int64_t C, int64_t S);
+
+// ---- Adam, all parameters in one launch (kernels/cuda/adam.cu) -----------------------------
+struct AdamTensor {
+  float* param;
+  const float* grad;
+  float* exp_avg;
+  float* exp_avg_sq;
+  int64_t numel;
+};
+struct AdamConfig {
+  float lr = 1e-3f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.f;
+  int64_t step = 1;  // the step being taken (1 for the first), for the bias corrections
+};
+// torch.optim.Adam (amsgrad off): g += wd*p; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+// p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps). Up to 64 tensors per launch.
+void adam_multi_tensor(const AdamTensor* tensors, int count, const AdamConfig& cfg);
+
+// ---- one implementation, explicitly -------------------------------------------------------
+// Hand-written: kernels/cuda/gemm.cu, conv.cu, batchnorm.cu.
+namespace handwritten {
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+          const float* A, const float* B, float beta, float* C);
+void conv2d_forward(const float* x, const float* w, const float* bias, float* y,
+                    const Conv2dShape& s);
+void conv2d_backward_input(const float* dy, const float* w, float* dx, const Conv2dShape& s);
+void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* dbias,
+                            const Conv2dShape& s);
+void batch_norm_forward_train(const float* x, const float* gamma, const float* beta,
+                              float* y, float* save_mean, float* save_invstd,
+                              float* var_unbiased, int64_t N, int64_t C, int64_t S,
+                              float eps);
+void batch_norm_forward_eval(const float* x, const float* gamma, const float* beta,
+                             const float* mean, const float* var, float* y, int64_t N,
+                             int64_t C, int64_t S, float eps);
+void batch_norm_backward_train(const float* x, const float* dy, const float* gamma,
+                               const float* save_mean, const float* save_invstd, float* dx,
+                               float* dgamma, float* dbeta, int64_t N, int64_t C, int64_t S);
+}  // namespace handwritten
+
+// Vendor: kernels/cublas/cublas_gemm.cpp, kernels/cudnn/cudnn_conv.cpp, cudnn_batchnorm.cpp.
+namespace library {
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+          const float* A, const float* B, float beta, float* C);
+void conv2d_forward(const float* x, const float* w, const float* bias, float* y,
+                    const Conv2dShape& s);
+void conv2d_backward_input(const float* dy, const float* w, float* dx, const Conv2dShape& s);
+void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* dbias,
+                            const Conv2dShape& s);
+void batch_norm_forward_train(const float* x, const float* gamma, const float* beta,
+                              float* y, float* save_mean, float* save_invstd,
+                              float* var_unbiased, int64_t N, int64_t C, int64_t S,
+                              float eps);
+void batch_norm_forward_eval(const float* x, const float* gamma, const float* beta,
+                             const float* mean, const float* var, float* y, int64_t N,
+                             int64_t C, int64_t S, float eps);
+void batch_norm_backward_train(const float* x, const float* dy, const float* gamma,
+                               const float* save_mean, const float* save_invstd, float* dx,
+                               float* dgamma, float* dbeta, int64_t N, int64_t C, int64_t S);
+}  // namespace library
+
+}  // namespace gantry::cuda
