@@ -254,7 +254,13 @@ void encode(float v, DType dtype, uint8_t* out, const std::string& tensor, int64
 
 float decode(const uint8_t* p, DType dtype) {
   switch (dtype) {
-    case DType::F64: return static_cast<float>(load_le<double>(p));
+    case DType::F64: {
+      // Out-of-range doubles become +-inf explicitly (the plain cast is undefined behaviour).
+      const double d = load_le<double>(p);
+      if (d > std::numeric_limits<float>::max()) return std::numeric_limits<float>::infinity();
+      if (d < -std::numeric_limits<float>::max()) return -std::numeric_limits<float>::infinity();
+      return static_cast<float>(d);
+    }
     case DType::F32: return load_le<float>(p);
     case DType::F16: return half_to_float(load_le<uint16_t>(p));
     case DType::BF16: return bf16_to_float(load_le<uint16_t>(p));
@@ -430,6 +436,7 @@ SafetensorsContents parse_safetensors(const uint8_t* data, std::size_t size,
     // numel * itemsize, checked against overflow (any product beyond the data is wrong anyway).
     uint64_t nbytes = dtype_size(e.dtype);
     bool overflow = false, has_zero = false;
+    int64_t dims_product = 1;
     for (std::size_t d = 0; d < js.size(); ++d) {
       const uint64_t n = as_index(js[d], name, where + " shape[" + std::to_string(d) + "]");
       if (n > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
@@ -437,6 +444,10 @@ SafetensorsContents parse_safetensors(const uint8_t* data, std::size_t size,
       e.shape.push_back(static_cast<int64_t>(n));
       if (n == 0) has_zero = true;
       if (__builtin_mul_overflow(nbytes, n, &nbytes)) overflow = true;
+      // Even with a zero dimension, the other sizes must multiply within int64, or code that
+      // computes strides or element counts from the shape would overflow.
+      if (n != 0 && __builtin_mul_overflow(dims_product, static_cast<int64_t>(n), &dims_product))
+        fail(name, where + " has shape " + list_str(e.shape) + "...: its sizes overflow a 64-bit element count");
     }
     if (has_zero) overflow = false, nbytes = 0;
     const json& jo = v["data_offsets"];

@@ -1,0 +1,150 @@
+#pragma once
+// The standard layers, each equal to its torch.nn namesake in arguments, parameter names and
+// shapes, default initialization (distribution, not the random stream) and forward.
+//
+//   Sequential        children "0", "1", ... applied in order
+//   Conv2d            weight [out, in, k, k], bias [out]            (no dilation, no groups)
+//   ConvTranspose2d   weight [in, out, k, k], bias [out]
+//   BatchNorm2d       weight, bias [C]; buffers running_mean, running_var [C],
+//                     num_batches_tracked [] (stored as I64); eps 1e-5, momentum 0.1
+//   Linear            weight [out, in], bias [out]
+//   ReLU, LeakyReLU(0.01), Tanh, Sigmoid, Flatten(start_dim 1), Dropout(p 0.5)
+//
+// Default initialization as PyTorch's reset_parameters(): Conv/ConvT/Linear weights and biases
+// U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (kaiming_uniform with a = sqrt(5) reduces to that bound);
+// BatchNorm weight 1, bias 0, running_mean 0, running_var 1. `gen` null = default generator.
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gantry/core/random.h"
+#include "gantry/layers/module.h"
+
+namespace gantry {
+
+class Sequential : public Module {
+ public:
+  Sequential() = default;
+  Sequential(std::initializer_list<ModulePtr> modules);
+  explicit Sequential(const std::vector<ModulePtr>& modules);
+
+  // Appends a module, named by its index ("0", "1", ...).
+  void push_back(ModulePtr m);
+  std::size_t size() const { return layers_.size(); }
+  const ModulePtr& operator[](std::size_t i) const;  // throws std::out_of_range
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "Sequential"; }
+
+ private:
+  std::vector<ModulePtr> layers_;
+};
+
+class Conv2d : public Module {
+ public:
+  Conv2d(int64_t in_channels, int64_t out_channels, int kernel_size, int stride = 1,
+         int padding = 0, bool bias = true, Generator* gen = nullptr);
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "Conv2d"; }
+  std::string extra_repr() const override;
+
+  int64_t in_channels, out_channels;
+  int kernel_size, stride, padding;
+  Tensor weight;  // [out, in, k, k]
+  Tensor bias;    // [out], undefined when bias = false
+};
+
+class ConvTranspose2d : public Module {
+ public:
+  ConvTranspose2d(int64_t in_channels, int64_t out_channels, int kernel_size, int stride = 1,
+                  int padding = 0, int output_padding = 0, bool bias = true,
+                  Generator* gen = nullptr);
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "ConvTranspose2d"; }
+  std::string extra_repr() const override;
+
+  int64_t in_channels, out_channels;
+  int kernel_size, stride, padding, output_padding;
+  Tensor weight;  // [in, out, k, k] (PyTorch's layout)
+  Tensor bias;    // [out], undefined when bias = false
+};
+
+class BatchNorm2d : public Module {
+ public:
+  explicit BatchNorm2d(int64_t num_features, float eps = 1e-5f, float momentum = 0.1f);
+  // Training: batch statistics; running stats updated in place and num_batches_tracked += 1.
+  // Eval: the running statistics.
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "BatchNorm2d"; }
+  std::string extra_repr() const override;
+
+  int64_t num_features;
+  float eps, momentum;
+  Tensor weight, bias;                     // [C]
+  Tensor running_mean, running_var;        // [C]
+  Tensor num_batches_tracked;              // [] (float here, I64 on disk)
+};
+
+class Linear : public Module {
+ public:
+  Linear(int64_t in_features, int64_t out_features, bool bias = true, Generator* gen = nullptr);
+  Tensor forward(const Tensor& x) override;  // x [N, in] -> [N, out]
+  std::string type_name() const override { return "Linear"; }
+  std::string extra_repr() const override;
+
+  int64_t in_features, out_features;
+  Tensor weight;  // [out, in]
+  Tensor bias;    // [out] or undefined
+};
+
+class ReLU : public Module {
+ public:
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "ReLU"; }
+};
+
+class LeakyReLU : public Module {
+ public:
+  explicit LeakyReLU(float negative_slope = 0.01f) : negative_slope(negative_slope) {}
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "LeakyReLU"; }
+  std::string extra_repr() const override;
+  float negative_slope;
+};
+
+class Tanh : public Module {
+ public:
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "Tanh"; }
+};
+
+class Sigmoid : public Module {
+ public:
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "Sigmoid"; }
+};
+
+class Flatten : public Module {
+ public:
+  explicit Flatten(int64_t start_dim = 1) : start_dim(start_dim) {}
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "Flatten"; }
+  int64_t start_dim;
+};
+
+// Zeroes elements with probability p in training mode (scaling the rest by 1/(1-p));
+// the identity in eval mode.
+class Dropout : public Module {
+ public:
+  explicit Dropout(float p = 0.5f, Generator* gen = nullptr);
+  Tensor forward(const Tensor& x) override;
+  std::string type_name() const override { return "Dropout"; }
+  std::string extra_repr() const override;
+  float p;
+
+ private:
+  Generator* gen_;
+};
+
+}  // namespace gantry

@@ -1,0 +1,51 @@
+#pragma once
+// Adam (Kingma & Ba), exactly torch.optim.Adam's update (amsgrad=False, maximize=False):
+//   g  = grad + weight_decay * param                  (L2 penalty added to the gradient)
+//   m  = beta1 * m + (1 - beta1) * g
+//   v  = beta2 * v + (1 - beta2) * g * g
+//   param -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+// with t the 1-based step count of that parameter. Hyperparameters are doubles, as Python's
+// floats are; the scalar factors are formed in double and the per-element math runs in float,
+// which is what PyTorch's CPU kernels do.
+#include <cstdint>
+#include <vector>
+
+#include "gantry/optim/optimizer.h"
+
+namespace gantry {
+
+struct AdamOptions {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+};
+
+// One Adam step on n contiguous host floats; `step` is the 1-based count after this step.
+// The single place the update math lives: a device backend (e.g. a fused multi-tensor CUDA
+// kernel) replaces this function and nothing else.
+void adam_update_cpu(float* param, const float* grad, float* exp_avg, float* exp_avg_sq,
+                     int64_t n, int64_t step, const AdamOptions& opt);
+
+class Adam : public Optimizer {
+ public:
+  explicit Adam(std::vector<Tensor> params, AdamOptions options = {});
+  void step() override;
+  StateDict state_dict() const override;  // state.<i>.step (I64), .exp_avg, .exp_avg_sq
+  void load_state_dict(const StateDict& sd) override;
+
+  const AdamOptions& options() const { return opt_; }
+  // The step count of parameter i (0 before its first update).
+  int64_t step_count(std::size_t i) const { return state_.at(i).step; }
+
+ private:
+  struct State {
+    int64_t step = 0;
+    Tensor exp_avg, exp_avg_sq;  // undefined until the first step
+  };
+  AdamOptions opt_;
+  std::vector<State> state_;
+};
+
+}  // namespace gantry

@@ -1,0 +1,263 @@
+// Modules: registration order and PyTorch's state_dict names, strict loading, modes, devices,
+// each layer's forward against a hand computation, init, losses, and a finite-difference
+// gradient check through a small Sequential.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "gantry/core/autograd.h"
+#include "gantry/core/ops.h"
+#include "gantry/layers/init.h"
+#include "gantry/layers/layers.h"
+#include "gantry/layers/loss.h"
+
+using namespace gantry;
+using Catch::Matchers::Contains;
+
+namespace {
+
+std::vector<std::string> keys(const StateDict& sd) {
+  std::vector<std::string> k;
+  for (const auto& e : sd) k.push_back(e.name);
+  return k;
+}
+
+double mean_of(const std::vector<float>& v) {
+  double s = 0;
+  for (float x : v) s += x;
+  return s / v.size();
+}
+
+double std_of(const std::vector<float>& v) {
+  const double m = mean_of(v);
+  double s = 0;
+  for (float x : v) s += (x - m) * (x - m);
+  return std::sqrt(s / v.size());
+}
+
+// Nested like PyTorch's `nn.Sequential(nn.Conv2d(1,2,3,bias=False), nn.BatchNorm2d(2), nn.ReLU(),
+// nn.Sequential(nn.Flatten(), nn.Linear(8, 3)))`.
+std::shared_ptr<Sequential> small_net(Generator* g) {
+  return make<Sequential>(std::initializer_list<ModulePtr>{
+      make<Conv2d>(1, 2, 3, 1, 0, false, g), make<BatchNorm2d>(2), make<ReLU>(),
+      make<Sequential>(std::initializer_list<ModulePtr>{make<Flatten>(), make<Linear>(8, 3, true, g)})});
+}
+
+}  // namespace
+
+TEST_CASE("Module: state_dict names, order and dtypes follow PyTorch") {
+  Generator g(1);
+  auto net = small_net(&g);
+  const StateDict sd = net->state_dict();
+  CHECK(keys(sd) == std::vector<std::string>{"0.weight", "1.weight", "1.bias", "1.running_mean",
+                                             "1.running_var", "1.num_batches_tracked", "3.1.weight",
+                                             "3.1.bias"});
+  for (const auto& e : sd) CHECK(e.dtype == (e.name == "1.num_batches_tracked" ? DType::I64 : DType::F32));
+  CHECK(find_tensor(sd, "1.num_batches_tracked")->tensor.shape() == Shape{});
+  CHECK(find_tensor(sd, "0.weight")->tensor.shape() == Shape{2, 1, 3, 3});
+  CHECK(find_tensor(sd, "3.1.weight")->tensor.shape() == Shape{3, 8});
+
+  const auto np = net->named_parameters();
+  REQUIRE(np.size() == 5);
+  CHECK(np[0].first == "0.weight");
+  CHECK(np[4].first == "3.1.bias");
+  CHECK(net->num_parameters() == 18 + 2 + 2 + 24 + 3);
+  for (const auto& p : net->parameters()) CHECK(p.requires_grad());
+  for (const auto& b : net->named_buffers()) CHECK_FALSE(b.second.requires_grad());
+  // state_dict shares storage with the module, as PyTorch's does.
+  CHECK(sd[0].tensor.data() == std::static_pointer_cast<Conv2d>((*net)[0])->weight.data());
+}
+
+TEST_CASE("Module: load_state_dict copies values and strict errors list every key") {
+  Generator g1(1), g2(2);
+  auto a = small_net(&g1), b = small_net(&g2);
+  const Tensor w_handle = std::static_pointer_cast<Conv2d>((*b)[0])->weight;
+  b->load_state_dict(a->state_dict());
+  for (const auto& e : a->state_dict())
+    CHECK(find_tensor(b->state_dict(), e.name)->tensor.to_vector() == e.tensor.to_vector());
+  // In place: the handle held before the load sees the new values.
+  CHECK(w_handle.to_vector() == a->state_dict()[0].tensor.to_vector());
+
+  StateDict sd = a->state_dict();
+  sd.erase(sd.begin() + 2);  // 1.bias missing
+  sd.push_back({"extra.weight", Tensor::zeros({1})});
+  sd[0].tensor = Tensor::zeros({2, 1, 2, 2});  // wrong shape for 0.weight
+  const auto before = b->state_dict()[1].tensor.to_vector();
+  CHECK_THROWS_WITH(b->load_state_dict(sd),
+                    Contains("missing key(s) (1): \"1.bias\"") && Contains("unexpected key(s) (1): \"extra.weight\"") &&
+                        Contains("size mismatch for 0.weight") && Contains("[2, 1, 2, 2]") &&
+                        Contains("[2, 1, 3, 3]"));
+  // A failed load changes nothing.
+  CHECK(b->state_dict()[1].tensor.to_vector() == before);
+
+  // Non-strict: missing/unexpected are reported, a shape mismatch is still an error.
+  sd[0].tensor = a->state_dict()[0].tensor;
+  LoadResult r = b->load_state_dict(sd, false);
+  CHECK(r.missing_keys == std::vector<std::string>{"1.bias"});
+  CHECK(r.unexpected_keys == std::vector<std::string>{"extra.weight"});
+  sd[0].tensor = Tensor::zeros({1});
+  CHECK_THROWS_WITH(b->load_state_dict(sd, false), Contains("size mismatch for 0.weight"));
+}
+
+TEST_CASE("Module: registration rejects duplicates; child lookup; repr") {
+  Sequential s;
+  s.push_back(make<Linear>(2, 3));
+  s.push_back(make<Tanh>());
+  CHECK(s.child("1")->type_name() == "Tanh");
+  CHECK_THROWS_WITH(s.child("7"), Contains("no child module '7'") && Contains("0, 1"));
+  CHECK_THROWS_AS(s[2], std::out_of_range);
+  CHECK(s.repr() == "Sequential(\n  (0): Linear(in_features=2, out_features=3, bias=True)\n  (1): Tanh()\n)");
+}
+
+TEST_CASE("Module: train/eval reach every module; to(cpu) keeps handles") {
+  Generator g(3);
+  auto net = small_net(&g);
+  net->eval();
+  for (const auto& m : net->named_modules()) CHECK_FALSE(m.second->is_training());
+  net->train();
+  for (const auto& m : net->named_modules()) CHECK(m.second->is_training());
+  const Tensor w = net->parameters()[0];
+  float* before = w.data();
+  net->to(Device::cpu());
+  CHECK(net->parameters()[0].data() == before);
+}
+
+TEST_CASE("BatchNorm2d: running statistics, num_batches_tracked, eval mode") {
+  BatchNorm2d bn(2);
+  // x [2, 2, 1, 2]: channel 0 values {1, 3, 5, 7}, channel 1 values {0, 0, 4, 4}
+  Tensor x = Tensor::from_vector({1, 3, 0, 0, 5, 7, 4, 4}, {2, 2, 1, 2});
+  Tensor y = bn.forward(x);
+  CHECK(bn.num_batches_tracked.item() == 1.f);
+  // mean 4 and 2; unbiased var 20/3 and 16/3; momentum 0.1
+  CHECK(bn.running_mean.to_vector()[0] == Approx(0.4f));
+  CHECK(bn.running_mean.to_vector()[1] == Approx(0.2f));
+  CHECK(bn.running_var.to_vector()[0] == Approx(0.9f + 0.1f * 20.f / 3.f));
+  CHECK(bn.running_var.to_vector()[1] == Approx(0.9f + 0.1f * 16.f / 3.f));
+  // Training output: (x - mean) / sqrt(biased var + eps); channel 0 biased var 5.
+  CHECK(y.at({0, 0, 0, 0}) == Approx((1.f - 4.f) / std::sqrt(5.f + 1e-5f)));
+  bn.forward(x);
+  CHECK(bn.num_batches_tracked.item() == 2.f);
+  bn.eval();
+  const auto rm = bn.running_mean.to_vector(), rv = bn.running_var.to_vector();
+  Tensor ye = bn.forward(x);
+  CHECK(bn.num_batches_tracked.item() == 2.f);  // eval does not count
+  CHECK(bn.running_mean.to_vector() == rm);
+  CHECK(ye.at({0, 0, 0, 1}) == Approx((3.f - rm[0]) / std::sqrt(rv[0] + 1e-5f)));
+  CHECK_THROWS_WITH(bn.forward(Tensor::zeros({1, 3, 2, 2})), Contains("BatchNorm2d") && Contains("[1, 3, 2, 2]"));
+}
+
+TEST_CASE("Layers: forward against hand computations") {
+  SECTION("Linear") {
+    Linear l(2, 2);
+    l.weight.copy_(Tensor::from_vector({1, 2, 3, 4}, {2, 2}));
+    l.bias.copy_(Tensor::from_vector({0.5f, -1}, {2}));
+    Tensor y = l.forward(Tensor::from_vector({1, 1, 2, 0}, {2, 2}));
+    CHECK(y.to_vector() == std::vector<float>{3.5f, 6.f, 2.5f, 5.f});
+    CHECK_THROWS_WITH(l.forward(Tensor::zeros({2, 3})), Contains("Linear") && Contains("[2, 3]"));
+  }
+  SECTION("Conv2d and ConvTranspose2d shapes") {
+    Conv2d c(3, 8, 4, 2, 1, false);
+    CHECK(c.forward(Tensor::zeros({2, 3, 16, 16})).shape() == Shape{2, 8, 8, 8});
+    ConvTranspose2d t(8, 3, 4, 2, 1, 0, false);
+    CHECK(t.weight.shape() == Shape{8, 3, 4, 4});
+    CHECK(t.forward(Tensor::zeros({2, 8, 8, 8})).shape() == Shape{2, 3, 16, 16});
+    CHECK_THROWS_WITH(c.forward(Tensor::zeros({2, 1, 16, 16})), Contains("Conv2d") && Contains("[N, 3, H, W]"));
+  }
+  SECTION("activations, Flatten, Dropout") {
+    Tensor x = Tensor::from_vector({-2, 0.5f}, {1, 2});
+    CHECK(ReLU().forward(x).to_vector() == std::vector<float>{0, 0.5f});
+    CHECK(LeakyReLU(0.2f).forward(x).to_vector()[0] == Approx(-0.4f));
+    CHECK(Tanh().forward(x).to_vector()[1] == Approx(std::tanh(0.5f)));
+    CHECK(Sigmoid().forward(x).to_vector()[0] == Approx(1.f / (1.f + std::exp(2.f))));
+    CHECK(Flatten().forward(Tensor::zeros({2, 3, 4, 5})).shape() == Shape{2, 60});
+    Dropout d(0.5f);
+    d.eval();
+    CHECK(d.forward(x).to_vector() == x.to_vector());
+    d.train();
+    Tensor big = Tensor::ones({1000});
+    const auto v = d.forward(big).to_vector();
+    int zeros = 0;
+    for (float f : v) {
+      CHECK((f == 0.f || f == 2.f));
+      zeros += f == 0.f;
+    }
+    CHECK(zeros > 400);
+    CHECK(zeros < 600);
+  }
+}
+
+TEST_CASE("Init: PyTorch default bounds and DCGAN init") {
+  Generator g(5);
+  Conv2d c(16, 32, 4, 2, 1, true, &g);
+  const float bound = 1.f / std::sqrt(16.f * 16.f);
+  for (float v : c.weight.to_vector()) CHECK(std::abs(v) <= bound);
+  for (float v : c.bias.to_vector()) CHECK(std::abs(v) <= bound);
+  CHECK(std_of(c.weight.to_vector()) == Approx(bound / std::sqrt(3.f)).epsilon(0.05));
+
+  Sequential s{make<ConvTranspose2d>(64, 32, 4, 2, 1, 0, false, &g), make<BatchNorm2d>(256), make<Conv2d>(32, 64, 4)};
+  dcgan_init(s, &g);
+  const auto w0 = std::static_pointer_cast<ConvTranspose2d>(s[0])->weight.to_vector();
+  CHECK(std::abs(mean_of(w0)) < 0.002);
+  CHECK(std_of(w0) == Approx(0.02).epsilon(0.03));
+  auto bn = std::static_pointer_cast<BatchNorm2d>(s[1]);
+  CHECK(mean_of(bn->weight.to_vector()) == Approx(1.0).epsilon(0.01));
+  CHECK(std_of(bn->weight.to_vector()) == Approx(0.02).epsilon(0.15));
+  for (float v : bn->bias.to_vector()) CHECK(v == 0.f);
+  CHECK(std_of(std::static_pointer_cast<Conv2d>(s[2])->weight.to_vector()) == Approx(0.02).epsilon(0.03));
+
+  Tensor t = Tensor::empty({3});
+  init::constant_(t, 2.5f);
+  CHECK(t.to_vector() == std::vector<float>{2.5f, 2.5f, 2.5f});
+  init::zeros_(t);
+  CHECK(t.to_vector() == std::vector<float>{0, 0, 0});
+}
+
+TEST_CASE("Losses: values as PyTorch defines them (mean reduction)") {
+  Tensor p = Tensor::from_vector({0.9f, 0.2f}, {2});
+  Tensor t = Tensor::from_vector({1.f, 0.f}, {2});
+  CHECK(BCELoss()(p, t).item() == Approx(-(std::log(0.9) + std::log(0.8)) / 2));
+  Tensor z = Tensor::from_vector({2.f, -1.f}, {2});
+  const double s0 = 1 / (1 + std::exp(-2.0)), s1 = 1 / (1 + std::exp(1.0));
+  CHECK(BCEWithLogitsLoss()(z, t).item() == Approx(-(std::log(s0) + std::log(1 - s1)) / 2));
+  CHECK(MSELoss()(p, t).item() == Approx((0.01 + 0.04) / 2));
+  CHECK(L1Loss()(p, t).item() == Approx((0.1 + 0.2) / 2));
+}
+
+TEST_CASE("Gradient check through a small Sequential (finite differences)") {
+  Generator g(11);
+  // Conv -> BN (training) -> LeakyReLU -> Flatten -> Linear -> Sigmoid, BCE loss: every layer's
+  // backward wiring is involved.
+  Sequential net{make<Conv2d>(2, 3, 3, 1, 1, true, &g), make<BatchNorm2d>(3), make<LeakyReLU>(0.2f),
+                 make<Flatten>(), make<Linear>(3 * 4 * 4, 2, true, &g), make<Sigmoid>()};
+  Tensor x = Tensor::randn({4, 2, 4, 4}, &g);
+  Tensor target = Tensor::from_vector({1, 0, 0, 1, 1, 1, 0, 0}, {4, 2});
+  auto loss_value = [&]() {
+    NoGradGuard ng;
+    return static_cast<double>(binary_cross_entropy(net.forward(x), target).item());
+  };
+  Tensor loss = binary_cross_entropy(net.forward(x), target);
+  loss.backward();
+  const float h = 1e-2f;
+  double worst = 0;
+  for (auto& [name, p] : net.named_parameters()) {
+    REQUIRE(p.grad().defined());
+    const auto analytic = p.grad().to_vector();
+    for (int64_t i = 0; i < p.numel(); i += 3) {  // every third element keeps it quick
+      float& v = p.data()[i];
+      const float keep = v;
+      v = keep + h;
+      const double up = loss_value();
+      v = keep - h;
+      const double down = loss_value();
+      v = keep;
+      const double numeric = (up - down) / (2.0 * h);
+      const double err = std::abs(analytic[i] - numeric) / std::max(1e-2, std::abs(numeric));
+      INFO(name << "[" << i << "] analytic " << analytic[i] << " numeric " << numeric);
+      CHECK(std::abs(analytic[i] - numeric) < 2e-3 + 2e-2 * std::abs(numeric));
+      worst = std::max(worst, err);
+    }
+  }
+  WARN("worst relative gradient error " << worst);
+}
