@@ -447,7 +447,8 @@ SafetensorsContents parse_safetensors(const uint8_t* data, std::size_t size,
       // Even with a zero dimension, the other sizes must multiply within int64, or code that
       // computes strides or element counts from the shape would overflow.
       if (n != 0 && __builtin_mul_overflow(dims_product, static_cast<int64_t>(n), &dims_product))
-        fail(name, where + " has shape " + list_str(e.shape) + "...: its sizes overflow a 64-bit element count");
+        fail(name, where + " has sizes " + list_str(e.shape) +
+                       " (and maybe more) whose product overflows a 64-bit element count");
     }
     if (has_zero) overflow = false, nbytes = 0;
     const json& jo = v["data_offsets"];

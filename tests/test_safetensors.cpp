@@ -186,7 +186,11 @@ TEST_CASE("safetensors: malformed headers are errors that say what is wrong") {
   SECTION("overflowing shape") {
     CHECK_THROWS_WITH(
         parse(make_file(R"({"w":{"dtype":"F64","shape":[4294967296,4294967296],"data_offsets":[0,8]}})", zeros(8))),
-        Contains(f) && Contains("overflowing"));
+        Contains(f) && Contains("overflows"));
+    // A zero size makes zero bytes, but the other sizes still must not overflow an element count.
+    CHECK_THROWS_WITH(
+        parse(make_file(R"({"w":{"dtype":"F32","shape":[4611686018427387904,4,0],"data_offsets":[0,0]}})", {})),
+        Contains(f) && Contains("overflows a 64-bit element count"));
   }
   SECTION("overlapping ranges") {
     CHECK_THROWS_WITH(parse(make_file(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},)"
