@@ -10,6 +10,9 @@
 #include "gantry/core/autograd.h"
 #include "gantry/core/random.h"
 #include "gantry/kernels/cpu/cpu_kernels.h"
+#ifdef GANTRY_WITH_CUDA
+#include "gantry/kernels/cuda/cuda_kernels.h"
+#endif
 
 namespace gantry {
 
@@ -37,12 +40,20 @@ void check_same_device(const char* op, std::initializer_list<const Tensor*> ts) 
   }
 }
 
-// Until the CUDA backend is wired into an op, a GPU tensor reaching it is a clear error.
-void require_cpu(const char* op, const Tensor& t) {
-  if (!t.device().is_cpu())
-    throw std::runtime_error(std::string(op) + ": no " + t.device().str() +
-                             " implementation in this build (gantry was built without CUDA)");
+// An op with no GPU implementation (or a build without CUDA) reached by a GPU tensor.
+[[noreturn]] void no_cuda(const char* op) {
+  throw std::runtime_error(std::string(op) +
+                           ": a CUDA tensor reached a build without the CUDA backend (gantry was "
+                           "built without CUDA; configure with -DGANTRY_CUDA=ON)");
 }
+
+// The GPU branch of an op: `if (x.is_cuda()) ON_CUDA(op, cuda::kernel(...)); else cpu::...`.
+// In a build without CUDA the call is compiled out (no GPU tensor can exist there anyway).
+#ifdef GANTRY_WITH_CUDA
+#define ON_CUDA(op, ...) __VA_ARGS__
+#else
+#define ON_CUDA(op, ...) no_cuda(op)
+#endif
 
 Shape broadcast_shape(const char* op, const Shape& a, const Shape& b) {
   const size_t n = std::max(a.size(), b.size());
@@ -71,23 +82,30 @@ Tensor binary(Binary op, const char* name, const Tensor& a, const Tensor& b) {
   check_same_device(name, {&a, &b});
   const Shape out_shape = broadcast_shape(name, a.shape(), b.shape());
   Tensor out = Tensor::empty(out_shape, a.device());
-  require_cpu(name, a);
   const size_t n = out_shape.size();
   const Shape as = right_align(a.shape(), n), bs = right_align(b.shape(), n);
-  cpu::binary_broadcast<float>(op, a.data(), as.data(), b.data(), bs.data(), out.data(),
-                               out_shape.data(), static_cast<int>(n));
+  if (a.is_cuda())
+    ON_CUDA(name, cuda::binary_broadcast(op, a.data(), as.data(), b.data(), bs.data(), out.data(),
+                                         out_shape.data(), static_cast<int>(n)));
+  else
+    cpu::binary_broadcast<float>(op, a.data(), as.data(), b.data(), bs.data(), out.data(),
+                                 out_shape.data(), static_cast<int>(n));
   return out;
 }
 
 Tensor unary(Unary op, const char* name, const Tensor& x) {
   check_defined(name, x, "input");
   Tensor y = Tensor::empty_like(x);
-  require_cpu(name, x);
-  cpu::unary_forward<float>(op, x.data(), y.data(), x.numel());
+  if (x.is_cuda()) ON_CUDA(name, cuda::unary_forward(op, x.data(), y.data(), x.numel()));
+  else cpu::unary_forward<float>(op, x.data(), y.data(), x.numel());
   Tensor xs = x.detach(), ys = y.detach();
   return record(y, name, {x}, [op, xs, ys](const Tensor& g) {
     Tensor gx = Tensor::empty_like(xs);
-    cpu::unary_backward<float>(op, xs.data(), ys.data(), g.data(), gx.data(), xs.numel());
+    if (xs.is_cuda())
+      ON_CUDA("unary backward",
+              cuda::unary_backward(op, xs.data(), ys.data(), g.data(), gx.data(), xs.numel()));
+    else
+      cpu::unary_backward<float>(op, xs.data(), ys.data(), g.data(), gx.data(), xs.numel());
     return std::vector<Tensor>{gx};
   });
 }
@@ -95,8 +113,8 @@ Tensor unary(Unary op, const char* name, const Tensor& x) {
 Tensor scalar_affine(const char* name, const Tensor& x, float a, float b) {
   check_defined(name, x, "input");
   Tensor y = Tensor::empty_like(x);
-  require_cpu(name, x);
-  cpu::affine<float>(x.data(), y.data(), x.numel(), a, b);
+  if (x.is_cuda()) ON_CUDA(name, cuda::affine(x.data(), y.data(), x.numel(), a, b));
+  else cpu::affine<float>(x.data(), y.data(), x.numel(), a, b);
   return record(y, name, {x}, [a](const Tensor& g) {
     return std::vector<Tensor>{a == 1.f ? g : mul(g, a)};
   });
@@ -112,10 +130,13 @@ int64_t normalize_dim(const char* op, int64_t d, int64_t ndim) {
 
 Tensor broadcast_to(const Tensor& x, const Shape& shape) {
   Tensor out = Tensor::empty(shape, x.device());
-  require_cpu("broadcast_to", x);
   const Shape xs = right_align(x.shape(), shape.size());
-  cpu::broadcast_to<float>(x.data(), xs.data(), out.data(), shape.data(),
-                           static_cast<int>(shape.size()));
+  if (x.is_cuda())
+    ON_CUDA("broadcast_to", cuda::broadcast_to(x.data(), xs.data(), out.data(), shape.data(),
+                                               static_cast<int>(shape.size())));
+  else
+    cpu::broadcast_to<float>(x.data(), xs.data(), out.data(), shape.data(),
+                             static_cast<int>(shape.size()));
   return out;
 }
 
@@ -174,12 +195,15 @@ Tensor clamp(const Tensor& x, float lo, float hi) {
   check_defined("clamp", x, "input");
   if (!(lo <= hi)) fail("clamp", "lo " + std::to_string(lo) + " > hi " + std::to_string(hi));
   Tensor y = Tensor::empty_like(x);
-  require_cpu("clamp", x);
-  cpu::clamp_forward<float>(x.data(), y.data(), x.numel(), lo, hi);
+  if (x.is_cuda()) ON_CUDA("clamp", cuda::clamp_forward(x.data(), y.data(), x.numel(), lo, hi));
+  else cpu::clamp_forward<float>(x.data(), y.data(), x.numel(), lo, hi);
   Tensor xs = x.detach();
   return record(y, "clamp", {x}, [xs, lo, hi](const Tensor& g) {
     Tensor gx = Tensor::empty_like(xs);
-    cpu::clamp_backward<float>(xs.data(), g.data(), gx.data(), xs.numel(), lo, hi);
+    if (xs.is_cuda())
+      ON_CUDA("clamp", cuda::clamp_backward(xs.data(), g.data(), gx.data(), xs.numel(), lo, hi));
+    else
+      cpu::clamp_backward<float>(xs.data(), g.data(), gx.data(), xs.numel(), lo, hi);
     return std::vector<Tensor>{gx};
   });
 }
@@ -206,12 +230,18 @@ Tensor sigmoid(const Tensor& x) { return unary(Unary::Sigmoid, "sigmoid", x); }
 Tensor leaky_relu(const Tensor& x, float slope) {
   check_defined("leaky_relu", x, "input");
   Tensor y = Tensor::empty_like(x);
-  require_cpu("leaky_relu", x);
-  cpu::leaky_relu_forward<float>(x.data(), y.data(), x.numel(), slope);
+  if (x.is_cuda())
+    ON_CUDA("leaky_relu", cuda::leaky_relu_forward(x.data(), y.data(), x.numel(), slope));
+  else
+    cpu::leaky_relu_forward<float>(x.data(), y.data(), x.numel(), slope);
   Tensor xs = x.detach();
   return record(y, "leaky_relu", {x}, [xs, slope](const Tensor& g) {
     Tensor gx = Tensor::empty_like(xs);
-    cpu::leaky_relu_backward<float>(xs.data(), g.data(), gx.data(), xs.numel(), slope);
+    if (xs.is_cuda())
+      ON_CUDA("leaky_relu",
+              cuda::leaky_relu_backward(xs.data(), g.data(), gx.data(), xs.numel(), slope));
+    else
+      cpu::leaky_relu_backward<float>(xs.data(), g.data(), gx.data(), xs.numel(), slope);
     return std::vector<Tensor>{gx};
   });
 }
@@ -244,9 +274,12 @@ Tensor sum_to(const Tensor& x, const Shape& shape) {
     if (target[i] != 1 && target[i] != x.shape()[i])
       fail("sum_to", "shape " + shape_str(x.shape()) + " does not broadcast from " + shape_str(shape));
   Tensor out = Tensor::empty(shape, x.device());
-  require_cpu("sum_to", x);
-  cpu::sum_to_shape<float>(x.data(), x.shape().data(), out.data(), target.data(),
-                           static_cast<int>(n));
+  if (x.is_cuda())
+    ON_CUDA("sum_to", cuda::sum_to_shape(x.data(), x.shape().data(), out.data(), target.data(),
+                                         static_cast<int>(n)));
+  else
+    cpu::sum_to_shape<float>(x.data(), x.shape().data(), out.data(), target.data(),
+                             static_cast<int>(n));
   const Shape xs = x.shape();
   return record(out, "sum_to", {x}, [xs](const Tensor& g) {
     return std::vector<Tensor>{broadcast_to(g, xs)};
@@ -318,13 +351,15 @@ Tensor cat(const std::vector<Tensor>& xs, int64_t dim) {
   for (int64_t k = 0; k < d; ++k) outer *= out_shape[k];
   for (int64_t k = d + 1; k < first.dim(); ++k) inner *= out_shape[k];
   Tensor out = Tensor::empty(out_shape, first.device());
-  require_cpu("cat", first);
   const int64_t out_row = out_shape[d] * inner;
   int64_t offset = 0;
   for (const Tensor& t : xs) {
     const int64_t row = t.shape()[d] * inner;
-    for (int64_t o = 0; o < outer; ++o)
-      std::copy(t.data() + o * row, t.data() + (o + 1) * row, out.data() + o * out_row + offset);
+    if (t.is_cuda())
+      ON_CUDA("cat", cuda::copy_2d(out.data() + offset, out_row, t.data(), row, outer, row));
+    else
+      for (int64_t o = 0; o < outer; ++o)
+        std::copy(t.data() + o * row, t.data() + (o + 1) * row, out.data() + o * out_row + offset);
     offset += row;
   }
   std::vector<Shape> shapes;
@@ -335,9 +370,12 @@ Tensor cat(const std::vector<Tensor>& xs, int64_t dim) {
     for (const Shape& s : shapes) {
       Tensor gi = Tensor::empty(s, g.device());
       const int64_t row = s[d] * inner;
-      for (int64_t o = 0; o < outer; ++o)
-        std::copy(g.data() + o * out_row + off, g.data() + o * out_row + off + row,
-                  gi.data() + o * row);
+      if (g.is_cuda())
+        ON_CUDA("cat", cuda::copy_2d(gi.data(), row, g.data() + off, out_row, outer, row));
+      else
+        for (int64_t o = 0; o < outer; ++o)
+          std::copy(g.data() + o * out_row + off, g.data() + o * out_row + off + row,
+                    gi.data() + o * row);
       off += row;
       grads.push_back(gi);
     }
@@ -350,9 +388,11 @@ Tensor transpose2d(const Tensor& x) {
   if (x.dim() != 2) fail("transpose2d", "expects a 2-D tensor, got " + shape_str(x.shape()));
   const int64_t M = x.shape()[0], N = x.shape()[1];
   Tensor y = Tensor::empty({N, M}, x.device());
-  require_cpu("transpose2d", x);
-  for (int64_t i = 0; i < M; ++i)
-    for (int64_t j = 0; j < N; ++j) y.data()[j * M + i] = x.data()[i * N + j];
+  if (x.is_cuda())
+    ON_CUDA("transpose2d", cuda::transpose2d(x.data(), y.data(), M, N));
+  else
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) y.data()[j * M + i] = x.data()[i * N + j];
   return record(y, "transpose2d", {x},
                 [](const Tensor& g) { return std::vector<Tensor>{transpose2d(g)}; });
 }
@@ -363,8 +403,10 @@ namespace {
 // C[M,N] = op(A) op(B) on whichever device the operands live.
 Tensor gemm(bool ta, bool tb, const Tensor& a, const Tensor& b, int64_t M, int64_t N, int64_t K) {
   Tensor c = Tensor::empty({M, N}, a.device());
-  require_cpu("matmul", a);
-  cpu::gemm<float>(ta, tb, M, N, K, 1.f, a.data(), b.data(), 0.f, c.data());
+  if (a.is_cuda())
+    ON_CUDA("matmul", cuda::gemm(ta, tb, M, N, K, 1.f, a.data(), b.data(), 0.f, c.data()));
+  else
+    cpu::gemm<float>(ta, tb, M, N, K, 1.f, a.data(), b.data(), 0.f, c.data());
   return c;
 }
 }  // namespace
@@ -451,9 +493,12 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int str
     fail(op, "kernel larger than the padded input (" + conv_hint(x, weight) + ", padding " +
                  std::to_string(padding) + ")");
   Tensor y = Tensor::empty({s.N, s.O, s.OH(), s.OW()}, x.device());
-  require_cpu(op, x);
-  cpu::conv2d_forward<float>(x.data(), weight.data(), bias.defined() ? bias.data() : nullptr,
-                             y.data(), s);
+  if (x.is_cuda())
+    ON_CUDA(op, cuda::conv2d_forward(x.data(), weight.data(),
+                                     bias.defined() ? bias.data() : nullptr, y.data(), s));
+  else
+    cpu::conv2d_forward<float>(x.data(), weight.data(), bias.defined() ? bias.data() : nullptr,
+                               y.data(), s);
   const bool gx = x.requires_grad(), gw = weight.requires_grad();
   const bool gb = bias.defined() && bias.requires_grad();
   Tensor xd = x.detach(), wd = weight.detach();
@@ -461,11 +506,17 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int str
     Tensor dx, dw;
     if (gx) {
       dx = Tensor::empty(xd.shape(), g.device());
-      cpu::conv2d_backward_input<float>(g.data(), wd.data(), dx.data(), s);
+      if (g.is_cuda())
+        ON_CUDA("conv2d", cuda::conv2d_backward_input(g.data(), wd.data(), dx.data(), s));
+      else
+        cpu::conv2d_backward_input<float>(g.data(), wd.data(), dx.data(), s);
     }
     if (gw) {
       dw = Tensor::empty(wd.shape(), g.device());
-      cpu::conv2d_backward_weight<float>(xd.data(), g.data(), dw.data(), nullptr, s);
+      if (g.is_cuda())
+        ON_CUDA("conv2d", cuda::conv2d_backward_weight(xd.data(), g.data(), dw.data(), nullptr, s));
+      else
+        cpu::conv2d_backward_weight<float>(xd.data(), g.data(), dw.data(), nullptr, s);
     }
     return std::vector<Tensor>{dx, dw, gb ? bias_grad(g) : Tensor()};
   });
@@ -496,8 +547,10 @@ Tensor conv_transpose2d(const Tensor& x, const Tensor& weight, const Tensor& bia
   // with the same weight: its forward is that conv's backward-input, and vice versa.
   cpu::Conv2dShape s{N, O, OH, OW, C, kh, kw, stride, padding};
   Tensor y = Tensor::empty({N, O, OH, OW}, x.device());
-  require_cpu(op, x);
-  cpu::conv2d_backward_input<float>(x.data(), weight.data(), y.data(), s);
+  if (x.is_cuda())
+    ON_CUDA(op, cuda::conv2d_backward_input(x.data(), weight.data(), y.data(), s));
+  else
+    cpu::conv2d_backward_input<float>(x.data(), weight.data(), y.data(), s);
   if (bias.defined()) {
     NoGradGuard guard;
     y = add(y, bias.reshape({1, O, 1, 1}));
@@ -509,11 +562,18 @@ Tensor conv_transpose2d(const Tensor& x, const Tensor& weight, const Tensor& bia
     Tensor dx, dw;
     if (gx) {
       dx = Tensor::empty(xd.shape(), g.device());
-      cpu::conv2d_forward<float>(g.data(), wd.data(), nullptr, dx.data(), s);
+      if (g.is_cuda())
+        ON_CUDA("conv_transpose2d", cuda::conv2d_forward(g.data(), wd.data(), nullptr, dx.data(), s));
+      else
+        cpu::conv2d_forward<float>(g.data(), wd.data(), nullptr, dx.data(), s);
     }
     if (gw) {
       dw = Tensor::empty(wd.shape(), g.device());
-      cpu::conv2d_backward_weight<float>(g.data(), xd.data(), dw.data(), nullptr, s);
+      if (g.is_cuda())
+        ON_CUDA("conv_transpose2d",
+                cuda::conv2d_backward_weight(g.data(), xd.data(), dw.data(), nullptr, s));
+      else
+        cpu::conv2d_backward_weight<float>(g.data(), xd.data(), dw.data(), nullptr, s);
     }
     return std::vector<Tensor>{dx, dw, gb ? bias_grad(g) : Tensor()};
   });
@@ -539,7 +599,6 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
     fail(op, "eval mode needs running_mean and running_var");
   if (training && N * S <= 1)
     fail(op, "training needs more than one value per channel, got input " + shape_str(x.shape()));
-  require_cpu(op, x);
   const float* gamma = weight.defined() ? weight.data() : nullptr;
   const float* beta = bias.defined() ? bias.data() : nullptr;
   Tensor y = Tensor::empty_like(x);
@@ -548,8 +607,12 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
   Tensor xd = x.detach(), wd = weight.defined() ? weight.detach() : Tensor();
 
   if (!training) {
-    cpu::batch_norm_forward_eval<float>(x.data(), gamma, beta, running_mean.data(),
-                                        running_var.data(), y.data(), N, C, S, eps);
+    if (x.is_cuda())
+      ON_CUDA(op, cuda::batch_norm_forward_eval(x.data(), gamma, beta, running_mean.data(),
+                                                running_var.data(), y.data(), N, C, S, eps));
+    else
+      cpu::batch_norm_forward_eval<float>(x.data(), gamma, beta, running_mean.data(),
+                                          running_var.data(), y.data(), N, C, S, eps);
     Tensor mean_d = running_mean.detach().clone(), var_d = running_var.detach().clone();
     return record(y, op, {x, weight, bias}, [xd, wd, mean_d, var_d, eps, C, gx, gw, gb](const Tensor& g) {
       // Statistics are constants here: y = (x - m) * invstd * gamma + beta.
@@ -568,9 +631,21 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
 
   Tensor save_mean = Tensor::empty({C}, x.device()), save_invstd = Tensor::empty({C}, x.device());
   Tensor var_unbiased = Tensor::empty({C}, x.device());
-  cpu::batch_norm_forward_train<float>(x.data(), gamma, beta, y.data(), save_mean.data(),
-                                       save_invstd.data(), var_unbiased.data(), N, C, S, eps);
-  if (running_mean.defined()) {
+  if (x.is_cuda()) {
+    ON_CUDA(op, cuda::batch_norm_forward_train(x.data(), gamma, beta, y.data(), save_mean.data(),
+                                               save_invstd.data(), var_unbiased.data(), N, C, S,
+                                               eps));
+    if (running_mean.defined()) {  // r = (1 - momentum) r + momentum * stat, on the device
+      ON_CUDA(op, cuda::affine(running_mean.data(), running_mean.data(), C, 1.f - momentum, 0.f));
+      ON_CUDA(op, cuda::axpy(running_mean.data(), save_mean.data(), running_mean.data(), C, momentum));
+      ON_CUDA(op, cuda::affine(running_var.data(), running_var.data(), C, 1.f - momentum, 0.f));
+      ON_CUDA(op, cuda::axpy(running_var.data(), var_unbiased.data(), running_var.data(), C, momentum));
+    }
+  } else {
+    cpu::batch_norm_forward_train<float>(x.data(), gamma, beta, y.data(), save_mean.data(),
+                                         save_invstd.data(), var_unbiased.data(), N, C, S, eps);
+  }
+  if (running_mean.defined() && !x.is_cuda()) {
     float* rm = running_mean.data();
     float* rv = running_var.data();
     for (int64_t c = 0; c < C; ++c) {
@@ -582,9 +657,15 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
                 [xd, wd, save_mean, save_invstd, N, C, S, gx, gw, gb](const Tensor& g) {
                   Tensor dx = Tensor::empty(xd.shape(), g.device());
                   Tensor dgamma = Tensor::empty({C}, g.device()), dbeta = Tensor::empty({C}, g.device());
-                  cpu::batch_norm_backward_train<float>(
-                      xd.data(), g.data(), wd.defined() ? wd.data() : nullptr, save_mean.data(),
-                      save_invstd.data(), dx.data(), dgamma.data(), dbeta.data(), N, C, S);
+                  if (g.is_cuda())
+                    ON_CUDA("batch_norm", cuda::batch_norm_backward_train(
+                                              xd.data(), g.data(), wd.defined() ? wd.data() : nullptr,
+                                              save_mean.data(), save_invstd.data(), dx.data(),
+                                              dgamma.data(), dbeta.data(), N, C, S));
+                  else
+                    cpu::batch_norm_backward_train<float>(
+                        xd.data(), g.data(), wd.defined() ? wd.data() : nullptr, save_mean.data(),
+                        save_invstd.data(), dx.data(), dgamma.data(), dbeta.data(), N, C, S);
                   return std::vector<Tensor>{gx ? dx : Tensor(), gw ? dgamma : Tensor(),
                                              gb ? dbeta : Tensor()};
                 });
@@ -607,18 +688,28 @@ void check_loss_args(const char* op, const Tensor& input, const Tensor& target) 
 Tensor binary_cross_entropy(const Tensor& p, const Tensor& target) {
   const char* op = "binary_cross_entropy";
   check_loss_args(op, p, target);
-  require_cpu(op, p);
   const int64_t n = p.numel();
-  const float* pv = p.data();
-  for (int64_t i = 0; i < n; ++i)
-    if (!(pv[i] >= 0.f && pv[i] <= 1.f))
-      fail(op, "input values must be probabilities in [0, 1]; element " + std::to_string(i) +
-                   " is " + std::to_string(pv[i]) + " (use binary_cross_entropy_with_logits on logits)");
-  Tensor loss = Tensor::full({}, cpu::bce_forward<float>(p.data(), target.data(), n), p.device());
+  Tensor loss;
+  if (p.is_cuda()) {
+    // No range check on the GPU (it would cost a device-to-host copy per step); values
+    // outside [0, 1] give NaN there, as in PyTorch's CUDA kernel.
+    loss = Tensor::empty({}, p.device());
+    ON_CUDA(op, cuda::bce_forward(p.data(), target.data(), loss.data(), n));
+  } else {
+    const float* pv = p.data();
+    for (int64_t i = 0; i < n; ++i)
+      if (pv[i] < 0.f || pv[i] > 1.f)  // NaN passes on into a NaN loss: a blow-up, not misuse
+        fail(op, "input values must be probabilities in [0, 1]; element " + std::to_string(i) +
+                     " is " + std::to_string(pv[i]) + " (use binary_cross_entropy_with_logits on logits)");
+    loss = Tensor::full({}, cpu::bce_forward<float>(p.data(), target.data(), n), p.device());
+  }
   Tensor pd = p.detach(), td = target.detach();
   return record(loss, op, {p, target}, [pd, td, n](const Tensor& g) {
     Tensor dp = Tensor::empty_like(pd);
-    cpu::bce_backward<float>(pd.data(), td.data(), g.item(), dp.data(), n);
+    if (g.is_cuda())  // the upstream gradient stays on the device
+      ON_CUDA("binary_cross_entropy", cuda::bce_backward(pd.data(), td.data(), g.data(), dp.data(), n));
+    else
+      cpu::bce_backward<float>(pd.data(), td.data(), g.item(), dp.data(), n);
     return std::vector<Tensor>{dp, Tensor()};
   });
 }
@@ -626,14 +717,23 @@ Tensor binary_cross_entropy(const Tensor& p, const Tensor& target) {
 Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& target) {
   const char* op = "binary_cross_entropy_with_logits";
   check_loss_args(op, logits, target);
-  require_cpu(op, logits);
   const int64_t n = logits.numel();
-  Tensor loss = Tensor::full({}, cpu::bce_logits_forward<float>(logits.data(), target.data(), n),
-                             logits.device());
+  Tensor loss;
+  if (logits.is_cuda()) {
+    loss = Tensor::empty({}, logits.device());
+    ON_CUDA(op, cuda::bce_logits_forward(logits.data(), target.data(), loss.data(), n));
+  } else {
+    loss = Tensor::full({}, cpu::bce_logits_forward<float>(logits.data(), target.data(), n),
+                        logits.device());
+  }
   Tensor xd = logits.detach(), td = target.detach();
   return record(loss, op, {logits, target}, [xd, td, n](const Tensor& g) {
     Tensor dx = Tensor::empty_like(xd);
-    cpu::bce_logits_backward<float>(xd.data(), td.data(), g.item(), dx.data(), n);
+    if (g.is_cuda())
+      ON_CUDA("binary_cross_entropy_with_logits",
+              cuda::bce_logits_backward(xd.data(), td.data(), g.data(), dx.data(), n));
+    else
+      cpu::bce_logits_backward<float>(xd.data(), td.data(), g.item(), dx.data(), n);
     return std::vector<Tensor>{dx, Tensor()};
   });
 }

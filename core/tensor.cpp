@@ -14,6 +14,7 @@
 
 #ifdef GANTRY_WITH_CUDA
 #include "gantry/core/cuda_runtime.h"
+#include "gantry/kernels/cuda/cuda_kernels.h"
 #endif
 
 namespace gantry {
@@ -274,8 +275,12 @@ Tensor& Tensor::fill_(float value) {
   if (device().is_cpu()) {
     std::fill(data(), data() + n, value);
   } else {
+#ifdef GANTRY_WITH_CUDA
+    cuda::fill(data(), n, value);
+#else
     std::vector<float> host(static_cast<size_t>(n), value);
     copy_bytes(data(), device(), host.data(), Device::cpu(), n * sizeof(float));
+#endif
   }
   return *this;
 }
@@ -293,10 +298,15 @@ Tensor& Tensor::normal_(float mean, float std, Generator* gen) {
   if (device().is_cpu()) {
     g.fill_normal(data(), numel(), mean, std);
   } else {
-    // The same stream as on the CPU, made on the host and copied over.
+#ifdef GANTRY_WITH_CUDA
+    // The same Philox stream as on the CPU, evaluated on the device (kernels/cuda/random.cu).
+    const uint64_t base = g.reserve(numel());
+    cuda::philox_normal(data(), numel(), g.seed(), base, mean, std);
+#else
     std::vector<float> host(static_cast<size_t>(numel()));
     g.fill_normal(host.data(), numel(), mean, std);
     copy_bytes(data(), device(), host.data(), Device::cpu(), host.size() * sizeof(float));
+#endif
   }
   return *this;
 }
@@ -306,9 +316,14 @@ Tensor& Tensor::uniform_(float low, float high, Generator* gen) {
   if (device().is_cpu()) {
     g.fill_uniform(data(), numel(), low, high);
   } else {
+#ifdef GANTRY_WITH_CUDA
+    const uint64_t base = g.reserve(numel());
+    cuda::philox_uniform(data(), numel(), g.seed(), base, low, high);
+#else
     std::vector<float> host(static_cast<size_t>(numel()));
     g.fill_uniform(host.data(), numel(), low, high);
     copy_bytes(data(), device(), host.data(), Device::cpu(), host.size() * sizeof(float));
+#endif
   }
   return *this;
 }

@@ -1,0 +1,160 @@
+// GPU parity: batch norm (hand-written and cuDNN) against the CPU reference, and the ops
+// layer end to end: the same small DCGAN-like graph run forward and backward on the CPU and
+// on the GPU must give the same loss, gradients and running statistics.
+#include <catch2/catch.hpp>
+
+#ifdef GANTRY_WITH_CUDA
+#include <string>
+#include <vector>
+
+#include "cuda/cuda_test_util.h"
+#include "gantry/core/autograd.h"
+#include "gantry/core/ops.h"
+#include "gantry/core/tensor.h"
+
+using namespace gantry;
+using test::DevBuf;
+using test::rel_error;
+
+namespace {
+
+struct BnShape { int64_t N, C, S; };
+// The DCGAN's BN inputs (G: 512x4x4 .. 64x32x32; D: 128x16x16 .. 512x4x4) at batch 8 and 1,
+// odd sizes, and S = 1 (BatchNorm1d-like).
+const BnShape kBnShapes[] = {{8, 512, 16}, {8, 256, 64},  {8, 128, 256}, {8, 64, 1024},
+                             {1, 64, 1024}, {1, 512, 16}, {3, 7, 45},    {16, 10, 1},
+                             {2, 3, 100003}};
+
+void check_bn(const BnShape& b, cuda::Impl impl, bool affine) {
+  const int64_t n = b.N * b.C * b.S;
+  INFO(cuda::impl_name(impl) << " N" << b.N << " C" << b.C << " S" << b.S << " affine " << affine);
+  std::vector<float> x = test::randn(n, 40, 2.f, 0.7f), dy = test::randn(n, 41),
+                     gamma = test::randn(b.C, 42, 0.02f, 1.f), beta = test::randn(b.C, 43, 0.1f),
+                     rmean = test::randn(b.C, 44, 0.1f), rvar = test::rand_uniform(b.C, 45, 0.5f, 2.f);
+  std::vector<double> xd = test::to_double(x), dyd = test::to_double(dy),
+                      gd = test::to_double(gamma), bd = test::to_double(beta);
+  const double* gp = affine ? gd.data() : nullptr;
+  const double* bp = affine ? bd.data() : nullptr;
+  std::vector<double> y_ref(n), mean_ref(b.C), invstd_ref(b.C), var_ref(b.C), dx_ref(n),
+      dg_ref(b.C), db_ref(b.C), ye_ref(n);
+  cpu::batch_norm_forward_train<double>(xd.data(), gp, bp, y_ref.data(), mean_ref.data(),
+                                        invstd_ref.data(), var_ref.data(), b.N, b.C, b.S, 1e-5);
+  cpu::batch_norm_backward_train<double>(xd.data(), dyd.data(), gp, mean_ref.data(),
+                                         invstd_ref.data(), dx_ref.data(), dg_ref.data(),
+                                         db_ref.data(), b.N, b.C, b.S);
+  cpu::batch_norm_forward_eval<double>(xd.data(), gp, bp, test::to_double(rmean).data(),
+                                       test::to_double(rvar).data(), ye_ref.data(), b.N, b.C, b.S,
+                                       1e-5);
+
+  cuda::ImplScope scope(cuda::conv_impl(), impl, cuda::gemm_impl());
+  DevBuf gx(x), gdy(dy), gg(gamma), gb(beta), grm(rmean), grv(rvar), y(n), mean(b.C),
+      invstd(b.C), var(b.C), dx(n), dg(b.C), db(b.C), ye(n);
+  const float* g = affine ? gg.p : nullptr;
+  const float* bb = affine ? gb.p : nullptr;
+  cuda::batch_norm_forward_train(gx.p, g, bb, y.p, mean.p, invstd.p, var.p, b.N, b.C, b.S, 1e-5f);
+  CHECK(rel_error(y.download(), y_ref) < 1e-5);
+  CHECK(rel_error(mean.download(), mean_ref) < 1e-5);
+  CHECK(rel_error(invstd.download(), invstd_ref) < 1e-5);
+  CHECK(rel_error(var.download(), var_ref) < 1e-5);
+  cuda::batch_norm_backward_train(gx.p, gdy.p, g, mean.p, invstd.p, dx.p, dg.p, db.p, b.N, b.C, b.S);
+  CHECK(rel_error(dx.download(), dx_ref) < 1e-5);
+  CHECK(rel_error(dg.download(), dg_ref) < 1e-5);
+  CHECK(rel_error(db.download(), db_ref) < 1e-5);
+  cuda::batch_norm_forward_eval(gx.p, g, bb, grm.p, grv.p, ye.p, b.N, b.C, b.S, 1e-5f);
+  CHECK(rel_error(ye.download(), ye_ref) < 1e-5);
+  // Optional outputs may be null.
+  y.poison();
+  cuda::batch_norm_forward_train(gx.p, g, bb, y.p, mean.p, invstd.p, nullptr, b.N, b.C, b.S, 1e-5f);
+  CHECK(rel_error(y.download(), y_ref) < 1e-5);
+  dx.poison();
+  cuda::batch_norm_backward_train(gx.p, gdy.p, g, mean.p, invstd.p, dx.p, nullptr, nullptr, b.N,
+                                  b.C, b.S);
+  CHECK(rel_error(dx.download(), dx_ref) < 1e-5);
+}
+
+// A DCGAN-like step through the public ops: G block (convT-BN-ReLU), D block (conv-BN-LReLU),
+// a linear head, BCE. Returns loss and gradients, all copied to the host.
+struct StepResult {
+  std::vector<std::vector<float>> values;
+};
+
+StepResult run_step(Device dev) {
+  Generator gen(7);
+  auto param = [&](const Shape& s, float std, float mean) {
+    Tensor t = Tensor::randn(s, &gen);  // made on the CPU: identical values for both runs
+    t = (t * std + mean).detach().to(dev);
+    t.requires_grad_(true);
+    return t;
+  };
+  Tensor z = Tensor::randn({4, 10, 1, 1}, &gen).to(dev);
+  Tensor wg1 = param({10, 16, 4, 4}, 0.02f, 0.f), gbn_w = param({16}, 0.02f, 1.f),
+         gbn_b = param({16}, 0.f, 0.f);
+  Tensor wg2 = param({16, 3, 4, 4}, 0.02f, 0.f);
+  Tensor wd1 = param({8, 3, 4, 4}, 0.02f, 0.f), dbn_w = param({8}, 0.02f, 1.f),
+         dbn_b = param({8}, 0.f, 0.f);
+  Tensor lin_w = param({1, 8 * 4 * 4}, 0.05f, 0.f), lin_b = param({1}, 0.01f, 0.f);
+  Tensor rm_g = Tensor::zeros({16}, dev), rv_g = Tensor::ones({16}, dev);
+  Tensor rm_d = Tensor::zeros({8}, dev), rv_d = Tensor::ones({8}, dev);
+
+  Tensor h = conv_transpose2d(z, wg1, Tensor(), 1, 0);                    // [4,16,4,4]
+  h = relu(batch_norm(h, gbn_w, gbn_b, rm_g, rv_g, true));
+  Tensor img = tanh(conv_transpose2d(h, wg2, Tensor(), 2, 1));            // [4,3,8,8]
+  Tensor d = conv2d(img, wd1, Tensor(), 2, 1);                            // [4,8,4,4]
+  d = leaky_relu(batch_norm(d, dbn_w, dbn_b, rm_d, rv_d, true), 0.2f);
+  Tensor logit = linear(d.flatten(1), lin_w, lin_b);                      // [4,1]
+  Tensor target = Tensor::full({4, 1}, 1.f, dev);
+  Tensor loss = binary_cross_entropy(sigmoid(logit), target) +
+                binary_cross_entropy_with_logits(logit, target) * 0.5f +
+                mean(square(img)) + sum(cat({h.flatten(1), d.flatten(1)}, 1)) * 1e-3f +
+                mean(matmul(transpose2d(d.flatten(1)), d.flatten(1)));
+  loss.backward();
+
+  StepResult r;
+  for (const Tensor& t : {loss, img, logit, rm_g, rv_g, rm_d, rv_d}) r.values.push_back(t.to_vector());
+  for (const Tensor& p : {wg1, gbn_w, gbn_b, wg2, wd1, dbn_w, dbn_b, lin_w, lin_b})
+    r.values.push_back(p.grad().to_vector());
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("batch norm: hand-written and cuDNN match the CPU", "[cuda][batchnorm]") {
+  for (cuda::Impl impl : {cuda::Impl::Handwritten, cuda::Impl::Library})
+    for (const BnShape& b : kBnShapes)
+      for (bool affine : {true, false}) check_bn(b, impl, affine);
+}
+
+TEST_CASE("ops on CUDA tensors match the CPU end to end (forward, backward, running stats)",
+          "[cuda][ops]") {
+  const StepResult ref = run_step(Device::cpu());
+  for (cuda::Impl impl : {cuda::Impl::Handwritten, cuda::Impl::Library}) {
+    cuda::ImplScope scope(impl, impl, impl);
+    const bool tf32 = cuda::conv_allow_tf32();
+    cuda::set_conv_allow_tf32(false);
+    const StepResult got = run_step(Device::cuda(0));
+    cuda::set_conv_allow_tf32(tf32);
+    REQUIRE(got.values.size() == ref.values.size());
+    for (size_t i = 0; i < ref.values.size(); ++i) {
+      INFO(cuda::impl_name(impl) << " value " << i);
+      CHECK(rel_error(got.values[i], ref.values[i]) < 1e-4);
+    }
+  }
+}
+
+TEST_CASE("Tensor basics on CUDA: to/from, fill, copy_, add_, mul_, item", "[cuda][ops]") {
+  Tensor a = Tensor::arange(10).reshape({2, 5});
+  Tensor g = a.to(Device::cuda(0));
+  CHECK(g.is_cuda());
+  CHECK(g.to_vector() == a.to_vector());
+  Tensor f = Tensor::full({3, 3}, 2.5f, Device::cuda(0));
+  CHECK(f.to_vector() == std::vector<float>(9, 2.5f));
+  f.mul_(2.f);
+  f.add_(Tensor::ones({3, 3}, Device::cuda(0)), 0.5f);
+  CHECK(f.to_vector() == std::vector<float>(9, 5.5f));
+  CHECK(sum(f).item() == Approx(49.5f));
+  Tensor c = Tensor::empty({2, 5}, Device::cuda(0));
+  c.copy_(a);
+  CHECK(c.cpu().to_vector() == a.to_vector());
+  CHECK(add(g, 1.f).narrow0(1, 1).to_vector() == std::vector<float>{6, 7, 8, 9, 10});
+}
+#endif  // GANTRY_WITH_CUDA
