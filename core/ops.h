@@ -75,7 +75,8 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
                   float momentum = 0.1f, float eps = 1e-5f);
 
 // ---- losses (mean reduction) ------------------------------------------------------------
-// p in [0, 1], target the same shape. log is clamped at -100 as in PyTorch.
+// p in [0, 1], target the same shape. log is clamped at -100 as in PyTorch. A value outside
+// [0, 1] throws; a NaN (a diverged model) gives a NaN loss for the caller to detect.
 Tensor binary_cross_entropy(const Tensor& p, const Tensor& target);
 // Numerically stable on logits: max(x,0) - x*t + log(1 + exp(-|x|)).
 Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& target);

@@ -1,0 +1,32 @@
+#include "app_common.h"
+
+#include <iostream>
+#include <stdexcept>
+
+namespace gantry::apps {
+
+Device choose_device(const std::string& choice, const std::string& flag) {
+  if (choice == "auto") {
+    if (cuda_available()) return Device::cuda(0);
+    if (cuda_compiled())
+      std::cerr << "gantry: this build has CUDA but no usable GPU or driver was found; running on the CPU\n";
+    return Device::cpu();
+  }
+  Device dev;
+  try {
+    dev = Device::parse(choice);
+  } catch (const std::invalid_argument&) {
+    throw std::invalid_argument(flag + " " + choice + ": expected auto, cpu, cuda or cuda:N");
+  }
+  if (dev.is_cuda()) {
+    if (!cuda_compiled())
+      throw std::invalid_argument(flag + " " + choice + ": this gantry was built without CUDA "
+                                  "(rebuild with -DGANTRY_CUDA=ON on a machine with nvcc), or use --device cpu");
+    if (dev.index >= cuda_device_count())
+      throw std::invalid_argument(flag + " " + choice + ": no such GPU (" +
+                                  std::to_string(cuda_device_count()) + " usable); use --device cpu or auto");
+  }
+  return dev;
+}
+
+}  // namespace gantry::apps

@@ -1,0 +1,14 @@
+#pragma once
+// Small pieces the apps share: device choice and latent-vector helpers.
+#include <string>
+
+#include "gantry/core/device.h"
+
+namespace gantry::apps {
+
+// "auto" -> the GPU when one is usable, else the CPU (saying so once on stderr when this build
+// has CUDA but no GPU or driver is usable); "cpu"; "cuda"/"cuda:N" -> that GPU or an error
+// naming the flag. `flag` names the option in messages ("--device").
+Device choose_device(const std::string& choice, const std::string& flag = "--device");
+
+}  // namespace gantry::apps

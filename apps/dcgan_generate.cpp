@@ -1,0 +1,148 @@
+// dcgan_generate: images from a trained DCGAN generator, gantry's or PyTorch's (safetensors,
+// PyTorch DCGAN example layout): one PNG per image, a grid, or latent interpolations.
+#include <CLI/CLI.hpp>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+
+#include "app_common.h"
+#include "gantry/core/autograd.h"
+#include "gantry/core/ops.h"
+#include "gantry/core/random.h"
+#include "gantry/core/version.h"
+#include "gantry/data/grid.h"
+#include "gantry/models/dcgan.h"
+#include "run_dir.h"
+
+namespace fs = std::filesystem;
+using namespace gantry;
+
+namespace {
+
+// Spherical interpolation between two latent vectors (the usual choice for Gaussian latents:
+// it keeps the norm of the path near that of typical samples).
+std::vector<float> slerp(const std::vector<float>& a, const std::vector<float>& b, float t) {
+  double dot = 0, na = 0, nb = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    dot += double(a[i]) * b[i];
+    na += double(a[i]) * a[i];
+    nb += double(b[i]) * b[i];
+  }
+  const double cos_omega = std::clamp(dot / std::sqrt(na * nb), -1.0, 1.0);
+  const double omega = std::acos(cos_omega);
+  std::vector<float> out(a.size());
+  if (omega < 1e-6) {  // nearly parallel: plain linear interpolation
+    for (size_t i = 0; i < a.size(); ++i) out[i] = (1 - t) * a[i] + t * b[i];
+    return out;
+  }
+  const double sa = std::sin((1 - t) * omega) / std::sin(omega), sb = std::sin(t * omega) / std::sin(omega);
+  for (size_t i = 0; i < a.size(); ++i) out[i] = static_cast<float>(sa * a[i] + sb * b[i]);
+  return out;
+}
+
+Tensor load_latents(const std::string& path, int64_t nz) {
+  SafetensorsContents c = load_safetensors(path);
+  const NamedTensor* z = find_tensor(c.tensors, "z");
+  if (!z)
+    throw std::invalid_argument("--latent " + path + ": no tensor named 'z' (found " +
+                                std::to_string(c.tensors.size()) + " other tensors)");
+  const Shape& s = z->tensor.shape();
+  const bool ok = (s.size() == 2 && s[1] == nz) || (s.size() == 4 && s[1] == nz && s[2] == 1 && s[3] == 1);
+  if (!ok)
+    throw std::invalid_argument("--latent " + path + ": z has shape " + shape_str(s) + "; the generator needs [N, " +
+                                std::to_string(nz) + "] or [N, " + std::to_string(nz) + ", 1, 1]");
+  return z->tensor.reshape({s[0], nz, 1, 1});
+}
+
+int run(int argc, char** argv) {
+  std::string checkpoint, latent, out_dir, grid, device_choice = "auto", bn = "eval";
+  int64_t num = 64, batch_size = 256, nrow = 8;
+  uint64_t seed = 0;
+  int interpolate = 0;
+  CLI::App app{"dcgan_generate: images from a DCGAN generator (gantry " + std::string(version()) + ")"};
+  app.option_defaults()->always_capture_default();
+  app.add_option("--checkpoint", checkpoint, "a generator .safetensors file (gantry's or PyTorch's DCGAN example, saved with safetensors) or a dcgan_train run directory (its latest generator)")->required();
+  app.add_option("--num", num, "number of images (with --interpolate: number of interpolation rows)")->check(CLI::PositiveNumber);
+  app.add_option("--seed", seed, "seed of the latent vectors");
+  app.add_option("--latent", latent, "a safetensors file with a tensor z of shape [N, nz] or [N, nz, 1, 1]; images come out in that order");
+  app.add_option("--out", out_dir, "write one PNG per image (000000.png, 000001.png, ...) into this folder");
+  app.add_option("--grid", grid, "write all images as one grid PNG");
+  app.add_option("--nrow", nrow, "images per grid row")->check(CLI::PositiveNumber);
+  app.add_option("--bn", bn, "batch norm statistics: eval (running statistics, as netG.eval()) or batch")->check(CLI::IsMember({"eval", "batch"}));
+  app.add_option("--interpolate", interpolate, "K: a grid of K-step spherical interpolations between random latent pairs (one row per pair)")->check(CLI::Range(2, 1000));
+  app.add_option("--batch-size", batch_size, "images per forward pass (eval mode only; --bn batch uses one pass)")->check(CLI::PositiveNumber);
+  app.add_option("--device", device_choice, "auto, cpu, cuda or cuda:N");
+  try {
+    app.parse(argc, argv);
+    if (out_dir.empty() && grid.empty()) throw CLI::ValidationError("give --out DIR and/or --grid FILE.png: nowhere to write images");
+    if (!latent.empty() && interpolate) throw CLI::ValidationError("--latent and --interpolate cannot be combined");
+    if (!latent.empty() && app.count("--num")) throw CLI::ValidationError("--num comes from --latent's z; give one of them");
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  const Device device = apps::choose_device(device_choice);
+  const std::string gen_file = apps::resolve_generator_file(checkpoint);
+  auto g = generator_from_state_dict(load_safetensors(gen_file).tensors);
+  g->to(device);
+  g->train(bn == "batch");
+  std::cerr << "generator " << gen_file << ": nz " << g->nz << ", ngf " << g->ngf << ", " << g->image_size << "x"
+            << g->image_size << "x" << g->nc << "\n";
+
+  Tensor z;
+  if (!latent.empty()) {
+    z = load_latents(latent, g->nz);
+  } else if (interpolate) {
+    Generator rng(seed);
+    Tensor ends = Tensor::randn({2 * num, g->nz}, &rng);
+    std::vector<float> e = ends.to_vector(), all;
+    for (int64_t r = 0; r < num; ++r) {
+      std::vector<float> a(e.begin() + 2 * r * g->nz, e.begin() + (2 * r + 1) * g->nz);
+      std::vector<float> b(e.begin() + (2 * r + 1) * g->nz, e.begin() + (2 * r + 2) * g->nz);
+      for (int k = 0; k < interpolate; ++k) {
+        std::vector<float> v = slerp(a, b, static_cast<float>(k) / (interpolate - 1));
+        all.insert(all.end(), v.begin(), v.end());
+      }
+    }
+    z = Tensor::from_vector(all, {num * interpolate, g->nz, 1, 1});
+    nrow = interpolate;
+  } else {
+    Generator rng(seed);
+    z = Tensor::randn({num, g->nz, 1, 1}, &rng);
+  }
+
+  NoGradGuard no_grad;
+  const int64_t n = z.shape()[0];
+  const int64_t chunk = bn == "batch" ? n : batch_size;
+  std::vector<Tensor> parts;
+  for (int64_t i = 0; i < n; i += chunk)
+    parts.push_back(g->forward(z.narrow0(i, std::min(chunk, n - i)).to(device)).cpu());
+  Tensor images = parts.size() == 1 ? parts[0] : cat(parts, 0);
+
+  if (!out_dir.empty()) {
+    fs::create_directories(out_dir);
+    for (int64_t i = 0; i < n; ++i) {
+      char name[32];
+      std::snprintf(name, sizeof name, "%06lld.png", static_cast<long long>(i));
+      data::save_png((fs::path(out_dir) / name).string(), data::tensor_to_image(images.narrow0(i, 1)));
+    }
+    std::cerr << "wrote " << n << " images to " << out_dir << "\n";
+  }
+  if (!grid.empty()) {
+    if (fs::path(grid).has_parent_path()) fs::create_directories(fs::path(grid).parent_path());
+    data::save_png(grid, data::make_grid(images, static_cast<int>(nrow)));
+    std::cerr << "wrote grid " << grid << "\n";
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "dcgan_generate: error: " << e.what() << std::endl;
+    return 1;
+  }
+}

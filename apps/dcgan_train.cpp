@@ -1,0 +1,418 @@
+// dcgan_train: trains the DCGAN of the PyTorch example on Fashion-MNIST (the default, from
+// Debian's package), MNIST, CIFAR-10 or a folder of images, writing a run directory with the
+// config, per-step metrics, fixed-noise samples, checkpoints and an HTML report.
+// Only wiring lives here: the step is DCGANTrainer::step, the data is gantry::data.
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "app_common.h"
+#include "gantry/core/threads.h"
+#include "gantry/core/version.h"
+#include "gantry/data/dataset.h"
+#include "gantry/data/grid.h"
+#include "gantry/data/loader.h"
+#include "gantry/models/dcgan_trainer.h"
+#include "report.h"
+#include "run_dir.h"
+
+namespace fs = std::filesystem;
+using namespace gantry;
+using json = nlohmann::json;
+
+namespace {
+
+std::atomic<int> g_signal{0};
+extern "C" void on_signal(int sig) {
+  g_signal = sig;
+  std::signal(sig, SIG_DFL);  // a second Ctrl-C ends the process at once
+}
+
+struct Settings {
+  std::string dataset = "fashion-mnist";
+  std::string data;
+  int image_size = 64;
+  int channels = 0;  // 0: the dataset's own
+  int64_t batch_size = 128;
+  int64_t epochs = 0;
+  int64_t max_steps = 0;
+  double lr = 2e-4, beta1 = 0.5, beta2 = 0.999;
+  int64_t nz = 100, ngf = 64, ndf = 64;
+  uint64_t seed = 1;
+  std::string device = "auto";
+  int workers = 2;
+  std::string out;
+  int64_t sample_every = 500;
+  int64_t checkpoint_every = 1000;
+  int64_t log_every = 50;
+  bool strict = false;
+  bool flip = false;
+  int threads = 0;
+  double time_limit = 0;  // seconds of this session; 0 = none
+};
+
+json settings_json(const Settings& s) {
+  return {{"dataset", s.dataset},       {"data", s.data},
+          {"image_size", s.image_size}, {"channels", s.channels},
+          {"batch_size", s.batch_size}, {"epochs", s.epochs},
+          {"max_steps", s.max_steps},   {"lr", s.lr},
+          {"beta1", s.beta1},           {"beta2", s.beta2},
+          {"nz", s.nz},                 {"ngf", s.ngf},
+          {"ndf", s.ndf},               {"seed", s.seed},
+          {"workers", s.workers},       {"sample_every", s.sample_every},
+          {"checkpoint_every", s.checkpoint_every}, {"log_every", s.log_every},
+          {"strict", s.strict},         {"random_flip", s.flip}};
+}
+
+// Settings from a run's config.json (for --resume).
+Settings settings_from_json(const json& j, const std::string& path) {
+  Settings s;
+  try {
+    s.dataset = j.at("dataset");
+    s.data = j.at("data");
+    s.image_size = j.at("image_size");
+    s.channels = j.at("channels");
+    s.batch_size = j.at("batch_size");
+    s.epochs = j.at("epochs");
+    s.max_steps = j.at("max_steps");
+    s.lr = j.at("lr");
+    s.beta1 = j.at("beta1");
+    s.beta2 = j.at("beta2");
+    s.nz = j.at("nz");
+    s.ngf = j.at("ngf");
+    s.ndf = j.at("ndf");
+    s.seed = j.at("seed");
+    s.workers = j.at("workers");
+    s.sample_every = j.at("sample_every");
+    s.checkpoint_every = j.at("checkpoint_every");
+    s.log_every = j.value("log_every", int64_t{50});
+    s.strict = j.value("strict", false);
+    s.flip = j.value("random_flip", false);
+  } catch (const json::exception& e) {
+    throw std::runtime_error(path + " is not a dcgan_train config: " + e.what());
+  }
+  return s;
+}
+
+std::string now_stamp() {
+  std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", std::localtime(&t));
+  return buf;
+}
+
+std::string step_file(int64_t step) {
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "step_%06lld.png", static_cast<long long>(step));
+  return buf;
+}
+
+std::string hms(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "--:--";
+  const long s = static_cast<long>(seconds);
+  char buf[32];
+  if (s >= 3600) std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", s / 3600, (s / 60) % 60, s % 60);
+  else std::snprintf(buf, sizeof buf, "%02ld:%02ld", s / 60, s % 60);
+  return buf;
+}
+
+// Keeps the rows of metrics.csv up to `step` (a resumed run redoes the steps after its
+// checkpoint, so their old rows go).
+void truncate_metrics(const std::string& path, int64_t step) {
+  std::ifstream in(path);
+  if (!in) return;
+  std::string header, line, kept;
+  std::getline(in, header);
+  kept = header + "\n";
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    if (std::atoll(line.c_str()) <= step) kept += line + "\n";
+  }
+  apps::write_text_atomic(path, kept);
+}
+
+void validate(const Settings& s) {
+  auto bad = [](const std::string& m) { throw CLI::ValidationError(m); };
+  if (s.image_size != 32 && s.image_size != 64 && s.image_size != 128)
+    bad("--image-size " + std::to_string(s.image_size) + ": must be 32, 64 or 128");
+  if (s.channels != 0 && s.channels != 1 && s.channels != 3)
+    bad("--channels " + std::to_string(s.channels) + ": must be 1 (gray) or 3 (RGB)");
+  if (s.batch_size < 2) bad("--batch-size must be at least 2 (batch norm needs two images)");
+  if (!(s.lr > 0)) bad("--lr must be positive");
+  if (!(s.beta1 >= 0 && s.beta1 < 1) || !(s.beta2 >= 0 && s.beta2 < 1)) bad("--beta1/--beta2 must be in [0, 1)");
+  if (s.nz < 1 || s.ngf < 1 || s.ndf < 1) bad("--nz, --ngf and --ndf must be positive");
+  if (s.workers < 0) bad("--workers must be >= 0");
+  if (s.epochs < 0 || s.max_steps < 0) bad("--epochs and --max-steps must be >= 0");
+  if (s.sample_every < 1 || s.checkpoint_every < 1 || s.log_every < 1)
+    bad("--sample-every, --checkpoint-every and --log-every must be >= 1");
+  if ((s.dataset == "folder" || s.dataset == "cifar10" || s.dataset == "mnist") && s.data.empty())
+    bad("--dataset " + s.dataset + " needs --data PATH (" +
+        (s.dataset == "folder" ? std::string("a folder of images, e.g. CelebA's img_align_celeba")
+         : s.dataset == "cifar10" ? std::string("the folder with data_batch_1.bin ... test_batch.bin")
+                                  : std::string("the folder with the MNIST IDX files")) + ")");
+}
+
+int run(int argc, char** argv) {
+  Settings s;
+  std::string resume;
+  CLI::App app{"dcgan_train: train the DCGAN of the PyTorch example (gantry " + std::string(version()) + ")"};
+  app.option_defaults()->always_capture_default();
+  auto* o_dataset = app.add_option("--dataset", s.dataset, "fashion-mnist (Debian's package, no download), mnist, cifar10 or folder")
+      ->check(CLI::IsMember({"fashion-mnist", "mnist", "cifar10", "folder"}));
+  auto* o_data = app.add_option("--data", s.data, "dataset location: a folder of images (folder), the CIFAR-10 binary folder, the MNIST IDX folder; default for fashion-mnist: " + data::default_fashion_mnist_dir());
+  auto* o_size = app.add_option("--image-size", s.image_size, "image size: 32, 64 or 128 (one network stage per doubling)");
+  auto* o_channels = app.add_option("--channels", s.channels, "image channels: 1 or 3 (0 = the dataset's own)");
+  auto* o_batch = app.add_option("--batch-size", s.batch_size, "images per step");
+  auto* o_epochs = app.add_option("--epochs", s.epochs, "passes over the data (0 = until --max-steps; both 0 = 5 epochs)");
+  auto* o_steps = app.add_option("--max-steps", s.max_steps, "stop after this many steps in total (0 = no limit)");
+  auto* o_lr = app.add_option("--lr", s.lr, "Adam learning rate of G and D");
+  auto* o_b1 = app.add_option("--beta1", s.beta1, "Adam beta1");
+  auto* o_b2 = app.add_option("--beta2", s.beta2, "Adam beta2");
+  auto* o_nz = app.add_option("--nz", s.nz, "latent vector size");
+  auto* o_ngf = app.add_option("--ngf", s.ngf, "generator width (channels of its last hidden layer)");
+  auto* o_ndf = app.add_option("--ndf", s.ndf, "discriminator width (channels of its first layer)");
+  auto* o_seed = app.add_option("--seed", s.seed, "seed of the initialization, data order and noise");
+  app.add_option("--device", s.device, "auto (GPU when present, else CPU), cpu, cuda or cuda:N");
+  app.add_option("--workers", s.workers, "data-loading threads (0 = load in the training thread)");
+  app.add_option("--out", s.out, "run directory (default runs/<dataset>-<time>)");
+  app.add_option("--sample-every", s.sample_every, "write a fixed-noise sample grid and the report every N steps");
+  app.add_option("--checkpoint-every", s.checkpoint_every, "write a checkpoint every N steps");
+  app.add_option("--log-every", s.log_every, "print a progress line every N steps when output is not a terminal");
+  auto* o_strict = app.add_flag("--strict", s.strict, "a bad image file is an error (default: listed and skipped)");
+  auto* o_flip = app.add_flag("--random-flip", s.flip, "flip real images left-right at random (augmentation)");
+  app.add_option("--time-limit", s.time_limit, "stop cleanly (samples, checkpoint, report) after this many seconds of training in this session (0 = no limit); --resume continues")->check(CLI::NonNegativeNumber);
+  app.add_option("--threads", s.threads, "CPU threads (0 = OpenMP's default: all cores)");
+  app.add_option("--resume", resume, "continue the run in this directory from its latest checkpoint, with its config (--epochs/--max-steps may extend it)");
+  try {
+    app.parse(argc, argv);
+    if (!resume.empty()) {
+      // The run's own settings win; only the length, device, workers and logging may change.
+      for (CLI::Option* o : {o_dataset, o_data, o_size, o_channels, o_batch, o_lr, o_b1, o_b2, o_nz, o_ngf, o_ndf, o_seed, o_strict, o_flip})
+        if (o->count() > 0)
+          throw CLI::ValidationError(o->get_name() + " cannot change when resuming: --resume takes the settings from " + resume + "/config.json");
+      if (!fs::exists(fs::path(resume) / "config.json"))
+        throw CLI::ValidationError("--resume " + resume + ": no config.json there; give the run directory of an earlier dcgan_train");
+      const std::string cfg_path = (fs::path(resume) / "config.json").string();
+      const json cfg = json::parse(apps::read_text(cfg_path));
+      Settings r = settings_from_json(cfg.at("settings"), cfg_path);
+      if (o_epochs->count()) r.epochs = s.epochs;
+      if (o_steps->count()) r.max_steps = s.max_steps;
+      r.device = s.device;
+      r.workers = s.workers;
+      r.log_every = s.log_every;
+      r.threads = s.threads;
+      r.time_limit = s.time_limit;
+      r.out = resume;
+      s = r;
+    }
+    validate(s);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  if (s.epochs == 0 && s.max_steps == 0) s.epochs = 5;
+  if (s.threads > 0) set_num_threads(s.threads);
+
+  const Device device = apps::choose_device(s.device);
+  if (s.out.empty()) s.out = "runs/" + s.dataset + "-" + now_stamp();
+  apps::ensure_writable_dir(s.out);
+  fs::create_directories(fs::path(s.out) / "samples");
+
+  // Data: opened (and, for folders, scanned) before any training work.
+  data::DatasetOptions dopt;
+  dopt.strict = s.strict;
+  auto dataset = data::open_dataset(s.dataset, s.data, /*train=*/true, dopt);
+  if (s.channels == 0) s.channels = dataset->channels();
+  std::cout << "dataset: " << dataset->name() << "\n";
+  if (!dataset->bad_files().empty())
+    std::cout << "skipped " << dataset->bad_files().size() << " unreadable file(s) (listed above); --strict makes them an error\n";
+  if (static_cast<int64_t>(dataset->size()) < s.batch_size)
+    throw std::invalid_argument("--batch-size " + std::to_string(s.batch_size) + " is larger than the dataset (" +
+                                std::to_string(dataset->size()) + " images)");
+
+  DCGANConfig mc;
+  mc.nz = s.nz; mc.ngf = s.ngf; mc.ndf = s.ndf; mc.nc = s.channels; mc.image_size = s.image_size;
+  mc.lr = s.lr; mc.beta1 = s.beta1; mc.beta2 = s.beta2;
+  Generator init_gen(s.seed);
+  DCGANTrainer trainer(mc, device, &init_gen);
+  Generator noise_gen(s.seed * 2654435761ull + 1);
+  // The fixed noise of the sample grids has its own stream so sampling never shifts training.
+  Generator fixed_gen(s.seed ^ 0x5A3B1E5ull);
+  const Tensor fixed_noise = Tensor::randn({64, s.nz, 1, 1}, &fixed_gen, device);
+
+  apps::TrainState state;
+  std::string last_checkpoint;  // the newest complete checkpoint of the run
+  state.noise_seed = noise_gen.seed();
+  if (!resume.empty()) {
+    const std::string ck = apps::latest_checkpoint_dir(s.out);
+    state = apps::read_train_state(ck);
+    trainer.generator().load_state_dict(load_safetensors(ck + "/generator.safetensors").tensors);
+    trainer.discriminator().load_state_dict(load_safetensors(ck + "/discriminator.safetensors").tensors);
+    trainer.optimizer_g().load(ck + "/optimizer_g.safetensors");
+    trainer.optimizer_d().load(ck + "/optimizer_d.safetensors");
+    noise_gen.set_state(state.noise_seed, state.noise_offset);
+    truncate_metrics((fs::path(s.out) / "metrics.csv").string(), state.step);
+    last_checkpoint = ck;
+    std::cout << "resuming " << s.out << " from " << ck << " (step " << state.step << ", epoch " << state.epoch << ")\n";
+  }
+
+  json config = {{"settings", settings_json(s)},
+                 {"gantry_version", version()},
+                 {"device", device.str()},
+                 {"dataset_description", dataset->name()},
+                 {"generator_parameters", trainer.generator().num_parameters()},
+                 {"discriminator_parameters", trainer.discriminator().num_parameters()}};
+  apps::write_text_atomic((fs::path(s.out) / "config.json").string(), config.dump(2) + "\n");
+
+  data::LoaderOptions lopt;
+  lopt.batch_size = s.batch_size;
+  lopt.seed = s.seed;
+  lopt.num_workers = s.workers;
+  lopt.start_epoch = state.epoch;
+  lopt.start_batch = state.next_batch;
+  lopt.strict = s.strict;
+  lopt.transform.image_size = s.image_size;
+  lopt.transform.channels = s.channels;
+  lopt.transform.random_flip = s.flip;
+  data::DataLoader loader(dataset, lopt);
+  const int64_t per_epoch = loader.batches_per_epoch();
+  int64_t total_steps = s.max_steps;
+  if (s.epochs > 0) {
+    const int64_t by_epochs = s.epochs * per_epoch;
+    total_steps = total_steps > 0 ? std::min(total_steps, by_epochs) : by_epochs;
+  }
+  if (state.step >= total_steps) {
+    std::cout << "the run already has " << state.step << " steps (limit " << total_steps
+              << "); pass a larger --max-steps or --epochs to extend it\n";
+    return 0;
+  }
+
+  const std::string metrics_path = (fs::path(s.out) / "metrics.csv").string();
+  const bool new_metrics = !fs::exists(metrics_path);
+  std::ofstream metrics(metrics_path, std::ios::app);
+  if (new_metrics) metrics << "step,epoch,loss_d,loss_g,d_x,d_g_z1,d_g_z2,seconds,images_per_sec\n";
+
+  auto save_samples = [&](int64_t step) {
+    data::save_png((fs::path(s.out) / "samples" / step_file(step)).string(),
+                   data::make_grid(trainer.sample(fixed_noise, /*eval=*/false), 8));
+    apps::write_report(s.out);
+  };
+  auto save_checkpoint = [&]() {
+    apps::CheckpointFiles f;
+    f.generator = trainer.generator().state_dict();
+    f.discriminator = trainer.discriminator().state_dict();
+    f.optimizer_g = trainer.optimizer_g().state_dict();
+    f.optimizer_d = trainer.optimizer_d().state_dict();
+    f.generator_meta = {{"format", "pt"}, {"model", "dcgan-generator"}, {"nz", std::to_string(s.nz)},
+                        {"image_size", std::to_string(s.image_size)}};
+    f.discriminator_meta = {{"format", "pt"}, {"model", "dcgan-discriminator"}, {"image_size", std::to_string(s.image_size)}};
+    state.noise_seed = noise_gen.seed();
+    state.noise_offset = noise_gen.offset();
+    return apps::write_checkpoint(s.out, state, f);
+  };
+
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  const bool tty = ::isatty(STDOUT_FILENO);
+  std::cout << "training on " << device.str() << ": " << total_steps << " steps (" << per_epoch
+            << " per epoch), batch " << s.batch_size << ", " << s.image_size << "x" << s.image_size << "x"
+            << s.channels << ", run directory " << s.out << std::endl;
+
+  bool real_saved = fs::exists(fs::path(s.out) / "samples" / "real.png");
+  const double seconds_before = state.seconds;
+  const auto t_start = std::chrono::steady_clock::now();
+  double ips_smooth = 0;
+  data::Batch batch;
+  bool out_of_time = false;
+  while (state.step < total_steps && g_signal == 0) {
+    if (s.time_limit > 0 &&
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count() >= s.time_limit) {
+      out_of_time = true;
+      break;
+    }
+    if (!loader.next(batch)) break;
+    if (!real_saved) {
+      data::save_png((fs::path(s.out) / "samples" / "real.png").string(),
+                     data::make_grid(batch.images.narrow0(0, std::min<int64_t>(64, batch.size())), 8));
+      real_saved = true;
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    const StepStats st = trainer.step(batch.images, noise_gen);
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (!std::isfinite(st.loss_d) || !std::isfinite(st.loss_g)) {
+      std::cout << (tty ? "\n" : "") << "error: the loss became non-finite at step " << state.step + 1
+                << " (loss_D " << st.loss_d << ", loss_G " << st.loss_g << "); stopping without saving. "
+                << (last_checkpoint.empty() ? std::string("The run has no checkpoint yet")
+                                            : "The last good checkpoint is " + last_checkpoint)
+                << ". Try a lower --lr." << std::endl;
+      apps::write_report(s.out);
+      return 3;
+    }
+    state.step += 1;
+    state.epoch = batch.epoch;
+    state.next_batch = batch.index + 1;
+    if (state.next_batch == per_epoch) {
+      state.epoch += 1;
+      state.next_batch = 0;
+    }
+    const double elapsed = seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    state.seconds = elapsed;
+    const double ips = static_cast<double>(batch.size()) / dt;
+    ips_smooth = ips_smooth == 0 ? ips : 0.9 * ips_smooth + 0.1 * ips;
+    char row[256];
+    std::snprintf(row, sizeof row, "%lld,%lld,%.6g,%.6g,%.6g,%.6g,%.6g,%.3f,%.2f\n", static_cast<long long>(state.step),
+                  static_cast<long long>(batch.epoch), st.loss_d, st.loss_g, st.d_x, st.d_g_z1, st.d_g_z2, elapsed, ips);
+    metrics << row;
+    metrics.flush();
+
+    const double eta = (total_steps - state.step) * static_cast<double>(s.batch_size) / std::max(ips_smooth, 1e-9);
+    char line[256];
+    std::snprintf(line, sizeof line, "[epoch %lld] step %lld/%lld | loss_D %.3f loss_G %.3f | D(x) %.3f D(G(z)) %.3f/%.3f | %.1f img/s | ETA %s",
+                  static_cast<long long>(batch.epoch + 1), static_cast<long long>(state.step), static_cast<long long>(total_steps),
+                  st.loss_d, st.loss_g, st.d_x, st.d_g_z1, st.d_g_z2, ips_smooth, hms(eta).c_str());
+    if (tty) std::cout << "\r" << line << "\x1b[K" << std::flush;
+    else if (state.step % s.log_every == 0 || state.step == 1) std::cout << line << "\n" << std::flush;
+
+    if (state.step % s.sample_every == 0) save_samples(state.step);
+    if (state.step % s.checkpoint_every == 0) last_checkpoint = save_checkpoint();
+  }
+  if (tty) std::cout << "\n";
+  metrics.close();
+
+  // The end of the run, or an interruption: samples, a checkpoint and the report.
+  if (state.step % s.sample_every != 0) save_samples(state.step);
+  if (state.step % s.checkpoint_every != 0 || last_checkpoint.empty()) last_checkpoint = save_checkpoint();
+  apps::write_report(s.out);
+  if (g_signal != 0) {
+    std::cout << "interrupted (signal " << g_signal.load() << ") after step " << state.step << "; checkpoint "
+              << last_checkpoint << " written. Continue with: dcgan_train --resume " << s.out << std::endl;
+    return 128 + g_signal.load();
+  }
+  if (out_of_time)
+    std::cout << "time limit of " << s.time_limit << " s reached after step " << state.step
+              << "; continue with: dcgan_train --resume " << s.out << std::endl;
+  std::cout << "done: " << state.step << " steps in " << hms(state.seconds) << "; samples, checkpoints and "
+            << (fs::path(s.out) / "report.html").string() << " are in " << s.out << std::endl;
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "dcgan_train: error: " << e.what() << std::endl;
+    return 1;
+  }
+}

@@ -1,0 +1,61 @@
+#pragma once
+// The run directory of dcgan_train, and how apps find things in it.
+//
+//   RUN/config.json          every setting, the gantry version and the device
+//   RUN/metrics.csv          one row per step
+//   RUN/samples/real.png     a grid of real images; samples/step_NNNNNN.png fixed-noise grids
+//   RUN/checkpoints/step_NNNNNN/{generator,discriminator,optimizer_g,optimizer_d}.safetensors
+//                                + state.json (step, epoch, next batch, RNG state, time)
+//   RUN/checkpoints/latest   the name of the newest complete checkpoint folder
+//   RUN/report.html          the report
+//
+// A checkpoint is written into a temporary folder, flushed, renamed into place, and only then
+// named in `latest` (itself replaced atomically): a crash at any moment leaves the previous
+// checkpoint intact and `latest` pointing at a complete one.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "gantry/core/safetensors.h"
+
+namespace gantry::apps {
+
+struct TrainState {
+  int64_t step = 0;         // completed steps
+  int64_t epoch = 0;        // epoch of the next batch
+  int64_t next_batch = 0;   // index of the next batch within that epoch
+  uint64_t noise_seed = 0;  // the latent-noise generator's state
+  uint64_t noise_offset = 0;
+  double seconds = 0;       // training time so far (over all sessions of the run)
+};
+
+struct CheckpointFiles {
+  StateDict generator, discriminator, optimizer_g, optimizer_d;
+  Metadata generator_meta, discriminator_meta;
+  // Extra model files (e.g. "generator_ema") written beside the others, same layout.
+  std::vector<std::pair<std::string, StateDict>> extra;
+};
+
+// Writes RUN/checkpoints/step_NNNNNN atomically, updates `latest`, keeps the newest `keep`.
+// Returns the folder written.
+std::string write_checkpoint(const std::string& run_dir, const TrainState& state,
+                             const CheckpointFiles& files, int keep = 2);
+
+// The newest complete checkpoint folder of a run; throws naming the run when there is none.
+std::string latest_checkpoint_dir(const std::string& run_dir);
+TrainState read_train_state(const std::string& checkpoint_dir);
+
+// Resolves --checkpoint FILE|RUN_DIR to a generator file: a file is itself; a run directory
+// means its latest checkpoint's generator (its EMA generator when `prefer_ema` and present).
+std::string resolve_generator_file(const std::string& path, bool prefer_ema = true);
+// The discriminator next to a resolved generator file ("" when there is none).
+std::string sibling_discriminator_file(const std::string& generator_file);
+
+// Text file helpers: atomic replace (temp file in the same folder, fsync, rename).
+void write_text_atomic(const std::string& path, const std::string& text);
+std::string read_text(const std::string& path);
+
+// Fails early (std::runtime_error naming the folder) when `dir` cannot be created or written.
+void ensure_writable_dir(const std::string& dir);
+
+}  // namespace gantry::apps
