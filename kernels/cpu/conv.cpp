@@ -4,6 +4,10 @@
 // col[C*kh*kw, nb*OH*OW]; then the whole chunk is one GEMM with the weight viewed as
 // [O, C*kh*kw]. One large GEMM keeps Eigen near its FLOP ceiling, where per-image GEMMs on the
 // small late layers (OH*OW = 16) would not. Chunks bound the col buffer's size.
+//
+// The col and GEMM-output buffers are per-thread scratch that only grows: a fresh 64 MiB
+// std::vector per call cost a zero-fill plus a page fault per 4 KiB page on every call, which
+// measured 20-40% of a DCGAN layer's time (docs/benchmarks.md).
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -16,27 +20,43 @@ namespace {
 
 constexpr int64_t kColBudgetBytes = 64ll << 20;
 
+// The output columns ow in [lo, hi) whose input column ow*stride - padding + kj is inside
+// [0, W): the rest read padding. Hoisting this out of the inner loop leaves it branch-free.
+inline void valid_range(const Conv2dShape& s, int64_t kj, int64_t OW, int64_t& lo, int64_t& hi) {
+  const int64_t off = kj - s.padding;  // iw = ow * stride + off
+  lo = off >= 0 ? 0 : (-off + s.stride - 1) / s.stride;
+  hi = s.W - off <= 0 ? 0 : (s.W - off - 1) / s.stride + 1;
+  lo = std::min(lo, OW);
+  hi = std::max(lo, std::min(hi, OW));
+}
+
 // im2col of one image into columns [col0, col0 + OH*OW) of a matrix with leading dim ld.
 template <class T>
 void im2col_ld(const T* x, const Conv2dShape& s, T* col, int64_t ld, int64_t col0) {
-  const int64_t OH = s.OH(), OW = s.OW();
+  const int64_t OH = s.OH(), OW = s.OW(), stride = s.stride;
   for (int64_t c = 0; c < s.C; ++c)
     for (int64_t ki = 0; ki < s.kh; ++ki)
       for (int64_t kj = 0; kj < s.kw; ++kj) {
         T* row = col + ((c * s.kh + ki) * s.kw + kj) * ld + col0;
         const T* xc = x + c * s.H * s.W;
+        int64_t lo, hi;
+        valid_range(s, kj, OW, lo, hi);
+        const int64_t off = kj - s.padding;
         for (int64_t oh = 0; oh < OH; ++oh) {
-          const int64_t ih = oh * s.stride - s.padding + ki;
+          const int64_t ih = oh * stride - s.padding + ki;
           T* dst = row + oh * OW;
           if (ih < 0 || ih >= s.H) {
             std::fill(dst, dst + OW, T(0));
             continue;
           }
-          const T* src = xc + ih * s.W;
-          for (int64_t ow = 0; ow < OW; ++ow) {
-            const int64_t iw = ow * s.stride - s.padding + kj;
-            dst[ow] = (iw >= 0 && iw < s.W) ? src[iw] : T(0);
-          }
+          const T* src = xc + ih * s.W + off;
+          for (int64_t ow = 0; ow < lo; ++ow) dst[ow] = T(0);
+          if (stride == 1) std::memcpy(dst + lo, src + lo, (hi - lo) * sizeof(T));
+          else if (stride == 2)
+            for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = src[2 * ow];
+          else
+            for (int64_t ow = lo; ow < hi; ++ow) dst[ow] = src[ow * stride];
+          for (int64_t ow = hi; ow < OW; ++ow) dst[ow] = T(0);
         }
       }
 }
@@ -44,23 +64,39 @@ void im2col_ld(const T* x, const Conv2dShape& s, T* col, int64_t ld, int64_t col
 // The adjoint of im2col_ld: accumulates the columns back into one image.
 template <class T>
 void col2im_ld(const T* col, const Conv2dShape& s, T* x, int64_t ld, int64_t col0) {
-  const int64_t OH = s.OH(), OW = s.OW();
+  const int64_t OH = s.OH(), OW = s.OW(), stride = s.stride;
   for (int64_t c = 0; c < s.C; ++c)
     for (int64_t ki = 0; ki < s.kh; ++ki)
       for (int64_t kj = 0; kj < s.kw; ++kj) {
         const T* row = col + ((c * s.kh + ki) * s.kw + kj) * ld + col0;
         T* xc = x + c * s.H * s.W;
+        int64_t lo, hi;
+        valid_range(s, kj, OW, lo, hi);
+        const int64_t off = kj - s.padding;
         for (int64_t oh = 0; oh < OH; ++oh) {
-          const int64_t ih = oh * s.stride - s.padding + ki;
+          const int64_t ih = oh * stride - s.padding + ki;
           if (ih < 0 || ih >= s.H) continue;
           const T* src = row + oh * OW;
-          T* dst = xc + ih * s.W;
-          for (int64_t ow = 0; ow < OW; ++ow) {
-            const int64_t iw = ow * s.stride - s.padding + kj;
-            if (iw >= 0 && iw < s.W) dst[iw] += src[ow];
-          }
+          T* dst = xc + ih * s.W + off;
+          if (stride == 2)
+            for (int64_t ow = lo; ow < hi; ++ow) dst[2 * ow] += src[ow];
+          else
+            for (int64_t ow = lo; ow < hi; ++ow) dst[ow * stride] += src[ow];
         }
       }
+}
+
+// Per-thread scratch buffers (slot 0: col, slot 1: the GEMM's output / gathered dy), kept
+// between calls. Contents are garbage on entry; callers overwrite what they read.
+template <class T>
+T* scratch(int slot, int64_t n) {
+  thread_local std::vector<T> bufs[2];
+  std::vector<T>& b = bufs[slot];
+  if (static_cast<int64_t>(b.size()) < n) {
+    b = std::vector<T>();  // free first: never hold the old and the new at once
+    b.resize(static_cast<size_t>(n));
+  }
+  return b.data();
 }
 
 int64_t chunk_images(const Conv2dShape& s, size_t elem) {
@@ -84,17 +120,18 @@ template <class T>
 void conv2d_forward(const T* x, const T* w, const T* bias, T* y, const Conv2dShape& s) {
   const int64_t P = s.OH() * s.OW(), K = s.C * s.kh * s.kw;
   const int64_t nb = chunk_images(s, sizeof(T));
-  std::vector<T> col(static_cast<size_t>(K * nb * P)), out(static_cast<size_t>(s.O * nb * P));
+  T* col = scratch<T>(0, K * nb * P);
+  T* out = scratch<T>(1, s.O * nb * P);
   for (int64_t n0 = 0; n0 < s.N; n0 += nb) {
     const int64_t cnt = std::min(nb, s.N - n0), ld = cnt * P;
 #pragma omp parallel for if (cnt > 1)
-    for (int64_t i = 0; i < cnt; ++i) im2col_ld(x + (n0 + i) * s.C * s.H * s.W, s, col.data(), ld, i * P);
-    gemm<T>(false, false, s.O, ld, K, T(1), w, col.data(), T(0), out.data());
+    for (int64_t i = 0; i < cnt; ++i) im2col_ld(x + (n0 + i) * s.C * s.H * s.W, s, col, ld, i * P);
+    gemm<T>(false, false, s.O, ld, K, T(1), w, col, T(0), out);
     // out[O, cnt*P] -> y[n, O, P], adding the bias on the way.
 #pragma omp parallel for collapse(2) if (cnt * s.O * P > (1 << 15))
     for (int64_t i = 0; i < cnt; ++i)
       for (int64_t o = 0; o < s.O; ++o) {
-        const T* src = out.data() + o * ld + i * P;
+        const T* src = out + o * ld + i * P;
         T* dst = y + ((n0 + i) * s.O + o) * P;
         const T b = bias ? bias[o] : T(0);
         for (int64_t p = 0; p < P; ++p) dst[p] = src[p] + b;
@@ -106,7 +143,8 @@ template <class T>
 void conv2d_backward_input(const T* dy, const T* w, T* dx, const Conv2dShape& s) {
   const int64_t P = s.OH() * s.OW(), K = s.C * s.kh * s.kw;
   const int64_t nb = chunk_images(s, sizeof(T));
-  std::vector<T> col(static_cast<size_t>(K * nb * P)), g(static_cast<size_t>(s.O * nb * P));
+  T* col = scratch<T>(0, K * nb * P);
+  T* g = scratch<T>(1, s.O * nb * P);
   std::fill(dx, dx + s.N * s.C * s.H * s.W, T(0));
   for (int64_t n0 = 0; n0 < s.N; n0 += nb) {
     const int64_t cnt = std::min(nb, s.N - n0), ld = cnt * P;
@@ -114,11 +152,11 @@ void conv2d_backward_input(const T* dy, const T* w, T* dx, const Conv2dShape& s)
 #pragma omp parallel for collapse(2) if (cnt * s.O * P > (1 << 15))
     for (int64_t i = 0; i < cnt; ++i)
       for (int64_t o = 0; o < s.O; ++o)
-        std::memcpy(g.data() + o * ld + i * P, dy + ((n0 + i) * s.O + o) * P, P * sizeof(T));
+        std::memcpy(g + o * ld + i * P, dy + ((n0 + i) * s.O + o) * P, P * sizeof(T));
     // dcol[K, cnt*P] = W^T[K, O] g[O, cnt*P]
-    gemm<T>(true, false, K, ld, s.O, T(1), w, g.data(), T(0), col.data());
+    gemm<T>(true, false, K, ld, s.O, T(1), w, g, T(0), col);
 #pragma omp parallel for if (cnt > 1)
-    for (int64_t i = 0; i < cnt; ++i) col2im_ld(col.data(), s, dx + (n0 + i) * s.C * s.H * s.W, ld, i * P);
+    for (int64_t i = 0; i < cnt; ++i) col2im_ld(col, s, dx + (n0 + i) * s.C * s.H * s.W, ld, i * P);
   }
 }
 
@@ -126,18 +164,19 @@ template <class T>
 void conv2d_backward_weight(const T* x, const T* dy, T* dw, T* dbias, const Conv2dShape& s) {
   const int64_t P = s.OH() * s.OW(), K = s.C * s.kh * s.kw;
   const int64_t nb = chunk_images(s, sizeof(T));
-  std::vector<T> col(static_cast<size_t>(K * nb * P)), g(static_cast<size_t>(s.O * nb * P));
+  T* col = scratch<T>(0, K * nb * P);
+  T* g = scratch<T>(1, s.O * nb * P);
   std::fill(dw, dw + s.O * K, T(0));
   for (int64_t n0 = 0; n0 < s.N; n0 += nb) {
     const int64_t cnt = std::min(nb, s.N - n0), ld = cnt * P;
 #pragma omp parallel for if (cnt > 1)
-    for (int64_t i = 0; i < cnt; ++i) im2col_ld(x + (n0 + i) * s.C * s.H * s.W, s, col.data(), ld, i * P);
+    for (int64_t i = 0; i < cnt; ++i) im2col_ld(x + (n0 + i) * s.C * s.H * s.W, s, col, ld, i * P);
 #pragma omp parallel for collapse(2) if (cnt * s.O * P > (1 << 15))
     for (int64_t i = 0; i < cnt; ++i)
       for (int64_t o = 0; o < s.O; ++o)
-        std::memcpy(g.data() + o * ld + i * P, dy + ((n0 + i) * s.O + o) * P, P * sizeof(T));
+        std::memcpy(g + o * ld + i * P, dy + ((n0 + i) * s.O + o) * P, P * sizeof(T));
     // dW[O, K] += g[O, cnt*P] col^T[cnt*P, K]
-    gemm<T>(false, true, s.O, K, ld, T(1), g.data(), col.data(), T(1), dw);
+    gemm<T>(false, true, s.O, K, ld, T(1), g, col, T(1), dw);
   }
   if (dbias) {
     for (int64_t o = 0; o < s.O; ++o) {

@@ -13,6 +13,9 @@ namespace gantry::cpu {
 template <class T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
           const T* B, T beta, T* C);
+// Which build of the GEMM runs: "Eigen AVX-512" (x86 CPUs with AVX-512 where it pays) or
+// "Eigen AVX2"; the environment variable GANTRY_CPU_GEMM=avx2|avx512|auto overrides it.
+const char* gemm_isa();
 
 // ---- elementwise --------------------------------------------------------------------------
 enum class Unary { Neg, Square, Sqrt, Exp, Log, Abs, Relu, Tanh, Sigmoid };

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# The project's headline number: gantry's DCGAN training step against PyTorch's on this
+# machine, same architecture, init, batch, thread count and precision.
+#
+# Runs, alternating A B B' A B B' ... for --rounds rounds (so drift in the machine's load hits
+# both sides alike):
+#   A  gantry   build/benchmarks/dcgan_step --json        (D frozen during the G update)
+#   B  PyTorch  benchmarks/pytorch_dcgan_step.py --mode example   (the example's exact step)
+#   B' PyTorch  benchmarks/pytorch_dcgan_step.py --mode freeze    (gantry's freeze, same results)
+# and prints one table: each side's median images/s over the rounds and gantry/PyTorch.
+#
+# Usage: benchmarks/compare_pytorch.sh [--device cpu|cuda] [--config 64rgb_b128[,..]|all]
+#          [--threads N] [--rounds N] [--steps N] [--warmup N] [--build DIR] [--compile]
+#          [--out results.jsonl]
+# CPU: PyTorch is Debian's python3-torch (/usr/bin/python3) on OpenBLAS' OpenMP build
+# (scripts/install-deps.sh --optional installs both). GPU: the python3 on PATH with a CUDA
+# PyTorch; --compile adds torch.compile rows where PyTorch >= 2.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(dirname "$here")
+device=cpu config=64rgb_b128 threads=2 rounds=3 steps=5 warmup=2 build="" compile=0 out=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --device) device=$2; shift 2 ;;
+    --config) config=$2; shift 2 ;;
+    --threads) threads=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
+    --steps) steps=$2; shift 2 ;;
+    --warmup) warmup=$2; shift 2 ;;
+    --build) build=$2; shift 2 ;;
+    --compile) compile=1; shift ;;
+    --out) out=$2; shift 2 ;;
+    -h|--help) sed -n 2,20p "$0"; exit 0 ;;
+    *) echo "compare_pytorch.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+# gantry's benchmark binary: --build, else the first build dir that has one.
+bin=""
+for d in "$build" "$root/build" "$root/build-bench" "$root/build-release"; do
+  [[ -n "$d" && -x "$d/benchmarks/dcgan_step" ]] && { bin="$d/benchmarks/dcgan_step"; break; }
+done
+[[ -n "$bin" ]] || { echo "compare_pytorch.sh: no dcgan_step found; build it: cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build --target dcgan_step (or pass --build DIR)" >&2; exit 1; }
+
+if [[ "$device" == cpu ]]; then
+  py=/usr/bin/python3
+  blas=/usr/lib/x86_64-linux-gnu/openblas-openmp
+  [[ -d "$blas" ]] || { echo "compare_pytorch.sh: $blas is missing: PyTorch would run on the reference BLAS (4-35x slower). Run scripts/install-deps.sh --optional" >&2; exit 1; }
+  export LD_LIBRARY_PATH="$blas${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  export OMP_NUM_THREADS=$threads
+  machine="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $threads threads (of $(nproc) cores)"
+else
+  py=$(command -v python3)
+  machine="$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo 'GPU')"
+fi
+"$py" -c 'import torch' 2>/dev/null || { echo "compare_pytorch.sh: $py has no torch (CPU: scripts/install-deps.sh --optional)" >&2; exit 1; }
+
+results=${out:-$(mktemp /tmp/compare_pytorch.XXXXXX.jsonl)}
+: > "$results"
+echo "machine: $machine; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "gantry: $bin ($(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?'))"
+for ((r = 1; r <= rounds; ++r)); do
+  echo "round $r/$rounds ..." >&2
+  "$bin" --device "$device" --config "$config" --threads "$threads" --steps "$steps" \
+      --warmup "$warmup" --json | sed 's/^{/{"side": "gantry", "round": '"$r"', /' >> "$results"
+  for mode in example freeze; do
+    "$py" "$here/pytorch_dcgan_step.py" --device "$device" --config "$config" --threads "$threads" \
+        --steps "$steps" --warmup "$warmup" --mode "$mode" --json \
+      | sed 's/^{/{"side": "pytorch-'"$mode"'", "round": '"$r"', /' >> "$results"
+    if [[ $compile == 1 ]]; then
+      "$py" "$here/pytorch_dcgan_step.py" --device "$device" --config "$config" --threads "$threads" \
+          --steps "$steps" --warmup "$warmup" --mode "$mode" --compile --json \
+        | sed 's/^{/{"side": "pytorch-'"$mode"'-compile", "round": '"$r"', /' >> "$results" || true
+    fi
+  done
+done
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg); raw results: $results"
+
+"$py" - "$results" <<'EOF'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+by = {}
+for r in rows:
+    by.setdefault((r["config"], r["side"]), []).append(r)
+configs = sorted({r["config"] for r in rows})
+sides = ["gantry"] + sorted({r["side"] for r in rows if r["side"] != "gantry"})
+print("%-12s %-24s %6s %7s %11s %11s %12s %9s" % ("config", "side", "batch", "rounds", "ms/step", "images/s", "(min..max)", "gantry/x"))
+for c in configs:
+    g = by.get((c, "gantry"))
+    g_ips = statistics.median(r["images_per_s"] for r in g) if g else None
+    for s in sides:
+        rs = by.get((c, s))
+        if not rs:
+            continue
+        ips = [r["images_per_s"] for r in rs]
+        med = statistics.median(ips)
+        ratio = "" if s == "gantry" or not g_ips else "%.2fx" % (g_ips / med)
+        print("%-12s %-24s %6d %7d %11.1f %11.2f %5.1f..%-6.1f %9s" % (
+            c, s, rs[0]["batch"], len(rs), statistics.median(r["ms_per_step"] for r in rs), med,
+            min(ips), max(ips), ratio))
+EOF

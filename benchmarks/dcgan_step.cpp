@@ -1,0 +1,237 @@
+// dcgan_step: the full DCGAN training step (models/dcgan_trainer.h, DCGANTrainer::step) on
+// synthetic data, in images/s. The headline number of docs/benchmarks.md and of
+// benchmarks/compare_pytorch.sh.
+//
+// Configs: 64rgb_b64, 64rgb_b128 (64x64 RGB, batch 64 / 128) and 32gray_b128 (32x32, 1 channel).
+// For each: --warmup steps, then --steps timed steps; prints the median ms/step, images/s and the
+// peak memory (max RSS of the process on the CPU, which only grows, so configs run smallest
+// first; the memory pool's high-water mark on a GPU).
+//
+// Usage: dcgan_step [--device cpu|cuda] [--config all|64rgb_b64,64rgb_b128,32gray_b128]
+//                   [--steps N] [--warmup N] [--threads N] [--batch N] [--seed N] [--json]
+#include <omp.h>
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "gantry/core/random.h"
+#include "gantry/core/tensor.h"
+#include "gantry/models/dcgan_trainer.h"
+#ifdef GANTRY_WITH_CUDA
+#include "gantry/core/cuda_runtime.h"
+#endif
+
+namespace {
+
+using namespace gantry;
+
+struct StepConfig {
+  std::string name;
+  int image_size;
+  int64_t nc, batch;
+};
+
+const std::vector<StepConfig> kConfigs = {
+    {"32gray_b128", 32, 1, 128}, {"64rgb_b64", 64, 3, 64}, {"64rgb_b128", 64, 3, 128}};
+
+struct Options {
+  std::string device = "cpu", configs = "all";
+  int steps = 10, warmup = 2, threads = 0;
+  int64_t batch = 0, seed = 1;
+  bool json = false;
+};
+
+[[noreturn]] void usage_error(const std::string& msg) {
+  std::fprintf(stderr,
+               "dcgan_step: %s\nusage: dcgan_step [--device cpu|cuda] [--config all|64rgb_b64,"
+               "64rgb_b128,32gray_b128] [--steps N] [--warmup N] [--threads N] [--batch N] "
+               "[--seed N] [--json]\n",
+               msg.c_str());
+  std::exit(2);
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  auto value = [&](int& i) -> std::string {
+    if (i + 1 >= argc) usage_error(std::string(argv[i]) + " needs a value");
+    return argv[++i];
+  };
+  auto integer = [&](int& i) -> int64_t {
+    const std::string flag = argv[i], v = value(i);
+    char* end = nullptr;
+    const long long n = std::strtoll(v.c_str(), &end, 10);
+    if (end == v.c_str() || *end) usage_error(flag + " expects an integer, got '" + v + "'");
+    return n;
+  };
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--device") o.device = value(i);
+    else if (a == "--config") o.configs = value(i);
+    else if (a == "--steps") o.steps = static_cast<int>(integer(i));
+    else if (a == "--warmup") o.warmup = static_cast<int>(integer(i));
+    else if (a == "--threads") o.threads = static_cast<int>(integer(i));
+    else if (a == "--batch") o.batch = integer(i);
+    else if (a == "--seed") o.seed = integer(i);
+    else if (a == "--json") o.json = true;
+    else if (a == "-h" || a == "--help") usage_error("help");
+    else usage_error("unknown flag '" + a + "'");
+  }
+  if (o.device != "cpu" && o.device != "cuda")
+    usage_error("--device must be cpu or cuda, got '" + o.device + "'");
+  if (o.steps < 1) usage_error("--steps must be >= 1");
+  if (o.warmup < 0) usage_error("--warmup must be >= 0");
+  return o;
+}
+
+std::vector<StepConfig> pick(const Options& o) {
+  if (o.configs == "all") return kConfigs;
+  std::vector<StepConfig> out;
+  size_t p = 0;
+  while (p <= o.configs.size()) {
+    const size_t q = std::min(o.configs.find(',', p), o.configs.size());
+    const std::string name = o.configs.substr(p, q - p);
+    p = q + 1;
+    if (name.empty()) continue;
+    auto it = std::find_if(kConfigs.begin(), kConfigs.end(), [&](const StepConfig& c) { return c.name == name; });
+    if (it == kConfigs.end())
+      usage_error("unknown --config '" + name + "' (known: all, 64rgb_b64, 64rgb_b128, 32gray_b128)");
+    out.push_back(*it);
+  }
+  return out;
+}
+
+// Convolution FLOPs of one DCGANTrainer::step (2 per multiply-add): D runs 3 forwards (real,
+// detached fake, fake for G), 2 weight backwards (D's params are frozen in the G update) and
+// 3 input backwards (the first layer's only in the G update: real and detached fake need no
+// input gradient); G runs one forward, one weight backward and one input backward (not the
+// first layer's: z needs no gradient).
+double step_conv_flops(const StepConfig& c, int64_t N) {
+  const int L = c.image_size == 32 ? 4 : c.image_size == 64 ? 5 : 6;
+  const int64_t nz = 100, ngf = 64, ndf = 64;
+  double g_all = 0, g_first = 0, d_all = 0, d_first = 0;
+  // G: ConvT(nz, ngf*2^(L-2)) 1->4, then halving channels and doubling size, last to nc.
+  int64_t hw = 1, ch = nz;
+  for (int l = 0; l < L; ++l) {
+    const int64_t out_ch = l == L - 1 ? c.nc : ngf * (int64_t{1} << (L - 2 - l));
+    const int64_t out_hw = l == 0 ? 4 : hw * 2;
+    const double f = 2.0 * N * ch * hw * hw * out_ch * 16;  // each input pixel touches 16 outputs
+    g_all += f;
+    if (l == 0) g_first = f;
+    ch = out_ch;
+    hw = out_hw;
+  }
+  hw = c.image_size;
+  ch = c.nc;
+  for (int l = 0; l < L; ++l) {
+    const int64_t out_ch = l == L - 1 ? 1 : ndf * (int64_t{1} << l);
+    const int64_t out_hw = l == L - 1 ? 1 : hw / 2;
+    const double f = 2.0 * N * out_ch * out_hw * out_hw * ch * 16;
+    d_all += f;
+    if (l == 0) d_first = f;
+    ch = out_ch;
+    hw = out_hw;
+  }
+  return 3 * d_all + 2 * d_all + (3 * d_all - 2 * d_first) + g_all * 2 + (g_all - g_first);
+}
+
+double peak_rss_mib() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_maxrss / 1024.0;  // kilobytes on Linux
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  const Options opt = parse(argc, argv);
+  if (opt.threads > 0) omp_set_num_threads(opt.threads);
+  Device device = Device::cpu();
+  std::string machine = std::to_string(omp_get_max_threads()) + " OpenMP threads";
+  if (opt.device == "cuda") {
+#ifdef GANTRY_WITH_CUDA
+    if (cuda::device_count() == 0) {
+      std::fprintf(stderr, "dcgan_step: --device cuda, but no GPU is usable here: skipped\n");
+      return 77;
+    }
+    device = Device::cuda(0);
+    machine = cuda::device_name(0);
+#else
+    std::fprintf(stderr, "dcgan_step: --device cuda, but gantry was built without CUDA: skipped\n");
+    return 77;
+#endif
+  }
+  if (!opt.json)
+    std::printf("dcgan_step on %s (%s), %d warm-up + %d timed steps per config\n%-12s %6s %10s %10s %9s %12s\n",
+                opt.device.c_str(), machine.c_str(), opt.warmup, opt.steps, "config", "batch",
+                "ms/step", "images/s", "GFLOP/s", "peak MiB");
+  for (StepConfig c : pick(opt)) {
+    if (opt.batch > 0) c.batch = opt.batch;
+    DCGANConfig dc;
+    dc.nc = c.nc;
+    dc.image_size = c.image_size;
+    Generator init(static_cast<uint64_t>(opt.seed)), noise(static_cast<uint64_t>(opt.seed) + 1);
+    DCGANTrainer trainer(dc, device, &init);
+    // A synthetic real batch in [-1, 1), on the trainer's device (no transfer in the timing).
+    Tensor real = Tensor::rand({c.batch, c.nc, c.image_size, c.image_size}, &noise);
+    for (int64_t i = 0; i < real.numel(); ++i) real.data()[i] = 2.f * real.data()[i] - 1.f;
+    real = real.to(device);
+#ifdef GANTRY_WITH_CUDA
+    if (device.is_cuda()) cuda::reset_pool_high_water_mark();
+#endif
+    std::vector<double> ms;
+    StepStats st;
+    for (int i = 0; i < opt.warmup + opt.steps; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      st = trainer.step(real, noise);  // ends with .item() reads: synchronized on a GPU
+      const double dt = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      if (i >= opt.warmup) ms.push_back(dt);
+    }
+    const double med = median(ms);
+    const double ips = c.batch / (med * 1e-3);
+    const double gflops = step_conv_flops(c, c.batch) / (med * 1e-3) / 1e9;
+    double peak = peak_rss_mib();
+    std::string peak_what = "max_rss";
+#ifdef GANTRY_WITH_CUDA
+    if (device.is_cuda()) {
+      peak = cuda::pool_high_water_mark() / 1048576.0;
+      peak_what = "gpu_pool_high_water";
+    }
+#endif
+    if (opt.json) {
+      std::printf("{\"config\": \"%s\", \"device\": \"%s\", \"machine\": \"%s\", \"batch\": %lld, "
+                  "\"threads\": %d, \"steps\": %d, \"warmup\": %d, \"ms_per_step\": %.3f, "
+                  "\"ms_min\": %.3f, \"ms_max\": %.3f, \"images_per_s\": %.3f, "
+                  "\"conv_gflop_per_step\": %.2f, \"conv_gflops\": %.2f, \"peak_mib\": %.1f, "
+                  "\"peak_kind\": \"%s\", \"loss_d\": %.5f, \"loss_g\": %.5f}\n",
+                  c.name.c_str(), opt.device.c_str(), machine.c_str(), static_cast<long long>(c.batch),
+                  omp_get_max_threads(), opt.steps, opt.warmup, med,
+                  *std::min_element(ms.begin(), ms.end()), *std::max_element(ms.begin(), ms.end()), ips,
+                  step_conv_flops(c, c.batch) / 1e9, gflops, peak, peak_what.c_str(), st.loss_d, st.loss_g);
+    } else {
+      std::printf("%-12s %6lld %10.1f %10.2f %9.1f %12.1f\n", c.name.c_str(),
+                  static_cast<long long>(c.batch), med, ips, gflops, peak);
+    }
+    std::fflush(stdout);
+  }
+  if (!opt.json)
+    std::printf("GFLOP/s counts the convolutions only (%s); peak: %s\n",
+                "2 FLOP per multiply-add, gantry's step with D frozen in the G update",
+                opt.device == "cpu" ? "the process's max RSS so far (configs run smallest first)"
+                                    : "the GPU memory pool's high-water mark");
+  return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "dcgan_step: %s\n", e.what());
+  return 1;
+}

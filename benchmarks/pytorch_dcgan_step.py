@@ -1,0 +1,209 @@
+#!/usr/bin/env python3
+"""The DCGAN training step of the PyTorch example (github.com/pytorch/examples, dcgan/main.py),
+timed like gantry's benchmarks/dcgan_step: synthetic data, median ms/step after warm-up,
+images/s, peak memory. Prints one JSON object per line with --json (the fields of dcgan_step).
+
+Two step variants, both reported by compare_pytorch.sh:
+  example  the example's exact step: the G update's backward also computes D's weight
+           gradients (which the next netD.zero_grad() throws away);
+  freeze   gantry's step: D's parameters have requires_grad off during the G update, so that
+           backward skips them. The results (losses, updated weights) are identical.
+
+CPU: run with Debian's python3-torch at /usr/bin/python3 and OpenBLAS' OpenMP build:
+  LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/openblas-openmp /usr/bin/python3 \
+      benchmarks/pytorch_dcgan_step.py --config 64rgb_b128 --threads 2
+"""
+import argparse
+import json
+import resource
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn as nn
+
+CONFIGS = {  # name: (image_size, nc, batch), as dcgan_step's
+    "32gray_b128": (32, 1, 128),
+    "64rgb_b64": (64, 3, 64),
+    "64rgb_b128": (64, 3, 128),
+}
+
+
+def num_convs(image_size):
+    return {32: 4, 64: 5, 128: 6}[image_size]
+
+
+class Generator(nn.Module):
+    """netG of the example (64x64: ConvT(nz,8g,4,1,0)-BN-ReLU, ConvT(8g,4g)...ConvT(g,nc)-Tanh);
+    other sizes add or drop a stage, as gantry's models/dcgan.cpp."""
+
+    def __init__(self, nz, ngf, nc, image_size):
+        super().__init__()
+        L = num_convs(image_size)
+        mult = 1 << (L - 2)
+        layers = [nn.ConvTranspose2d(nz, ngf * mult, 4, 1, 0, bias=False),
+                  nn.BatchNorm2d(ngf * mult), nn.ReLU(True)]
+        while mult > 1:
+            layers += [nn.ConvTranspose2d(ngf * mult, ngf * mult // 2, 4, 2, 1, bias=False),
+                       nn.BatchNorm2d(ngf * mult // 2), nn.ReLU(True)]
+            mult //= 2
+        layers += [nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False), nn.Tanh()]
+        self.main = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.main(x)
+
+
+class Discriminator(nn.Module):
+    """netD of the example (Conv(nc,d,4,2,1)-LReLU, Conv(d,2d)-BN-LReLU, ..., Conv(8d,1,4,1,0)-Sigmoid)."""
+
+    def __init__(self, nc, ndf, image_size):
+        super().__init__()
+        L = num_convs(image_size)
+        layers = [nn.Conv2d(nc, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
+        mult = 1
+        for _ in range(L - 2):
+            layers += [nn.Conv2d(ndf * mult, ndf * mult * 2, 4, 2, 1, bias=False),
+                       nn.BatchNorm2d(ndf * mult * 2), nn.LeakyReLU(0.2, inplace=True)]
+            mult *= 2
+        layers += [nn.Conv2d(ndf * mult, 1, 4, 1, 0, bias=False), nn.Sigmoid()]
+        self.main = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.main(x)
+
+
+def weights_init(m):  # the example's
+    classname = m.__class__.__name__
+    if classname.find("Conv") != -1:
+        nn.init.normal_(m.weight.data, 0.0, 0.02)
+    elif classname.find("BatchNorm") != -1:
+        nn.init.normal_(m.weight.data, 1.0, 0.02)
+        nn.init.constant_(m.bias.data, 0)
+
+
+def run(config, mode, args, device):
+    image_size, nc, batch = CONFIGS[config]
+    if args.batch:
+        batch = args.batch
+    torch.manual_seed(args.seed)
+    nz = 100
+    netG = Generator(nz, 64, nc, image_size).to(device)
+    netG.apply(weights_init)
+    netD = Discriminator(nc, 64, image_size).to(device)
+    netD.apply(weights_init)
+    criterion = nn.BCELoss()
+    optD = torch.optim.Adam(netD.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    optG = torch.optim.Adam(netG.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    Gf, Df = netG, netD
+    if args.compile:
+        if not hasattr(torch, "compile"):
+            raise SystemExit("pytorch_dcgan_step: --compile needs PyTorch >= 2.0 (this is %s)" % torch.__version__)
+        Gf, Df = torch.compile(netG), torch.compile(netD)
+    real = torch.rand(batch, nc, image_size, image_size, device=device) * 2 - 1
+    real_label, fake_label = 1.0, 0.0
+    freeze = mode == "freeze"
+
+    def step():
+        # (1) Update D: maximize log(D(x)) + log(1 - D(G(z)))
+        netD.zero_grad()
+        label = torch.full((batch,), real_label, dtype=torch.float, device=device)
+        output = Df(real).view(-1)
+        errD_real = criterion(output, label)
+        errD_real.backward()
+        noise = torch.randn(batch, nz, 1, 1, device=device)
+        fake = Gf(noise)
+        label.fill_(fake_label)
+        output = Df(fake.detach()).view(-1)
+        errD_fake = criterion(output, label)
+        errD_fake.backward()
+        optD.step()
+        # (2) Update G: maximize log(D(G(z)))
+        netG.zero_grad()
+        label.fill_(real_label)
+        if freeze:
+            for p in netD.parameters():
+                p.requires_grad_(False)
+        output = Df(fake).view(-1)
+        errG = criterion(output, label)
+        errG.backward()
+        if freeze:
+            for p in netD.parameters():
+                p.requires_grad_(True)
+        optG.step()
+        return (errD_real + errD_fake).item(), errG.item()
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    losses = (0.0, 0.0)
+    for i in range(args.warmup + args.steps):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        losses = step()  # .item() synchronizes
+        dt = (time.perf_counter() - t0) * 1e3
+        if i >= args.warmup:
+            times.append(dt)
+    med = statistics.median(times)
+    if device.type == "cuda":
+        peak, peak_kind = torch.cuda.max_memory_allocated() / 2**20, "torch_cuda_max_allocated"
+        machine = torch.cuda.get_device_name(0)
+    else:
+        peak, peak_kind = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, "max_rss"
+        machine = "%d torch threads" % torch.get_num_threads()
+    return {
+        "config": config, "device": device.type, "machine": machine, "batch": batch,
+        "threads": torch.get_num_threads(), "steps": args.steps, "warmup": args.warmup,
+        "ms_per_step": med, "ms_min": min(times), "ms_max": max(times),
+        "images_per_s": batch / (med * 1e-3), "peak_mib": peak, "peak_kind": peak_kind,
+        "loss_d": losses[0], "loss_g": losses[1], "mode": mode,
+        "torch": torch.__version__, "compiled": bool(args.compile),
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--config", default="64rgb_b128",
+                    help="all or a comma list of " + ", ".join(CONFIGS))
+    ap.add_argument("--mode", default="example", choices=["example", "freeze", "both"])
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: leave)")
+    ap.add_argument("--batch", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--compile", action="store_true", help="torch.compile G and D (PyTorch >= 2)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            print("pytorch_dcgan_step: --device cuda, but torch sees no GPU: skipped", file=sys.stderr)
+            sys.exit(77)
+        # fp32 like gantry's defaults: TF32 in cuDNN convolutions, not in matmuls.
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = True
+    names = list(CONFIGS) if args.config == "all" else args.config.split(",")
+    for n in names:
+        if n not in CONFIGS:
+            ap.error("unknown --config %r (known: all, %s)" % (n, ", ".join(CONFIGS)))
+    modes = ["example", "freeze"] if args.mode == "both" else [args.mode]
+    if not args.json:
+        print("PyTorch %s DCGAN step on %s, %d threads" % (torch.__version__, args.device, torch.get_num_threads()))
+        print("%-12s %-8s %6s %10s %10s %10s" % ("config", "mode", "batch", "ms/step", "images/s", "peak MiB"))
+    for n in names:
+        for m in modes:
+            r = run(n, m, args, device)
+            if args.json:
+                print(json.dumps(r), flush=True)
+            else:
+                print("%-12s %-8s %6d %10.1f %10.2f %10.1f" % (n, m, r["batch"], r["ms_per_step"],
+                                                              r["images_per_s"], r["peak_mib"]), flush=True)
+
+
+if __name__ == "__main__":
+    main()
