@@ -284,6 +284,8 @@ int run(int argc, char** argv) {
   lopt.transform.image_size = s.image_size;
   lopt.transform.channels = s.channels;
   lopt.transform.random_flip = s.flip;
+  // Batches for a GPU come in page-locked memory, so their upload is an asynchronous copy.
+  if (device.is_cuda()) lopt.allocator = [](const Shape& shape) { return Tensor::empty_pinned(shape); };
   data::DataLoader loader(dataset, lopt);
   const int64_t per_epoch = loader.batches_per_epoch();
   int64_t total_steps = s.max_steps;

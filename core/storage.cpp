@@ -30,8 +30,28 @@ Storage::Storage(std::size_t nbytes, Device dev) : nbytes_(nbytes), device_(dev)
 #endif
 }
 
+std::shared_ptr<Storage> Storage::pinned(std::size_t nbytes) {
+#ifdef GANTRY_WITH_CUDA
+  if (cuda::device_count() > 0) {
+    auto s = std::shared_ptr<Storage>(new Storage(0, Device::cpu()));
+    std::free(s->data_);
+    s->data_ = cuda::allocate_pinned(nbytes);
+    s->nbytes_ = nbytes;
+    s->pinned_ = true;
+    return s;
+  }
+#endif
+  return std::make_shared<Storage>(nbytes, Device::cpu());
+}
+
 Storage::~Storage() {
   if (!data_) return;
+  if (pinned_) {
+#ifdef GANTRY_WITH_CUDA
+    cuda::deallocate_pinned(data_);
+#endif
+    return;
+  }
   if (device_.is_cpu()) {
     std::free(data_);
     return;

@@ -75,6 +75,14 @@ Tensor Tensor::empty(const Shape& shape, Device dev) {
   return Tensor(impl);
 }
 
+Tensor Tensor::empty_pinned(const Shape& shape) {
+  check_shape(shape, "Tensor::empty_pinned");
+  auto impl = std::make_shared<TensorImpl>();
+  impl->shape = shape;
+  impl->storage = Storage::pinned(shape_numel(shape) * sizeof(float));
+  return Tensor(impl);
+}
+
 Tensor Tensor::zeros(const Shape& shape, Device dev) { return full(shape, 0.f, dev); }
 Tensor Tensor::ones(const Shape& shape, Device dev) { return full(shape, 1.f, dev); }
 

@@ -40,6 +40,9 @@ class Tensor {
 
   // ---- factories ------------------------------------------------------------------------
   static Tensor empty(const Shape& shape, Device dev = Device::cpu());  // uninitialized
+  // Uninitialized host tensor in page-locked memory when a GPU is usable (ordinary memory
+  // otherwise): copies from it to the GPU are asynchronous. For data-loader batches.
+  static Tensor empty_pinned(const Shape& shape);
   static Tensor zeros(const Shape& shape, Device dev = Device::cpu());
   static Tensor ones(const Shape& shape, Device dev = Device::cpu());
   static Tensor full(const Shape& shape, float value, Device dev = Device::cpu());

@@ -105,3 +105,12 @@ TEST_CASE("printing is readable", "[tensor]") {
   REQUIRE(Tensor::zeros({100}).str().find("...") != std::string::npos);
   REQUIRE(Tensor().str() == "Tensor(undefined)");
 }
+
+TEST_CASE("pinned host tensors behave as CPU tensors", "[tensor]") {
+  Tensor p = Tensor::empty_pinned({2, 3});
+  REQUIRE(p.device().is_cpu());
+  REQUIRE(p.impl()->storage->is_pinned() == cuda_available());  // page-locked only with a GPU
+  p.fill_(2.f);
+  REQUIRE(sum(p).item() == 12.f);
+  REQUIRE(p.reshape({6}).at({5}) == 2.f);
+}
