@@ -113,7 +113,9 @@ TEST_CASE("im2col/col2im: strides, paddings and kernels against the definition",
 TEST_CASE("conv2d: forward and both backwards against the direct convolution", "[perf][conv]") {
   // Two shapes per call site, the larger second, so the scratch buffers grow between calls.
   const Conv2dShape shapes[] = {{2, 3, 6, 6, 4, 4, 4, 2, 1}, {3, 5, 9, 7, 6, 4, 4, 2, 1},
-                                {2, 4, 5, 5, 3, 3, 3, 1, 1}, {1, 6, 4, 4, 5, 4, 4, 1, 0}};
+                                {2, 4, 5, 5, 3, 3, 3, 1, 1}, {1, 6, 4, 4, 5, 4, 4, 1, 0},
+                                // fully connected (window = whole unpadded input): one-GEMM path
+                                {3, 5, 4, 4, 7, 4, 4, 1, 0}, {2, 3, 2, 3, 4, 2, 3, 2, 0}};
   for (const Conv2dShape& s : shapes) {
     const int64_t OH = s.OH(), OW = s.OW();
     const auto x = ramp(s.N * s.C * s.H * s.W, 1.0, 5), w = ramp(s.O * s.C * s.kh * s.kw, 0.5, 6);
@@ -125,6 +127,20 @@ TEST_CASE("conv2d: forward and both backwards against the direct convolution", "
     INFO("shape N" << s.N << " C" << s.C << " " << s.H << "x" << s.W << " O" << s.O << " k" << s.kh
                    << " s" << s.stride << " p" << s.padding);
     CHECK(max_abs_diff(y, y_ref) < 1e-12);
+    // With a bias, and its gradient (sum of dy over n and the output pixels).
+    const auto b = ramp(s.O, 1.0, 8);
+    conv2d_forward<double>(x.data(), w.data(), b.data(), y.data(), s);
+    std::vector<double> yb_ref = y_ref;
+    for (int64_t n = 0; n < s.N; ++n)
+      for (int64_t o = 0; o < s.O; ++o)
+        for (int64_t p = 0; p < OH * OW; ++p) yb_ref[(n * s.O + o) * OH * OW + p] += b[o];
+    CHECK(max_abs_diff(y, yb_ref) < 1e-12);
+    std::vector<double> db(s.O, 5.0), db_ref(s.O, 0.0), dw_tmp(w.size());
+    conv2d_backward_weight<double>(x.data(), dy.data(), dw_tmp.data(), db.data(), s);
+    for (int64_t n = 0; n < s.N; ++n)
+      for (int64_t o = 0; o < s.O; ++o)
+        for (int64_t p = 0; p < OH * OW; ++p) db_ref[o] += dy[(n * s.O + o) * OH * OW + p];
+    CHECK(max_abs_diff(db, db_ref) < 1e-12);
     // <dy, conv(x)> = <conv_backward_input(dy), x> = <conv_backward_weight(x, dy), w>
     double lhs = 0;
     for (size_t i = 0; i < dy.size(); ++i) lhs += dy[i] * y_ref[i];

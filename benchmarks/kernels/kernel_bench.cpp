@@ -345,22 +345,22 @@ void add_conv_cases(const Layer& L, int64_t N, std::vector<Case>& cases) {
     set_cpu(bw, [s](auto* const* t) { cpu::conv2d_backward_weight(t[1], t[0], t[2], std::decay_t<decltype(t[0])>(nullptr), s); });
   }
 #ifdef GANTRY_WITH_CUDA
-  namespace hw = gantry::cuda::handwritten;
-  namespace lib = gantry::cuda::library;
+  namespace cuda_hw = gantry::cuda::handwritten;
+  namespace cuda_lib = gantry::cuda::library;
   if (!L.transposed) {
-    fwd.gpu = {{"cuda", [s](float* const* t) { hw::conv2d_forward(t[0], t[1], nullptr, t[2], s); }},
-               {"cudnn", [s](float* const* t) { lib::conv2d_forward(t[0], t[1], nullptr, t[2], s); }}};
-    bin.gpu = {{"cuda", [s](float* const* t) { hw::conv2d_backward_input(t[0], t[1], t[2], s); }},
-               {"cudnn", [s](float* const* t) { lib::conv2d_backward_input(t[0], t[1], t[2], s); }}};
-    bw.gpu = {{"cuda", [s](float* const* t) { hw::conv2d_backward_weight(t[0], t[1], t[2], nullptr, s); }},
-              {"cudnn", [s](float* const* t) { lib::conv2d_backward_weight(t[0], t[1], t[2], nullptr, s); }}};
+    fwd.gpu = {{"cuda", [s](float* const* t) { cuda_hw::conv2d_forward(t[0], t[1], nullptr, t[2], s); }},
+               {"cudnn", [s](float* const* t) { cuda_lib::conv2d_forward(t[0], t[1], nullptr, t[2], s); }}};
+    bin.gpu = {{"cuda", [s](float* const* t) { cuda_hw::conv2d_backward_input(t[0], t[1], t[2], s); }},
+               {"cudnn", [s](float* const* t) { cuda_lib::conv2d_backward_input(t[0], t[1], t[2], s); }}};
+    bw.gpu = {{"cuda", [s](float* const* t) { cuda_hw::conv2d_backward_weight(t[0], t[1], t[2], nullptr, s); }},
+              {"cudnn", [s](float* const* t) { cuda_lib::conv2d_backward_weight(t[0], t[1], t[2], nullptr, s); }}};
   } else {
-    fwd.gpu = {{"cuda", [s](float* const* t) { hw::conv2d_backward_input(t[0], t[1], t[2], s); }},
-               {"cudnn", [s](float* const* t) { lib::conv2d_backward_input(t[0], t[1], t[2], s); }}};
-    bin.gpu = {{"cuda", [s](float* const* t) { hw::conv2d_forward(t[0], t[1], nullptr, t[2], s); }},
-               {"cudnn", [s](float* const* t) { lib::conv2d_forward(t[0], t[1], nullptr, t[2], s); }}};
-    bw.gpu = {{"cuda", [s](float* const* t) { hw::conv2d_backward_weight(t[1], t[0], t[2], nullptr, s); }},
-              {"cudnn", [s](float* const* t) { lib::conv2d_backward_weight(t[1], t[0], t[2], nullptr, s); }}};
+    fwd.gpu = {{"cuda", [s](float* const* t) { cuda_hw::conv2d_backward_input(t[0], t[1], t[2], s); }},
+               {"cudnn", [s](float* const* t) { cuda_lib::conv2d_backward_input(t[0], t[1], t[2], s); }}};
+    bin.gpu = {{"cuda", [s](float* const* t) { cuda_hw::conv2d_forward(t[0], t[1], nullptr, t[2], s); }},
+               {"cudnn", [s](float* const* t) { cuda_lib::conv2d_forward(t[0], t[1], nullptr, t[2], s); }}};
+    bw.gpu = {{"cuda", [s](float* const* t) { cuda_hw::conv2d_backward_weight(t[1], t[0], t[2], nullptr, s); }},
+              {"cudnn", [s](float* const* t) { cuda_lib::conv2d_backward_weight(t[1], t[0], t[2], nullptr, s); }}};
   }
 #endif
   cases.push_back(std::move(fwd));
@@ -399,12 +399,12 @@ void add_bn_cases(const Layer& L, int64_t N, std::vector<Case>& cases) {
     cpu::batch_norm_backward_train(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], N, C, S);
   });
 #ifdef GANTRY_WITH_CUDA
-  namespace hw = gantry::cuda::handwritten;
-  namespace lib = gantry::cuda::library;
-  f.gpu = {{"cuda", [N, C, S](float* const* t) { hw::batch_norm_forward_train(t[0], t[1], t[2], t[3], t[4], t[5], t[6], N, C, S, 1e-5f); }},
-           {"cudnn", [N, C, S](float* const* t) { lib::batch_norm_forward_train(t[0], t[1], t[2], t[3], t[4], t[5], t[6], N, C, S, 1e-5f); }}};
-  b.gpu = {{"cuda", [N, C, S](float* const* t) { hw::batch_norm_backward_train(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], N, C, S); }},
-           {"cudnn", [N, C, S](float* const* t) { lib::batch_norm_backward_train(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], N, C, S); }}};
+  namespace cuda_hw = gantry::cuda::handwritten;
+  namespace cuda_lib = gantry::cuda::library;
+  f.gpu = {{"cuda", [N, C, S](float* const* t) { cuda_hw::batch_norm_forward_train(t[0], t[1], t[2], t[3], t[4], t[5], t[6], N, C, S, 1e-5f); }},
+           {"cudnn", [N, C, S](float* const* t) { cuda_lib::batch_norm_forward_train(t[0], t[1], t[2], t[3], t[4], t[5], t[6], N, C, S, 1e-5f); }}};
+  b.gpu = {{"cuda", [N, C, S](float* const* t) { cuda_hw::batch_norm_backward_train(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], N, C, S); }},
+           {"cudnn", [N, C, S](float* const* t) { cuda_lib::batch_norm_backward_train(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], N, C, S); }}};
 #endif
   cases.push_back(std::move(f));
   cases.push_back(std::move(b));
