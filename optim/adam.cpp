@@ -7,6 +7,10 @@
 
 #include "gantry/core/autograd.h"
 
+#ifdef GANTRY_WITH_CUDA
+#include "gantry/kernels/cuda/cuda_kernels.h"
+#endif
+
 namespace gantry {
 
 void adam_update_cpu(float* param, const float* grad, float* exp_avg, float* exp_avg_sq,
@@ -44,6 +48,11 @@ Adam::Adam(std::vector<Tensor> params, AdamOptions options)
 void Adam::step() {
   NoGradGuard no_grad;
   opt_.lr = lr_;  // set_lr() may have changed it (a schedule)
+#ifdef GANTRY_WITH_CUDA
+  // GPU parameters are updated together, one fused launch per group of equal step count
+  // (normally one group: every parameter steps together).
+  std::map<int64_t, std::vector<cuda::AdamTensor>> gpu_groups;
+#endif
   for (std::size_t i = 0; i < params_.size(); ++i) {
     Tensor p = params_[i];  // a handle: in-place updates write through
     const Tensor g = p.grad();
@@ -60,14 +69,26 @@ void Adam::step() {
     if (p.device().is_cpu()) {
       adam_update_cpu(p.data(), g.data(), s.exp_avg.data(), s.exp_avg_sq.data(), p.numel(), s.step, opt_);
     } else {
-      // No device kernel yet: a correct (slow) round trip through host memory.
-      Tensor hp = p.cpu(), hg = g.cpu(), hm = s.exp_avg.cpu(), hv = s.exp_avg_sq.cpu();
-      adam_update_cpu(hp.data(), hg.data(), hm.data(), hv.data(), p.numel(), s.step, opt_);
-      p.copy_(hp);
-      s.exp_avg.copy_(hm);
-      s.exp_avg_sq.copy_(hv);
+#ifdef GANTRY_WITH_CUDA
+      gpu_groups[s.step].push_back({p.data(), g.data(), s.exp_avg.data(), s.exp_avg_sq.data(), p.numel()});
+#else
+      throw std::runtime_error("Adam: parameter " + std::to_string(i) + " is on " + p.device().str() +
+                               " but gantry was built without CUDA");
+#endif
     }
   }
+#ifdef GANTRY_WITH_CUDA
+  for (const auto& [step, tensors] : gpu_groups) {
+    cuda::AdamConfig cfg;
+    cfg.lr = static_cast<float>(opt_.lr);
+    cfg.beta1 = static_cast<float>(opt_.beta1);
+    cfg.beta2 = static_cast<float>(opt_.beta2);
+    cfg.eps = static_cast<float>(opt_.eps);
+    cfg.weight_decay = static_cast<float>(opt_.weight_decay);
+    cfg.step = step;
+    cuda::adam_multi_tensor(tensors.data(), static_cast<int>(tensors.size()), cfg);
+  }
+#endif
 }
 
 StateDict Adam::state_dict() const {
