@@ -200,9 +200,16 @@ void write_report(const std::string& run_dir) {
   h << "</div>\n";
 
   h << "<h2 id=\"config\">Configuration</h2>\n<table>";
-  for (auto it = config.begin(); it != config.end(); ++it)
-    h << "<tr><th>" << esc(it.key()) << "</th><td>"
-      << esc(it.value().is_string() ? it.value().get<std::string>() : it.value().dump()) << "</td></tr>";
+  // One row per setting: nested objects (the "settings" block) are spread out as key.subkey.
+  auto row = [&](const std::string& k, const nlohmann::json& v) {
+    h << "<tr><th>" << esc(k) << "</th><td>" << esc(v.is_string() ? v.get<std::string>() : v.dump()) << "</td></tr>";
+  };
+  for (auto it = config.begin(); it != config.end(); ++it) {
+    if (it.value().is_object())
+      for (auto jt = it.value().begin(); jt != it.value().end(); ++jt) row(it.key() + "." + jt.key(), jt.value());
+    else
+      row(it.key(), it.value());
+  }
   h << "</table>\n</body></html>\n";
   write_text_atomic((root / "report.html").string(), h.str());
 }
