@@ -748,4 +748,128 @@ Tensor l1_loss(const Tensor& input, const Tensor& target) {
   return mean(abs(sub(input, target)));
 }
 
+// ---- pooling, softmax, classification loss, spatial gather --------------------------------
+
+Tensor avg_pool2d(const Tensor& x, int k, int stride) {
+  const char* op = "avg_pool2d";
+  check_defined(op, x, "input");
+  if (x.dim() != 4) fail(op, "input must be [N, C, H, W], got " + shape_str(x.shape()));
+  if (stride == 0) stride = k;
+  if (k < 1 || stride < 1)
+    fail(op, "kernel_size " + std::to_string(k) + " and stride " + std::to_string(stride) + " must be >= 1");
+  const int64_t N = x.shape()[0], C = x.shape()[1], H = x.shape()[2], W = x.shape()[3];
+  if (H < k || W < k)
+    fail(op, "kernel_size " + std::to_string(k) + " is larger than the input " + shape_str(x.shape()));
+  const int64_t OH = (H - k) / stride + 1, OW = (W - k) / stride + 1;
+  Tensor y = Tensor::empty({N, C, OH, OW}, x.device());
+  if (x.is_cuda()) ON_CUDA(op, cuda::avg_pool2d_forward(x.data(), y.data(), N * C, H, W, k, stride));
+  else cpu::avg_pool2d_forward<float>(x.data(), y.data(), N * C, H, W, k, stride);
+  const Shape xs = x.shape();
+  return record(y, op, {x}, [xs, k, stride](const Tensor& g) {
+    Tensor dx = Tensor::empty(xs, g.device());
+    if (g.is_cuda())
+      ON_CUDA("avg_pool2d", cuda::avg_pool2d_backward(g.data(), dx.data(), xs[0] * xs[1], xs[2], xs[3], k, stride));
+    else
+      cpu::avg_pool2d_backward<float>(g.data(), dx.data(), xs[0] * xs[1], xs[2], xs[3], k, stride);
+    return std::vector<Tensor>{dx};
+  });
+}
+
+Tensor global_avg_pool2d(const Tensor& x) {
+  check_defined("global_avg_pool2d", x, "input");
+  if (x.dim() != 4) fail("global_avg_pool2d", "input must be [N, C, H, W], got " + shape_str(x.shape()));
+  if (x.shape()[2] != x.shape()[3])
+    return mean(x, {2, 3});  // a non-square plane: the general reduction
+  return avg_pool2d(x, static_cast<int>(x.shape()[2])).reshape({x.shape()[0], x.shape()[1]});
+}
+
+Tensor log_softmax(const Tensor& x) {
+  const char* op = "log_softmax";
+  check_defined(op, x, "input");
+  if (x.dim() != 2 || x.shape()[1] < 1)
+    fail(op, "input must be [N, C] with C >= 1, got " + shape_str(x.shape()));
+  const int64_t M = x.shape()[0], C = x.shape()[1];
+  Tensor y = Tensor::empty_like(x);
+  if (x.is_cuda()) ON_CUDA(op, cuda::log_softmax_forward(x.data(), y.data(), M, C));
+  else cpu::log_softmax_forward<float>(x.data(), y.data(), M, C);
+  Tensor ys = y.detach();
+  return record(y, op, {x}, [ys, M, C](const Tensor& g) {
+    Tensor dx = Tensor::empty_like(ys);
+    if (g.is_cuda()) ON_CUDA("log_softmax", cuda::log_softmax_backward(ys.data(), g.data(), dx.data(), M, C));
+    else cpu::log_softmax_backward<float>(ys.data(), g.data(), dx.data(), M, C);
+    return std::vector<Tensor>{dx};
+  });
+}
+
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
+  const char* op = "cross_entropy";
+  check_defined(op, logits, "logits");
+  check_defined(op, labels, "labels");
+  check_same_device(op, {&logits, &labels});
+  if (logits.dim() != 2 || logits.shape()[0] < 1 || logits.shape()[1] < 1)
+    fail(op, "logits must be [N, C] with N, C >= 1, got " + shape_str(logits.shape()));
+  const int64_t M = logits.shape()[0], C = logits.shape()[1];
+  if (labels.shape() != Shape{M})
+    fail(op, "labels " + shape_str(labels.shape()) + " should be [" + std::to_string(M) +
+                 "] (one class index per row of logits " + shape_str(logits.shape()) + ")");
+  Tensor loss;
+  if (logits.is_cuda()) {
+    loss = Tensor::empty({}, logits.device());
+    ON_CUDA(op, cuda::cross_entropy_forward(logits.data(), labels.data(), loss.data(), M, C));
+  } else {
+    const float* t = labels.data();
+    for (int64_t i = 0; i < M; ++i)
+      if (!(t[i] >= 0.f && t[i] < static_cast<float>(C)) || t[i] != std::floor(t[i]))
+        fail(op, "label " + std::to_string(i) + " is " + std::to_string(t[i]) +
+                     "; labels must be class indices in [0, " + std::to_string(C) + ")");
+    loss = Tensor::full({}, cpu::cross_entropy_forward<float>(logits.data(), labels.data(), M, C),
+                        logits.device());
+  }
+  Tensor xd = logits.detach(), td = labels.detach();
+  return record(loss, op, {logits, labels}, [xd, td, M, C](const Tensor& g) {
+    Tensor dx = Tensor::empty_like(xd);
+    if (g.is_cuda())
+      ON_CUDA("cross_entropy", cuda::cross_entropy_backward(xd.data(), td.data(), g.data(), dx.data(), M, C));
+    else
+      cpu::cross_entropy_backward<float>(xd.data(), td.data(), g.item(), dx.data(), M, C);
+    return std::vector<Tensor>{dx, Tensor()};
+  });
+}
+
+Tensor spatial_gather(const Tensor& x, const Tensor& index, int64_t out_h, int64_t out_w) {
+  const char* op = "spatial_gather";
+  check_defined(op, x, "input");
+  check_defined(op, index, "index");
+  check_same_device(op, {&x, &index});
+  if (x.dim() != 4) fail(op, "input must be [N, C, H, W], got " + shape_str(x.shape()));
+  const int64_t N = x.shape()[0], C = x.shape()[1], P_in = x.shape()[2] * x.shape()[3];
+  if (out_h < 1 || out_w < 1) fail(op, "output size must be positive");
+  const int64_t P_out = out_h * out_w;
+  if (index.shape() != Shape{N, P_out})
+    fail(op, "index " + shape_str(index.shape()) + " should be [" + std::to_string(N) + ", " +
+                 std::to_string(P_out) + "] (one input position per output position and sample)");
+  if (!index.is_cuda()) {
+    const float* q = index.data();
+    for (int64_t i = 0; i < N * P_out; ++i)
+      if (!(q[i] >= -1.f && q[i] < static_cast<float>(P_in)) || q[i] != std::floor(q[i]))
+        fail(op, "index entry " + std::to_string(i) + " is " + std::to_string(q[i]) +
+                     "; entries must be -1 or integer positions in [0, " + std::to_string(P_in) + ")");
+  }
+  Tensor y = Tensor::empty({N, C, out_h, out_w}, x.device());
+  if (x.is_cuda())
+    ON_CUDA(op, cuda::spatial_gather_forward(x.data(), index.data(), y.data(), N, C, P_in, P_out));
+  else
+    cpu::spatial_gather_forward<float>(x.data(), index.data(), y.data(), N, C, P_in, P_out);
+  Tensor id = index.detach();
+  const Shape xs = x.shape();
+  return record(y, op, {x}, [id, xs, N, C, P_in, P_out](const Tensor& g) {
+    Tensor dx = Tensor::empty(xs, g.device());
+    if (g.is_cuda())
+      ON_CUDA("spatial_gather", cuda::spatial_gather_backward(g.data(), id.data(), dx.data(), N, C, P_in, P_out));
+    else
+      cpu::spatial_gather_backward<float>(g.data(), id.data(), dx.data(), N, C, P_in, P_out);
+    return std::vector<Tensor>{dx};
+  });
+}
+
 }  // namespace gantry

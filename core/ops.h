@@ -83,4 +83,22 @@ Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& targ
 Tensor mse_loss(const Tensor& input, const Tensor& target);
 Tensor l1_loss(const Tensor& input, const Tensor& target);
 
+// ---- pooling, softmax, classification loss, spatial gather ------------------------------
+// Average pooling of x [N, C, H, W] over k x k windows with stride `stride` (0 = k), no
+// padding: [N, C, (H - k)/stride + 1, (W - k)/stride + 1].
+Tensor avg_pool2d(const Tensor& x, int kernel_size, int stride = 0);
+// Mean over H and W: [N, C, H, W] -> [N, C] (avg_pool2d with the whole image as the window).
+Tensor global_avg_pool2d(const Tensor& x);
+// log(softmax(x)) over dim 1 of x [N, C], computed stably (max-shifted).
+Tensor log_softmax(const Tensor& x);
+// Mean cross-entropy of logits [N, C] against class indices `labels` [N] (float tensor holding
+// integers in [0, C); a value outside throws on the CPU): as torch.nn.functional.cross_entropy
+// (log-softmax + NLL, mean reduction). No gradient flows into labels.
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels);
+// Per-sample spatial gather: x [N, C, H, W] and index [N, out_h * out_w] (integer positions
+// y * W + x into each sample's H x W plane, as floats; -1 gives 0) -> [N, C, out_h, out_w],
+// every channel alike. Flips, translations, 90-degree rotations and cutout are such maps; the
+// gradient scatters back through the same map. index must be on x's device.
+Tensor spatial_gather(const Tensor& x, const Tensor& index, int64_t out_h, int64_t out_w);
+
 }  // namespace gantry

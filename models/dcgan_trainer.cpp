@@ -1,5 +1,7 @@
 #include "gantry/models/dcgan_trainer.h"
 
+#include <stdexcept>
+
 #include "gantry/core/autograd.h"
 #include "gantry/core/ops.h"
 
@@ -35,15 +37,18 @@ StepStats DCGANTrainer::step(const Tensor& real_in, Generator& noise_gen) {
   g_->train();
   d_->train();
   const Tensor ones = Tensor::ones({n}, device_), zeros = Tensor::zeros({n}, device_);
+  // D sees every image through the augmentation when ADA is on (differentiably, so G's
+  // gradient passes through it in (2)).
+  auto D = [&](const Tensor& x) { return d_->forward(ada_ ? ada_->apply(x) : x); };
 
   // (1) D: maximize log D(x) + log(1 - D(G(z))).
   opt_d_->zero_grad();
-  Tensor out_real = d_->forward(real);
+  Tensor out_real = D(real);
   Tensor err_real = binary_cross_entropy(out_real, ones);
   err_real.backward();
   Tensor z = Tensor::randn({n, config_.nz, 1, 1}, &noise_gen, device_);
   Tensor fake = g_->forward(z);
-  Tensor out_fake = d_->forward(fake.detach());
+  Tensor out_fake = D(fake.detach());
   Tensor err_fake = binary_cross_entropy(out_fake, zeros);
   err_fake.backward();
   opt_d_->step();
@@ -51,11 +56,17 @@ StepStats DCGANTrainer::step(const Tensor& real_in, Generator& noise_gen) {
   // (2) G: maximize log D(G(z)), through the updated D; D's own gradients are not needed.
   opt_g_->zero_grad();
   set_requires_grad(d_->parameters(), false);
-  Tensor out_g = d_->forward(fake);
+  Tensor out_g = D(fake);
   Tensor err_g = binary_cross_entropy(out_g, ones);
   err_g.backward();
   set_requires_grad(d_->parameters(), true);
   opt_g_->step();
+  if (ema_) ema_->update();
+  if (ada_) {
+    ada_->observe_real(out_real);
+    ada_->end_step();
+    st.ada_p = static_cast<float>(ada_->p());
+  }
 
   // Read the scalars back once, after all the work is queued (one sync on a GPU).
   NoGradGuard guard;
@@ -67,18 +78,35 @@ StepStats DCGANTrainer::step(const Tensor& real_in, Generator& noise_gen) {
   return st;
 }
 
-Tensor DCGANTrainer::sample(const Tensor& z, bool eval) {
+void DCGANTrainer::enable_ema(double decay) {
+  Generator scratch(0);  // the init is overwritten by the copy; keep the default stream untouched
+  g_ema_ = make_generator(config_.nz, config_.ngf, config_.nc, config_.image_size, &scratch);
+  g_ema_->to(device_);
+  ema_ = std::make_unique<EMA>(*g_, *g_ema_, decay);
+}
+
+DCGANGenerator& DCGANTrainer::generator_ema() {
+  if (!g_ema_) throw std::logic_error("DCGANTrainer::generator_ema: no EMA generator (call enable_ema first)");
+  return *g_ema_;
+}
+
+void DCGANTrainer::enable_ada(const AdaOptions& options, uint64_t seed) {
+  ada_ = std::make_unique<AdaptiveAugment>(options, seed);
+}
+
+Tensor DCGANTrainer::sample(const Tensor& z, bool eval, bool use_ema) {
   NoGradGuard guard;
-  const bool was_training = g_->is_training();
+  DCGANGenerator* g = use_ema && g_ema_ ? g_ema_.get() : g_.get();
+  const bool was_training = g->is_training();
   std::vector<Tensor> saved;
   if (!eval)
-    for (auto& [name, buffer] : g_->named_buffers()) saved.push_back(buffer.clone());
-  g_->train(!eval);
-  Tensor images = g_->forward(z.to(device_));
-  g_->train(was_training);
+    for (auto& [name, buffer] : g->named_buffers()) saved.push_back(buffer.clone());
+  g->train(!eval);
+  Tensor images = g->forward(z.to(device_));
+  g->train(was_training);
   if (!eval) {
     size_t i = 0;
-    for (auto& [name, buffer] : g_->named_buffers()) {
+    for (auto& [name, buffer] : g->named_buffers()) {
       Tensor b = buffer;
       b.copy_(saved[i++]);
     }

@@ -11,13 +11,22 @@
 // One difference from the example that changes no result: during the G update D's parameters
 // are frozen (requires_grad off), so the backward skips D's weight gradients, which the example
 // computes and then throws away at the next zero_grad().
+//
+// Options (off by default; a trainer without them is the example's step exactly):
+// - enable_ema(decay): keeps an EMA generator (optim/ema.h), updated after every G step;
+//   sample() uses it.
+// - enable_ada(options, seed): adaptive discriminator augmentation (layers/augment.h): every
+//   image D sees (real, fake for D, fake for G) goes through augment_images at the current p,
+//   differentiably, and p follows sign(D(real) - 0.5) every `interval` steps.
 #include <cstdint>
 #include <memory>
 
 #include "gantry/core/random.h"
 #include "gantry/core/tensor.h"
+#include "gantry/layers/augment.h"
 #include "gantry/models/dcgan.h"
 #include "gantry/optim/adam.h"
+#include "gantry/optim/ema.h"
 
 namespace gantry {
 
@@ -30,6 +39,7 @@ struct DCGANConfig {
 struct StepStats {
   float loss_d = 0, loss_g = 0;  // loss_d = errD_real + errD_fake
   float d_x = 0, d_g_z1 = 0, d_g_z2 = 0;
+  float ada_p = 0;  // the augmentation probability after this step (0 without ADA)
 };
 
 class DCGANTrainer {
@@ -45,7 +55,17 @@ class DCGANTrainer {
   // BN's running statistics (netG.eval()); eval = false uses the batch's statistics, as the
   // PyTorch example's fixed-noise samples do, but leaves the running statistics as they were
   // (sampling must not change the model, or a resumed run would diverge).
-  Tensor sample(const Tensor& z, bool eval);
+  // With an EMA generator the images come from it unless use_ema is false.
+  Tensor sample(const Tensor& z, bool eval, bool use_ema = true);
+
+  // Keeps an EMA copy of G from now on (starting as G's current weights).
+  void enable_ema(double decay);
+  bool has_ema() const { return g_ema_ != nullptr; }
+  DCGANGenerator& generator_ema();  // throws std::logic_error without enable_ema
+  EMA* ema() { return ema_.get(); }
+  // Turns on adaptive discriminator augmentation.
+  void enable_ada(const AdaOptions& options, uint64_t seed);
+  AdaptiveAugment* ada() { return ada_.get(); }
 
   DCGANGenerator& generator() { return *g_; }
   DCGANDiscriminator& discriminator() { return *d_; }
@@ -60,6 +80,9 @@ class DCGANTrainer {
   std::shared_ptr<DCGANGenerator> g_;
   std::shared_ptr<DCGANDiscriminator> d_;
   std::unique_ptr<Adam> opt_g_, opt_d_;
+  std::shared_ptr<DCGANGenerator> g_ema_;
+  std::unique_ptr<EMA> ema_;
+  std::unique_ptr<AdaptiveAugment> ada_;
 };
 
 }  // namespace gantry

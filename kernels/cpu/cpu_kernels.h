@@ -109,4 +109,38 @@ T bce_logits_forward(const T* x, const T* t, int64_t n);
 template <class T>
 void bce_logits_backward(const T* x, const T* t, T g, T* dx, int64_t n);
 
+// ---- pooling, softmax, classification loss, spatial gather (kernels/cpu/pool.cpp,
+// softmax.cpp, gather.cpp) --------------------------------------------------------------------
+// Average pooling of x viewed as [NC, H, W] with a k x k window and stride s, no padding:
+// y[NC, OH, OW], OH = (H - k) / s + 1. The backward overwrites dx[NC, H, W] (each input element
+// gathers the windows that cover it, so the result is deterministic).
+template <class T>
+void avg_pool2d_forward(const T* x, T* y, int64_t NC, int64_t H, int64_t W, int k, int s);
+template <class T>
+void avg_pool2d_backward(const T* dy, T* dx, int64_t NC, int64_t H, int64_t W, int k, int s);
+// Row-wise log-softmax of x[M, C]: y = x - max - log(sum exp(x - max)). The backward writes
+// dx = dy - exp(y) * sum(dy) (overwritten).
+template <class T>
+void log_softmax_forward(const T* x, T* y, int64_t M, int64_t C);
+template <class T>
+void log_softmax_backward(const T* y, const T* dy, T* dx, int64_t M, int64_t C);
+// Mean cross-entropy of logits[M, C] against integer class labels (held as T values in
+// [0, C)): mean_i (logsumexp(x_i) - x_i[label_i]). Returns the loss. The backward writes
+// dx = g / M * (softmax(x) - onehot(label)) (overwritten).
+template <class T>
+T cross_entropy_forward(const T* logits, const T* labels, int64_t M, int64_t C);
+template <class T>
+void cross_entropy_backward(const T* logits, const T* labels, T g, T* dx, int64_t M, int64_t C);
+// Per-sample spatial gather, the building block of the geometric augmentations (flip,
+// translation, rotation, cutout): y[n, c, p] = idx[n, p] >= 0 ? x[n, c, idx[n, p]] : 0 for
+// p < P_out, with x viewed as [N, C, P_in]. idx holds integer positions as floats (exact below
+// 2^24), -1 for "outside" (zero padding). The backward overwrites dx[N, C, P_in] with the
+// scatter-add of dy through the same map.
+template <class T>
+void spatial_gather_forward(const T* x, const float* idx, T* y, int64_t N, int64_t C,
+                            int64_t P_in, int64_t P_out);
+template <class T>
+void spatial_gather_backward(const T* dy, const float* idx, T* dx, int64_t N, int64_t C,
+                             int64_t P_in, int64_t P_out);
+
 }  // namespace gantry::cpu

@@ -159,4 +159,23 @@ void batch_norm_backward_train(const float* x, const float* dy, const float* gam
                                float* dgamma, float* dbeta, int64_t N, int64_t C, int64_t S);
 }  // namespace library
 
+// ---- pooling, softmax, cross-entropy, spatial gather (kernels/cuda/pool_softmax_gather.cu) --
+// As the cpu:: kernels of the same names. cross_entropy_forward writes the mean loss to the
+// device scalar *out; its backward reads the upstream gradient from the device scalar *g.
+// spatial_gather_backward scatters with atomicAdd (the augmentation maps are injective, so
+// no two outputs hit the same input and the result is still deterministic).
+void avg_pool2d_forward(const float* x, float* y, int64_t NC, int64_t H, int64_t W, int k, int s);
+void avg_pool2d_backward(const float* dy, float* dx, int64_t NC, int64_t H, int64_t W, int k,
+                         int s);
+void log_softmax_forward(const float* x, float* y, int64_t M, int64_t C);
+void log_softmax_backward(const float* y, const float* dy, float* dx, int64_t M, int64_t C);
+void cross_entropy_forward(const float* logits, const float* labels, float* out, int64_t M,
+                           int64_t C);
+void cross_entropy_backward(const float* logits, const float* labels, const float* g, float* dx,
+                            int64_t M, int64_t C);
+void spatial_gather_forward(const float* x, const float* idx, float* y, int64_t N, int64_t C,
+                            int64_t P_in, int64_t P_out);
+void spatial_gather_backward(const float* dy, const float* idx, float* dx, int64_t N, int64_t C,
+                             int64_t P_in, int64_t P_out);
+
 }  // namespace gantry::cuda

@@ -1,0 +1,167 @@
+// Differentiable augmentations (layers/augment.h), the spatial_gather op under them, and the
+// ADA controller.
+#include <catch2/catch.hpp>
+
+#include "gantry/kernels/cpu/cpu_kernels.h"
+#include "gantry/layers/augment.h"
+#include "gantry/models/dcgan_trainer.h"
+#include "gradcheck.h"
+
+using namespace gantry;
+using namespace gantry::test;
+using augment::Geometry;
+
+namespace {
+Tensor rnd(const Shape& s, uint64_t seed, float lo = -1.f, float hi = 1.f) {
+  Generator g(seed);
+  Tensor t = Tensor::empty(s);
+  t.uniform_(lo, hi, &g);
+  return t;
+}
+Geometry geo(bool flip, int rot, int tx, int ty) {
+  Geometry g;
+  g.xflip = flip; g.rot90 = rot; g.tx = tx; g.ty = ty;
+  return g;
+}
+std::vector<float> one(const Tensor& x, const Geometry& g) { return augment::apply_geometry(x, {g}).to_vector(); }
+}  // namespace
+
+TEST_CASE("spatial_gather: forward, kernel backward in double, op backward, errors") {
+  Tensor x = Tensor::arange(8).reshape({1, 2, 2, 2});
+  Tensor idx = Tensor::from_vector({3, -1, 0, 1}, {1, 4});
+  CHECK(spatial_gather(x, idx, 2, 2).to_vector() == std::vector<float>{3, 0, 0, 1, 7, 0, 4, 5});
+  const int64_t N = 2, C = 2, P = 9;
+  std::vector<float> map = {8, 7, 6, 5, 4, 3, 2, 1, 0, -1, 0, 1, 2, 3, 4, 5, 6, 7};
+  std::vector<double> xv = random_doubles(N * C * P, 1), wv = random_doubles(N * C * P, 2);
+  auto loss = [&] {
+    std::vector<double> yv(wv.size());
+    cpu::spatial_gather_forward<double>(xv.data(), map.data(), yv.data(), N, C, P, P);
+    double l = 0;
+    for (size_t i = 0; i < yv.size(); ++i) l += yv[i] * wv[i];
+    return l;
+  };
+  std::vector<double> dx(xv.size());
+  cpu::spatial_gather_backward<double>(wv.data(), map.data(), dx.data(), N, C, P, P);
+  CHECK(max_rel_err(dx, numeric_grad(xv, loss)) < 1e-7);
+  Tensor m = Tensor::from_vector(map, {2, 9});
+  CHECK(gradcheck_op([m](const std::vector<Tensor>& in) { return spatial_gather(in[0], m, 3, 3); }, {rnd({2, 2, 3, 3}, 3)}) < 2e-2);
+  CHECK_THROWS_WITH(spatial_gather(x, Tensor::from_vector({4, 0, 0, 0}, {1, 4}), 2, 2), Catch::Contains("-1 or integer positions in [0, 4)"));
+  CHECK_THROWS_WITH(spatial_gather(x, Tensor::zeros({2, 4}), 2, 2), Catch::Contains("should be [1, 4]"));
+}
+
+TEST_CASE("geometric augmentations: exact pixels (flip, torch.rot90, zero-padded translation)") {
+  Tensor x = Tensor::from_vector({1, 2, 3, 4}, {1, 1, 2, 2});  // [[1, 2], [3, 4]]
+  CHECK(one(x, geo(true, 0, 0, 0)) == std::vector<float>{2, 1, 4, 3});
+  CHECK(one(x, geo(false, 1, 0, 0)) == std::vector<float>{2, 4, 1, 3});  // torch.rot90(k=1)
+  CHECK(one(x, geo(false, 2, 0, 0)) == std::vector<float>{4, 3, 2, 1});
+  CHECK(one(x, geo(false, 3, 0, 0)) == std::vector<float>{3, 1, 4, 2});
+  CHECK(one(x, geo(false, 0, 1, 0)) == std::vector<float>{0, 1, 0, 3});  // right by 1
+  CHECK(one(x, geo(false, 0, 0, 1)) == std::vector<float>{0, 0, 1, 2});  // down by 1
+  CHECK(one(x, geo(false, 0, -1, -1)) == std::vector<float>{4, 0, 0, 0});
+  // Order: flip, then rotation, then translation.
+  CHECK(one(x, geo(true, 1, 0, 0)) == std::vector<float>{1, 3, 2, 4});
+  // 3x3 rotation against torch.rot90's definition out[i][j] = in[j][S-1-i].
+  Tensor y = Tensor::arange(9).reshape({1, 1, 3, 3});
+  std::vector<float> r = one(y, geo(false, 1, 0, 0));
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j) CHECK(r[i * 3 + j] == static_cast<float>(j * 3 + (2 - i)));
+}
+
+TEST_CASE("every augmentation passes gradients (finite differences)") {
+  Tensor x = rnd({2, 3, 4, 4}, 5);
+  auto chk = [&](std::function<Tensor(const Tensor&)> f) {
+    return gradcheck_op([f](const std::vector<Tensor>& in) { return f(in[0]); }, {x.detach().clone()});
+  };
+  CHECK(chk([](const Tensor& t) { return augment::apply_geometry(t, {geo(true, 1, 1, -1), geo(false, 3, 0, 1)}); }) < 2e-2);
+  CHECK(chk([](const Tensor& t) { return augment::brightness(t, {0.3f, -0.2f}); }) < 2e-2);
+  CHECK(chk([](const Tensor& t) { return augment::contrast(t, {1.7f, 0.6f}); }) < 2e-2);
+  CHECK(chk([](const Tensor& t) { return augment::saturation(t, {2.0f, 0.5f}); }) < 2e-2);
+  CHECK(chk([](const Tensor& t) { return augment::cutout(t, {0.5f, 0.1f}, {0.5f, 0.9f}); }) < 2e-2);
+  CHECK(chk([](const Tensor& t) {
+    Generator g(11);
+    return augment_images(t, 0.7f, g);
+  }) < 2e-2);
+}
+
+TEST_CASE("color and cutout by hand") {
+  Tensor x = Tensor::from_vector({0.f, 0.5f, 1.f, -0.5f}, {1, 1, 2, 2});  // mean 0.25
+  CHECK(augment::brightness(x, {0.1f}).to_vector() == std::vector<float>{0.1f, 0.6f, 1.1f, -0.4f});
+  std::vector<float> c = augment::contrast(x, {2.f}).to_vector();
+  CHECK(c[0] == Approx(-0.25f));
+  CHECK(c[2] == Approx(1.75f));
+  Tensor rgb = Tensor::from_vector({1.f, 0.f, -1.f}, {1, 3, 1, 1});  // gray 0
+  CHECK(augment::saturation(rgb, {0.f}).to_vector() == std::vector<float>{0.f, 0.f, 0.f});
+  CHECK(augment::saturation(x, {0.f}).to_vector() == x.to_vector());  // gray: unchanged
+  Tensor ones = Tensor::ones({1, 1, 4, 4});
+  std::vector<float> cut = augment::cutout(ones, {0.5f}, {0.5f}).to_vector();  // 2x2 square at (1..2, 1..2)
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j) CHECK(cut[i * 4 + j] == ((i >= 1 && i <= 2 && j >= 1 && j <= 2) ? 0.f : 1.f));
+}
+
+TEST_CASE("augment_images: p = 0 is the identity, draws are reproducible") {
+  Tensor x = rnd({4, 3, 8, 8}, 6);
+  Generator g1(1), g2(1);
+  CHECK(augment_images(x, 0.f, g1).to_vector() == x.to_vector());
+  const uint64_t off = g1.offset();
+  const std::vector<float> full = augment_images(x, 1.f, g1).to_vector();
+  CHECK(full != x.to_vector());
+  CHECK(g1.offset() == 2 * off);  // the same amount of randomness whatever p is
+  augment_images(x, 0.f, g2);
+  CHECK(augment_images(x, 1.f, g2).to_vector() == full);
+  Generator a(9), b(9);
+  CHECK(augment_images(x, 0.5f, a).to_vector() == augment_images(x, 0.5f, b).to_vector());
+}
+
+TEST_CASE("ADA: p moves by sign(r_t - target) * images / speed every interval steps") {
+  AdaOptions o;
+  o.target = 0.6;
+  o.speed = 80;
+  o.interval = 2;
+  AdaptiveAugment ada(o, 3);
+  Tensor confident = Tensor::full({4}, 0.9f), unsure = Tensor::full({4}, 0.2f);
+  ada.observe_real(confident);
+  ada.end_step();
+  CHECK(ada.p() == 0.0);  // not yet: interval 2
+  ada.observe_real(confident);
+  ada.end_step();
+  CHECK(ada.p() == Approx(8.0 / 80));
+  CHECK(ada.last_rt() == 1.0);
+  const std::string state = ada.state_json();
+  for (int i = 0; i < 2; ++i) {
+    ada.observe_real(unsure);
+    ada.end_step();
+  }
+  CHECK(ada.p() == Approx(0.0));  // 0.1 - 0.1
+  for (int i = 0; i < 2; ++i) {
+    ada.observe_real(unsure);
+    ada.end_step();
+  }
+  CHECK(ada.p() == 0.0);  // clamped
+  // The state round-trips, random stream included.
+  AdaptiveAugment back(o, 999);
+  back.load_state_json(state);
+  AdaptiveAugment orig(o, 3);
+  orig.load_state_json(state);
+  Tensor x = rnd({4, 1, 8, 8}, 7);
+  CHECK(back.apply(x).to_vector() == orig.apply(x).to_vector());
+  CHECK(back.p() == Approx(0.1));
+  CHECK_THROWS_WITH(AdaptiveAugment(AdaOptions{1.5, 10, 4, 0}, 1), Catch::Contains("target"));
+}
+
+TEST_CASE("DCGANTrainer with ADA: D sees augmented images, p adapts, G still trains") {
+  DCGANConfig c;
+  c.nz = 8; c.ngf = 4; c.ndf = 4; c.nc = 1; c.image_size = 32;
+  Generator init(3), noise(4);
+  DCGANTrainer t(c, Device::cpu(), &init);
+  AdaOptions o;
+  o.speed = 16;
+  o.interval = 1;
+  o.initial_p = 0.5;
+  t.enable_ada(o, 5);
+  Tensor real = Tensor::rand({4, 1, 32, 32}, &noise) * 2.f - 1.f;
+  const std::vector<float> w0 = t.generator().named_parameters()[0].second.to_vector();
+  StepStats st = t.step(real, noise);
+  CHECK(std::isfinite(st.loss_d));
+  CHECK((st.ada_p == Approx(0.25) || st.ada_p == Approx(0.75) || st.ada_p == Approx(0.5)));
+  CHECK(t.generator().named_parameters()[0].second.to_vector() != w0);
+}
