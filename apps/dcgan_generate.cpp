@@ -1,6 +1,10 @@
 // dcgan_generate: images from a trained DCGAN generator, gantry's or PyTorch's (safetensors,
-// PyTorch DCGAN example layout): one PNG per image, a grid, or latent interpolations.
+// PyTorch DCGAN example layout): one PNG per image, a grid, or latent interpolations; optionally
+// the best of M by the run's discriminator, and the seed's post-processing (bicubic upscale,
+// median blur, sharpen).
 #include <CLI/CLI.hpp>
+#include <algorithm>
+#include <numeric>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -12,6 +16,8 @@
 #include "gantry/core/random.h"
 #include "gantry/core/version.h"
 #include "gantry/data/grid.h"
+#include "gantry/data/postprocess.h"
+#include "gantry/data/transforms.h"
 #include "gantry/models/dcgan.h"
 #include "run_dir.h"
 
@@ -60,6 +66,9 @@ int run(int argc, char** argv) {
   int64_t num = 64, batch_size = 256, nrow = 8;
   uint64_t seed = 0;
   int interpolate = 0;
+  int64_t best_of = 0;
+  int upscale = 1, median = 0;
+  bool sharpen = false, no_ema = false;
   CLI::App app{"dcgan_generate: images from a DCGAN generator (gantry " + std::string(version()) + ")"};
   app.option_defaults()->always_capture_default();
   app.add_option("--checkpoint", checkpoint, "a generator .safetensors file (gantry's or PyTorch's DCGAN example, saved with safetensors) or a dcgan_train run directory (its latest generator)")->required();
@@ -73,16 +82,31 @@ int run(int argc, char** argv) {
   app.add_option("--interpolate", interpolate, "K: a grid of K-step spherical interpolations between random latent pairs (one row per pair)")->check(CLI::Range(2, 1000));
   app.add_option("--batch-size", batch_size, "images per forward pass (eval mode only; --bn batch uses one pass)")->check(CLI::PositiveNumber);
   app.add_option("--device", device_choice, "auto, cpu, cuda or cuda:N");
+  app.add_option("--best-of", best_of, "generate M images and keep the --num that the run's discriminator scores highest (best first); needs discriminator.safetensors next to the generator")->check(CLI::PositiveNumber);
+  app.add_option("--upscale", upscale, "post-process: enlarge by this factor with bicubic interpolation")->check(CLI::Range(1, 16));
+  app.add_option("--median", median, "post-process: median blur with a KxK window (K odd, e.g. 3), after --upscale")->check(CLI::Range(0, 31));
+  app.add_flag("--sharpen", sharpen, "post-process: 3x3 sharpen filter (PIL's SHARPEN), last");
+  app.add_flag("--no-ema", no_ema, "use the raw generator of a run directory even when it has an EMA generator");
   try {
     app.parse(argc, argv);
     if (out_dir.empty() && grid.empty()) throw CLI::ValidationError("give --out DIR and/or --grid FILE.png: nowhere to write images");
     if (!latent.empty() && interpolate) throw CLI::ValidationError("--latent and --interpolate cannot be combined");
     if (!latent.empty() && app.count("--num")) throw CLI::ValidationError("--num comes from --latent's z; give one of them");
+    if (best_of && (!latent.empty() || interpolate)) throw CLI::ValidationError("--best-of cannot be combined with --latent or --interpolate");
+    if (best_of && best_of < num) throw CLI::ValidationError("--best-of " + std::to_string(best_of) + " must be at least --num " + std::to_string(num));
+    if (median != 0 && median % 2 == 0) throw CLI::ValidationError("--median " + std::to_string(median) + ": the window must be odd (3, 5, ...)");
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
   const Device device = apps::choose_device(device_choice);
-  const std::string gen_file = apps::resolve_generator_file(checkpoint);
+  const std::string gen_file = apps::resolve_generator_file(checkpoint, /*prefer_ema=*/!no_ema);
+  std::string disc_file;
+  if (best_of) {
+    disc_file = apps::sibling_discriminator_file(gen_file);
+    if (disc_file.empty())
+      throw std::runtime_error("--best-of needs the run's discriminator, but there is no discriminator.safetensors next to " +
+                               gen_file + "; give a dcgan_train run directory or checkpoint folder (or drop --best-of)");
+  }
   auto g = generator_from_state_dict(load_safetensors(gen_file).tensors);
   g->to(device);
   g->train(bn == "batch");
@@ -108,7 +132,7 @@ int run(int argc, char** argv) {
     nrow = interpolate;
   } else {
     Generator rng(seed);
-    z = Tensor::randn({num, g->nz, 1, 1}, &rng);
+    z = Tensor::randn({best_of ? best_of : num, g->nz, 1, 1}, &rng);
   }
 
   NoGradGuard no_grad;
@@ -118,15 +142,55 @@ int run(int argc, char** argv) {
   for (int64_t i = 0; i < n; i += chunk)
     parts.push_back(g->forward(z.narrow0(i, std::min(chunk, n - i)).to(device)).cpu());
   Tensor images = parts.size() == 1 ? parts[0] : cat(parts, 0);
+  int64_t n_out = n;
+
+  if (best_of) {  // score all M with D (eval mode: running statistics) and keep the top --num
+    auto d = discriminator_from_state_dict(load_safetensors(disc_file).tensors);
+    d->to(device);
+    d->eval();
+    std::vector<float> scores;
+    for (int64_t i = 0; i < n; i += batch_size) {
+      std::vector<float> s = d->forward(images.narrow0(i, std::min(batch_size, n - i)).to(device)).to_vector();
+      scores.insert(scores.end(), s.begin(), s.end());
+    }
+    std::vector<int64_t> order(static_cast<size_t>(n));
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return scores[a] > scores[b]; });
+    std::vector<Tensor> keep;
+    for (int64_t i = 0; i < num; ++i) keep.push_back(images.narrow0(order[i], 1));
+    images = cat(keep, 0);
+    n_out = num;
+    std::cerr << "best " << num << " of " << n << " by " << disc_file << ": D scores " << scores[order[0]] << " .. "
+              << scores[order[num - 1]] << " (all: " << scores[order[n - 1]] << " .. " << scores[order[0]] << ")\n";
+  }
+
+  // Post-processing on 8-bit images, in the seed's order: upscale, median, sharpen.
+  const bool post = upscale > 1 || median > 1 || sharpen;
+  std::vector<data::Image> processed;
+  if (post) {
+    for (int64_t i = 0; i < n_out; ++i) {
+      data::Image im = data::tensor_to_image(images.narrow0(i, 1));
+      if (upscale > 1) im = data::upscale_bicubic(im, upscale);
+      if (median > 1) im = data::median_blur(im, median);
+      if (sharpen) im = data::sharpen(im);
+      processed.push_back(std::move(im));
+    }
+    const data::Image& f = processed.front();
+    Tensor t = Tensor::empty({n_out, f.channels, f.height, f.width});
+    for (int64_t i = 0; i < n_out; ++i)
+      data::to_chw_float(processed[i], false, t.data() + i * f.channels * f.height * f.width);
+    images = t;
+  }
 
   if (!out_dir.empty()) {
     fs::create_directories(out_dir);
-    for (int64_t i = 0; i < n; ++i) {
+    for (int64_t i = 0; i < n_out; ++i) {
       char name[32];
       std::snprintf(name, sizeof name, "%06lld.png", static_cast<long long>(i));
-      data::save_png((fs::path(out_dir) / name).string(), data::tensor_to_image(images.narrow0(i, 1)));
+      data::save_png((fs::path(out_dir) / name).string(),
+                     post ? processed[i] : data::tensor_to_image(images.narrow0(i, 1)));
     }
-    std::cerr << "wrote " << n << " images to " << out_dir << "\n";
+    std::cerr << "wrote " << n_out << " images to " << out_dir << "\n";
   }
   if (!grid.empty()) {
     if (fs::path(grid).has_parent_path()) fs::create_directories(fs::path(grid).parent_path());

@@ -23,7 +23,9 @@
 #include "gantry/data/dataset.h"
 #include "gantry/data/grid.h"
 #include "gantry/data/loader.h"
+#include "gantry/models/classifier.h"
 #include "gantry/models/dcgan_trainer.h"
+#include "quality.h"
 #include "report.h"
 #include "run_dir.h"
 
@@ -60,6 +62,14 @@ struct Settings {
   bool flip = false;
   int threads = 0;
   double time_limit = 0;  // seconds of this session; 0 = none
+  // Quality options (issue 8): EMA generator, adaptive discriminator augmentation, metrics.
+  double ema = 0;  // decay; 0 = no EMA generator
+  bool ada = false;
+  double ada_target = 0.6, ada_speed = 10000;
+  int64_t ada_interval = 4;
+  int64_t eval_every = 0;  // 0 = no KID/FID during training
+  int64_t eval_num = 500;
+  std::string features;    // classifier for KID/FID
 };
 
 json settings_json(const Settings& s) {
@@ -72,7 +82,11 @@ json settings_json(const Settings& s) {
           {"ndf", s.ndf},               {"seed", s.seed},
           {"workers", s.workers},       {"sample_every", s.sample_every},
           {"checkpoint_every", s.checkpoint_every}, {"log_every", s.log_every},
-          {"strict", s.strict},         {"random_flip", s.flip}};
+          {"strict", s.strict},         {"random_flip", s.flip},
+          {"ema", s.ema},               {"ada", s.ada},
+          {"ada_target", s.ada_target}, {"ada_speed", s.ada_speed},
+          {"ada_interval", s.ada_interval}, {"eval_every", s.eval_every},
+          {"eval_num", s.eval_num},     {"features", s.features}};
 }
 
 // Settings from a run's config.json (for --resume).
@@ -99,6 +113,14 @@ Settings settings_from_json(const json& j, const std::string& path) {
     s.log_every = j.value("log_every", int64_t{50});
     s.strict = j.value("strict", false);
     s.flip = j.value("random_flip", false);
+    s.ema = j.value("ema", 0.0);
+    s.ada = j.value("ada", false);
+    s.ada_target = j.value("ada_target", 0.6);
+    s.ada_speed = j.value("ada_speed", 10000.0);
+    s.ada_interval = j.value("ada_interval", int64_t{4});
+    s.eval_every = j.value("eval_every", int64_t{0});
+    s.eval_num = j.value("eval_num", int64_t{500});
+    s.features = j.value("features", std::string());
   } catch (const json::exception& e) {
     throw std::runtime_error(path + " is not a dcgan_train config: " + e.what());
   }
@@ -156,6 +178,14 @@ void validate(const Settings& s) {
   if (s.epochs < 0 || s.max_steps < 0) bad("--epochs and --max-steps must be >= 0");
   if (s.sample_every < 1 || s.checkpoint_every < 1 || s.log_every < 1)
     bad("--sample-every, --checkpoint-every and --log-every must be >= 1");
+  if (!(s.ema == 0 || (s.ema > 0 && s.ema < 1))) bad("--ema must be a decay in (0, 1), e.g. 0.999 (0 = off)");
+  if (!(s.ada_target > 0 && s.ada_target < 1)) bad("--ada-target must be in (0, 1) (StyleGAN2-ADA uses 0.6)");
+  if (!(s.ada_speed > 0)) bad("--ada-speed must be positive (images for p to go from 0 to 1)");
+  if (s.ada_interval < 1) bad("--ada-interval must be >= 1");
+  if (s.eval_every < 0) bad("--eval-every must be >= 0");
+  if (s.eval_every > 0 && s.features.empty())
+    bad("--eval-every needs --features CLASSIFIER.safetensors (train one with gantry_classifier_train)");
+  if (s.eval_num < 2) bad("--eval-num must be at least 2");
   if ((s.dataset == "folder" || s.dataset == "cifar10" || s.dataset == "mnist") && s.data.empty())
     bad("--dataset " + s.dataset + " needs --data PATH (" +
         (s.dataset == "folder" ? std::string("a folder of images, e.g. CelebA's img_align_celeba")
@@ -193,12 +223,21 @@ int run(int argc, char** argv) {
   auto* o_flip = app.add_flag("--random-flip", s.flip, "flip real images left-right at random (augmentation)");
   app.add_option("--time-limit", s.time_limit, "stop cleanly (samples, checkpoint, report) after this many seconds of training in this session (0 = no limit); --resume continues")->check(CLI::NonNegativeNumber);
   app.add_option("--threads", s.threads, "CPU threads (0 = OpenMP's default: all cores)");
+  auto* o_ema = app.add_option("--ema", s.ema, "keep an exponential moving average of G's weights with this decay (e.g. 0.999; 0 = off); samples, the report and dcgan_generate use it");
+  auto* o_ada = app.add_flag("--ada", s.ada, "adaptive discriminator augmentation: D sees every image (real and fake) augmented with probability p, p adapted to D's overfitting");
+  auto* o_ada_target = app.add_option("--ada-target", s.ada_target, "ADA: target of E[sign(D logit)] on reals");
+  auto* o_ada_speed = app.add_option("--ada-speed", s.ada_speed, "ADA: images for p to go from 0 to 1 (StyleGAN2-ADA: 500000; smaller suits short runs)");
+  auto* o_ada_interval = app.add_option("--ada-interval", s.ada_interval, "ADA: steps between adjustments of p");
+  auto* o_eval_every = app.add_option("--eval-every", s.eval_every, "compute KID and FID every N steps (0 = never); needs --features");
+  auto* o_eval_num = app.add_option("--eval-num", s.eval_num, "images (real and generated) per KID/FID evaluation");
+  auto* o_features = app.add_option("--features", s.features, "feature classifier for KID/FID (gantry_classifier_train output)");
   app.add_option("--resume", resume, "continue the run in this directory from its latest checkpoint, with its config (--epochs/--max-steps may extend it)");
   try {
     app.parse(argc, argv);
     if (!resume.empty()) {
       // The run's own settings win; only the length, device, workers and logging may change.
-      for (CLI::Option* o : {o_dataset, o_data, o_size, o_channels, o_batch, o_lr, o_b1, o_b2, o_nz, o_ngf, o_ndf, o_seed, o_strict, o_flip})
+      for (CLI::Option* o : {o_dataset, o_data, o_size, o_channels, o_batch, o_lr, o_b1, o_b2, o_nz, o_ngf, o_ndf, o_seed, o_strict, o_flip,
+                             o_ema, o_ada, o_ada_target, o_ada_speed, o_ada_interval, o_eval_every, o_eval_num, o_features})
         if (o->count() > 0)
           throw CLI::ValidationError(o->get_name() + " cannot change when resuming: --resume takes the settings from " + resume + "/config.json");
       if (!fs::exists(fs::path(resume) / "config.json"))
@@ -245,6 +284,24 @@ int run(int argc, char** argv) {
   mc.lr = s.lr; mc.beta1 = s.beta1; mc.beta2 = s.beta2;
   Generator init_gen(s.seed);
   DCGANTrainer trainer(mc, device, &init_gen);
+  if (s.ema > 0) trainer.enable_ema(s.ema);
+  if (s.ada) {
+    AdaOptions ao;
+    ao.target = s.ada_target;
+    ao.speed = s.ada_speed;
+    ao.interval = s.ada_interval;
+    trainer.enable_ada(ao, s.seed ^ 0xADA5EEDull);
+  }
+  // KID/FID during training: the classifier and the real images' features, computed once.
+  std::shared_ptr<ConvClassifier> classifier;
+  Tensor real_features;
+  if (s.eval_every > 0) {
+    classifier = load_classifier(s.features);
+    real_features = apps::classifier_features(
+        *classifier, apps::dataset_images(*dataset, s.eval_num, s.image_size, s.channels), device);
+    std::cout << "evaluating KID/FID every " << s.eval_every << " steps on " << s.eval_num << " images with "
+              << s.features << " (" << classifier->feature_dim() << " features)\n";
+  }
   Generator noise_gen(s.seed * 2654435761ull + 1);
   // The fixed noise of the sample grids has its own stream so sampling never shifts training.
   Generator fixed_gen(s.seed ^ 0x5A3B1E5ull);
@@ -260,6 +317,16 @@ int run(int argc, char** argv) {
     trainer.discriminator().load_state_dict(load_safetensors(ck + "/discriminator.safetensors").tensors);
     trainer.optimizer_g().load(ck + "/optimizer_g.safetensors");
     trainer.optimizer_d().load(ck + "/optimizer_d.safetensors");
+    if (trainer.has_ema()) {
+      const std::string ema_file = ck + "/generator_ema.safetensors";
+      if (!fs::exists(ema_file)) throw std::runtime_error("--resume: the run uses --ema but " + ema_file + " is missing");
+      trainer.generator_ema().load_state_dict(load_safetensors(ema_file).tensors);
+    }
+    if (trainer.ada()) {
+      const std::string ada_file = ck + "/augment.json";
+      if (!fs::exists(ada_file)) throw std::runtime_error("--resume: the run uses --ada but " + ada_file + " is missing");
+      trainer.ada()->load_state_json(apps::read_text(ada_file));
+    }
     noise_gen.set_state(state.noise_seed, state.noise_offset);
     truncate_metrics((fs::path(s.out) / "metrics.csv").string(), state.step);
     last_checkpoint = ck;
@@ -302,7 +369,18 @@ int run(int argc, char** argv) {
   const std::string metrics_path = (fs::path(s.out) / "metrics.csv").string();
   const bool new_metrics = !fs::exists(metrics_path);
   std::ofstream metrics(metrics_path, std::ios::app);
-  if (new_metrics) metrics << "step,epoch,loss_d,loss_g,d_x,d_g_z1,d_g_z2,seconds,images_per_sec\n";
+  // The 9 standard columns first; ada_p, kid, fid only when those options are on (kid and fid
+  // are empty in the rows without an evaluation).
+  if (new_metrics)
+    metrics << "step,epoch,loss_d,loss_g,d_x,d_g_z1,d_g_z2,seconds,images_per_sec" << (s.ada ? ",ada_p" : "")
+            << (s.eval_every > 0 ? ",kid,fid" : "") << "\n";
+  // Fixed latents of the evaluations: their own stream, the same at every evaluation.
+  const uint64_t eval_seed = s.seed ^ 0xE7A1ull;
+  auto evaluate = [&]() {
+    const Tensor fake_features = apps::generated_features(
+        *classifier, [&](const Tensor& z) { return trainer.sample(z, /*eval=*/false); }, s.nz, s.eval_num, eval_seed, device);
+    return apps::score(real_features, fake_features);
+  };
 
   auto save_samples = [&](int64_t step) {
     data::save_png((fs::path(s.out) / "samples" / step_file(step)).string(),
@@ -315,6 +393,8 @@ int run(int argc, char** argv) {
     f.discriminator = trainer.discriminator().state_dict();
     f.optimizer_g = trainer.optimizer_g().state_dict();
     f.optimizer_d = trainer.optimizer_d().state_dict();
+    if (trainer.has_ema()) f.extra.emplace_back("generator_ema", trainer.generator_ema().state_dict());
+    if (trainer.ada()) f.extra_text.emplace_back("augment.json", trainer.ada()->state_json());
     f.generator_meta = {{"format", "pt"}, {"model", "dcgan-generator"}, {"nz", std::to_string(s.nz)},
                         {"image_size", std::to_string(s.image_size)}};
     f.discriminator_meta = {{"format", "pt"}, {"model", "dcgan-discriminator"}, {"image_size", std::to_string(s.image_size)}};
@@ -372,9 +452,25 @@ int run(int argc, char** argv) {
     const double ips = static_cast<double>(batch.size()) / dt;
     ips_smooth = ips_smooth == 0 ? ips : 0.9 * ips_smooth + 0.1 * ips;
     char row[256];
-    std::snprintf(row, sizeof row, "%lld,%lld,%.6g,%.6g,%.6g,%.6g,%.6g,%.3f,%.2f\n", static_cast<long long>(state.step),
+    std::snprintf(row, sizeof row, "%lld,%lld,%.6g,%.6g,%.6g,%.6g,%.6g,%.3f,%.2f", static_cast<long long>(state.step),
                   static_cast<long long>(batch.epoch), st.loss_d, st.loss_g, st.d_x, st.d_g_z1, st.d_g_z2, elapsed, ips);
     metrics << row;
+    if (s.ada) {
+      std::snprintf(row, sizeof row, ",%.6g", st.ada_p);
+      metrics << row;
+    }
+    if (s.eval_every > 0) {
+      if (state.step % s.eval_every == 0 || state.step == total_steps) {
+        const apps::QualityScores q = evaluate();
+        std::snprintf(row, sizeof row, ",%.6g,%.6g", q.kid.mean, q.fid);
+        metrics << row;
+        std::cout << (tty ? "\n" : "") << "eval at step " << state.step << ": KID " << q.kid.mean << " +- " << q.kid.std
+                  << ", FID " << q.fid << "\n";
+      } else {
+        metrics << ",,";
+      }
+    }
+    metrics << "\n";
     metrics.flush();
 
     const double eta = (total_steps - state.step) * static_cast<double>(s.batch_size) / std::max(ips_smooth, 1e-9);

@@ -92,6 +92,7 @@ std::string write_checkpoint(const std::string& run_dir, const TrainState& state
   save_safetensors((tmp / "optimizer_d.safetensors").string(), files.optimizer_d);
   for (const auto& [file, sd] : files.extra)
     save_safetensors((tmp / (file + ".safetensors")).string(), sd, files.generator_meta);
+  for (const auto& [file, text] : files.extra_text) write_text_atomic((tmp / file).string(), text);
   nlohmann::json js = {{"step", state.step},
                        {"epoch", state.epoch},
                        {"next_batch", state.next_batch},

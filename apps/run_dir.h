@@ -34,6 +34,8 @@ struct CheckpointFiles {
   Metadata generator_meta, discriminator_meta;
   // Extra model files (e.g. "generator_ema") written beside the others, same layout.
   std::vector<std::pair<std::string, StateDict>> extra;
+  // Extra text files {file name, contents} (e.g. "augment.json", the ADA state), same folder.
+  std::vector<std::pair<std::string, std::string>> extra_text;
 };
 
 // Writes RUN/checkpoints/step_NNNNNN atomically, updates `latest`, keeps the newest `keep`.

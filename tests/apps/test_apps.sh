@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # End-to-end tests of dcgan_train and dcgan_generate on tiny data.
-# Usage: test_apps.sh BIN_DIR WORK_DIR [case...]   (cases: flags folder resume sigint pytorch report nan)
+# Usage: test_apps.sh BIN_DIR WORK_DIR [case...]
+#   (cases: flags folder resume sigint pytorch report nan ema_ada generate_post quality)
 set -uo pipefail
 BIN=$1; WORK=$2; shift 2
 CASES=${*:-flags folder resume sigint pytorch report nan}
 HERE=$(cd "$(dirname "$0")" && pwd)
 PY=$(command -v python3)
-TRAIN="$BIN/dcgan_train"; GEN="$BIN/dcgan_generate"
+TRAIN="$BIN/dcgan_train"; GEN="$BIN/dcgan_generate"; EVAL="$BIN/dcgan_eval"; CLF="$BIN/gantry_classifier_train"
 # A tiny model: 32x32, widths 8, so each case runs in seconds.
 TINY=(--image-size 32 --ngf 8 --ndf 8 --nz 16 --batch-size 16 --workers 1 --device cpu)
 failures=0
@@ -122,6 +123,73 @@ for case in $CASES; do
     expect_in "$WORK/o" "step_000003"
     [ "$(cat "$WORK/rn/checkpoints/latest")" = step_000003 ] || fail "latest checkpoint moved"
     [ -d "$WORK/rn/checkpoints/step_000004" ] && fail "a checkpoint of the diverged model was written"
+    ;;
+  ema_ada)
+    # --ema and --ada: extra checkpoint files, the ada_p column, and exact resume with both.
+    Q=(--ema 0.9 --ada --ada-speed 200 --ada-interval 2 --seed 5)
+    "$TRAIN" "${TINY[@]}" "${Q[@]}" --max-steps 10 --checkpoint-every 5 --sample-every 5 --out "$WORK/qa" >"$WORK/o" 2>&1 || fail "run A failed: $(tail -3 "$WORK/o")"
+    "$TRAIN" "${TINY[@]}" "${Q[@]}" --max-steps 5 --checkpoint-every 5 --sample-every 5 --out "$WORK/qb" >"$WORK/o" 2>&1 || fail "run B failed"
+    "$TRAIN" --resume "$WORK/qb" --max-steps 10 --device cpu >"$WORK/o" 2>&1 || fail "resume of B failed: $(tail -3 "$WORK/o")"
+    head -1 "$WORK/qa/metrics.csv" | grep -qx 'step,epoch,loss_d,loss_g,d_x,d_g_z1,d_g_z2,seconds,images_per_sec,ada_p' || fail "metrics header with --ada: $(head -1 "$WORK/qa/metrics.csv")"
+    ck="$WORK/qa/checkpoints/$(cat "$WORK/qa/checkpoints/latest")"
+    [ -s "$ck/generator_ema.safetensors" ] || fail "no generator_ema.safetensors in $ck"
+    grep -q '"p"' "$ck/augment.json" || fail "no ADA state in $ck/augment.json"
+    awk -F, 'NR > 1 && $10 > 0 { up = 1 } END { exit !up }' "$WORK/qa/metrics.csv" || fail "ada_p never rose above 0 (speed 200)"
+    paste -d, "$WORK/qa/metrics.csv" "$WORK/qb/metrics.csv" | awk -F, 'NR > 1 {
+        for (c = 3; c <= 7; c++) { d = $c - $(c + 10); if (d < 0) d = -d; if (d > 1e-5) { print "step " $1 " column " c ": " $c " vs " $(c + 10); bad = 1 } }
+        if ($10 != $20) { print "step " $1 " ada_p " $10 " vs " $20; bad = 1 } }
+        END { exit bad }' >"$WORK/diff" || fail "resumed run with --ema --ada differs: $(head -5 "$WORK/diff")"
+    cmp -s "$ck/generator_ema.safetensors" "$WORK/qb/checkpoints/$(cat "$WORK/qb/checkpoints/latest")/generator_ema.safetensors" \
+      || fail "EMA generator after resume differs from the uninterrupted run"
+    grep -q 'id="metric-ada_p"' "$WORK/qa/report.html" || fail "report lacks the ada_p chart"
+    "$GEN" --checkpoint "$WORK/qa" --num 4 --grid "$WORK/ema.png" >"$WORK/o" 2>&1 || fail "generate from an EMA run failed"
+    expect_in "$WORK/o" "generator_ema.safetensors"
+    "$GEN" --checkpoint "$WORK/qa" --no-ema --num 4 --grid "$WORK/raw.png" >"$WORK/o" 2>&1 || fail "generate --no-ema failed"
+    grep -q "generator_ema" "$WORK/o" && fail "--no-ema still used the EMA generator"
+    "$TRAIN" --resume "$WORK/qb" --ada-target 0.7 >"$WORK/o" 2>&1 && fail "--resume with a changed --ada-target accepted"
+    "$TRAIN" --ema 1.5 >"$WORK/o" 2>&1 && fail "--ema 1.5 accepted"; expect_in "$WORK/o" "ema"
+    ;;
+  generate_post)
+    [ -d "$WORK/qa" ] || "$TRAIN" "${TINY[@]}" --max-steps 3 --out "$WORK/qa" >"$WORK/o" 2>&1
+    "$GEN" --checkpoint "$WORK/qa" --best-of 12 --num 3 --out "$WORK/best" --upscale 2 --median 3 --sharpen --grid "$WORK/best.png" >"$WORK/o" 2>&1 \
+      || fail "--best-of with post-processing failed: $(tail -3 "$WORK/o")"
+    expect_in "$WORK/o" "best 3 of 12"
+    [ "$(ls "$WORK/best" | wc -l)" = 3 ] || fail "--best-of 12 --num 3 wrote $(ls "$WORK/best" | wc -l) images"
+    "$PY" - "$WORK/best/000000.png" <<'PYEOF' || fail "post-processed image is not 64x64"
+import struct, sys
+d = open(sys.argv[1], "rb").read()
+w, h = struct.unpack(">II", d[16:24])
+sys.exit(0 if (w, h) == (64, 64) else 1)
+PYEOF
+    [ -f "$WORK/netG.safetensors" ] || "$PY" "$HERE/fixtures.py" pytorch-generator "$WORK/netG.safetensors" 20 8 3
+    "$GEN" --checkpoint "$WORK/netG.safetensors" --best-of 8 --num 2 --grid "$WORK/x.png" >"$WORK/o" 2>&1 && fail "--best-of without a discriminator accepted"
+    expect_in "$WORK/o" "discriminator"
+    "$GEN" --checkpoint "$WORK/qa" --best-of 2 --num 3 --grid "$WORK/x.png" >"$WORK/o" 2>&1 && fail "--best-of smaller than --num accepted"
+    "$GEN" --checkpoint "$WORK/qa" --median 2 --grid "$WORK/x.png" >"$WORK/o" 2>&1 && fail "--median 2 accepted"
+    ;;
+  quality)
+    # A classifier on a tiny 2-class folder, dcgan_eval, and KID/FID logged during training.
+    [ -d "$WORK/imgs" ] || "$PY" "$HERE/fixtures.py" folder "$WORK/imgs" 40
+    "$CLF" --dataset folder --data "$WORK/imgs" --image-size 32 --width 4 --batch-size 8 --max-steps 6 --workers 1 --device cpu --out "$WORK/clf.safetensors" >"$WORK/o" 2>&1 \
+      || fail "gantry_classifier_train failed: $(tail -3 "$WORK/o")"
+    expect_in "$WORK/o" "test accuracy"
+    expect_in "$WORK/o" "held-out"
+    "$CLF" --dataset folder --data "$WORK/imgs/circles" --max-steps 2 --batch-size 4 --out "$WORK/c1.safetensors" >"$WORK/o" 2>&1 && fail "a one-class folder accepted"
+    expect_in "$WORK/o" "at least 2"
+    "$TRAIN" --dataset folder --data "$WORK/imgs" "${TINY[@]}" --max-steps 4 --eval-every 2 --eval-num 16 --features "$WORK/clf.safetensors" --ema 0.9 --out "$WORK/qe" >"$WORK/o" 2>&1 \
+      || fail "training with --eval-every failed: $(tail -3 "$WORK/o")"
+    expect_in "$WORK/o" "eval at step 4"
+    head -1 "$WORK/qe/metrics.csv" | grep -q ',kid,fid$' || fail "no kid,fid columns: $(head -1 "$WORK/qe/metrics.csv")"
+    awk -F, 'NR == 2 && $10 != "" { exit 1 } NR == 3 && $10 == "" { exit 1 }' "$WORK/qe/metrics.csv" || fail "kid should be empty at step 1 and set at step 2: $(cat "$WORK/qe/metrics.csv")"
+    grep -q 'id="metric-kid"' "$WORK/qe/report.html" || fail "report lacks the kid chart"
+    grep -q 'id="metric-fid"' "$WORK/qe/report.html" || fail "report lacks the fid chart"
+    "$EVAL" --checkpoint "$WORK/qe" --features "$WORK/clf.safetensors" --num 16 --subsets 5 --device cpu >"$WORK/o" 2>&1 || fail "dcgan_eval failed: $(tail -3 "$WORK/o")"
+    expect_in "$WORK/o" "KID"
+    expect_in "$WORK/o" "FID"
+    grep -q '"fid"' "$WORK/qe/eval.json" || fail "no eval.json with fid"
+    grep -q '"kid_std"' "$WORK/qe/eval.json" || fail "eval.json lacks kid_std"
+    "$EVAL" --checkpoint "$WORK/qe" --features "$WORK/qe/config.json" --num 16 >"$WORK/o" 2>&1 && fail "a non-classifier --features accepted"
+    "$TRAIN" --eval-every 5 >"$WORK/o" 2>&1 && fail "--eval-every without --features accepted"; expect_in "$WORK/o" "features"
     ;;
   *) echo "unknown case $case"; failures=$((failures + 1)) ;;
   esac
