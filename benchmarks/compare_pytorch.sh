@@ -43,13 +43,14 @@ for d in "$build" "$root/build" "$root/build-bench" "$root/build-release"; do
 done
 [[ -n "$bin" ]] || { echo "compare_pytorch.sh: no dcgan_step found; build it: cmake -S . -B build -DCMAKE_BUILD_TYPE=Release && cmake --build build --target dcgan_step (or pass --build DIR)" >&2; exit 1; }
 
+cores=$(nproc --all)
 if [[ "$device" == cpu ]]; then
   py=/usr/bin/python3
   blas=/usr/lib/x86_64-linux-gnu/openblas-openmp
   [[ -d "$blas" ]] || { echo "compare_pytorch.sh: $blas is missing: PyTorch would run on the reference BLAS (4-35x slower). Run scripts/install-deps.sh --optional" >&2; exit 1; }
   export LD_LIBRARY_PATH="$blas${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   export OMP_NUM_THREADS=$threads
-  machine="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $threads threads (of $(nproc) cores)"
+  machine="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $threads threads (of $cores cores)"
 else
   py=$(command -v python3)
   machine="$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || echo 'GPU')"
@@ -85,10 +86,12 @@ for r in rows:
     by.setdefault((r["config"], r["side"]), []).append(r)
 configs = sorted({r["config"] for r in rows})
 sides = ["gantry"] + sorted({r["side"] for r in rows if r["side"] != "gantry"})
-print("%-12s %-24s %6s %7s %11s %11s %12s %9s" % ("config", "side", "batch", "rounds", "ms/step", "images/s", "(min..max)", "gantry/x"))
+print("%-12s %-24s %6s %7s %11s %11s %12s %9s %13s %9s" % ("config", "side", "batch", "rounds", "ms/step", "images/s", "(min..max)", "gantry/x", "img/CPU-s", "gantry/x"))
 for c in configs:
     g = by.get((c, "gantry"))
     g_ips = statistics.median(r["images_per_s"] for r in g) if g else None
+    per_cpu = lambda rs: statistics.median(r["batch"] / (r["cpu_ms_per_step"] * 1e-3) for r in rs if r.get("cpu_ms_per_step"))
+    g_cpu = per_cpu(g) if g and all("cpu_ms_per_step" in r for r in g) else None
     for s in sides:
         rs = by.get((c, s))
         if not rs:
@@ -96,7 +99,12 @@ for c in configs:
         ips = [r["images_per_s"] for r in rs]
         med = statistics.median(ips)
         ratio = "" if s == "gantry" or not g_ips else "%.2fx" % (g_ips / med)
-        print("%-12s %-24s %6d %7d %11.1f %11.2f %5.1f..%-6.1f %9s" % (
+        has_cpu = all("cpu_ms_per_step" in r for r in rs)
+        cpu = per_cpu(rs) if has_cpu else None
+        cpu_ratio = "" if s == "gantry" or not (g_cpu and cpu) else "%.2fx" % (g_cpu / cpu)
+        print("%-12s %-24s %6d %7d %11.1f %11.2f %5.1f..%-6.1f %9s %13s %9s" % (
             c, s, rs[0]["batch"], len(rs), statistics.median(r["ms_per_step"] for r in rs), med,
-            min(ips), max(ips), ratio))
+            min(ips), max(ips), ratio, "%.2f" % cpu if cpu else "-", cpu_ratio))
+print("images/s: wall clock (the headline). img/CPU-s: images per CPU-second of the process, "
+      "steadier on a shared machine; spinning OpenMP threads count as busy, so compare it at --threads 1.")
 EOF

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <cstdio>
 #include <cstdlib>
 #include <stdexcept>
@@ -146,6 +147,14 @@ double peak_rss_mib() {
   return ru.ru_maxrss / 1024.0;  // kilobytes on Linux
 }
 
+// CPU time of the whole process (all threads), in ms: on a machine shared with other jobs,
+// CPU-seconds per step is steadier than wall time (with --threads 1 it is the work itself).
+double process_cpu_ms() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t n = v.size();
@@ -173,9 +182,9 @@ int main(int argc, char** argv) try {
 #endif
   }
   if (!opt.json)
-    std::printf("dcgan_step on %s (%s), %d warm-up + %d timed steps per config\n%-12s %6s %10s %10s %9s %12s\n",
+    std::printf("dcgan_step on %s (%s), %d warm-up + %d timed steps per config\n%-12s %6s %10s %10s %9s %12s %11s\n",
                 opt.device.c_str(), machine.c_str(), opt.warmup, opt.steps, "config", "batch",
-                "ms/step", "images/s", "GFLOP/s", "peak MiB");
+                "ms/step", "images/s", "GFLOP/s", "peak MiB", "CPU-s/step");
   for (StepConfig c : pick(opt)) {
     if (opt.batch > 0) c.batch = opt.batch;
     DCGANConfig dc;
@@ -190,13 +199,17 @@ int main(int argc, char** argv) try {
 #ifdef GANTRY_WITH_CUDA
     if (device.is_cuda()) cuda::reset_pool_high_water_mark();
 #endif
-    std::vector<double> ms;
+    std::vector<double> ms, cpu_ms;
     StepStats st;
     for (int i = 0; i < opt.warmup + opt.steps; ++i) {
       const auto t0 = std::chrono::steady_clock::now();
+      const double c0 = process_cpu_ms();
       st = trainer.step(real, noise);  // ends with .item() reads: synchronized on a GPU
       const double dt = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-      if (i >= opt.warmup) ms.push_back(dt);
+      if (i >= opt.warmup) {
+        ms.push_back(dt);
+        cpu_ms.push_back(process_cpu_ms() - c0);
+      }
     }
     const double med = median(ms);
     const double ips = c.batch / (med * 1e-3);
@@ -212,16 +225,17 @@ int main(int argc, char** argv) try {
     if (opt.json) {
       std::printf("{\"config\": \"%s\", \"device\": \"%s\", \"machine\": \"%s\", \"batch\": %lld, "
                   "\"threads\": %d, \"steps\": %d, \"warmup\": %d, \"ms_per_step\": %.3f, "
-                  "\"ms_min\": %.3f, \"ms_max\": %.3f, \"images_per_s\": %.3f, "
+                  "\"ms_min\": %.3f, \"ms_max\": %.3f, \"images_per_s\": %.3f, \"cpu_ms_per_step\": %.3f, "
                   "\"conv_gflop_per_step\": %.2f, \"conv_gflops\": %.2f, \"peak_mib\": %.1f, "
                   "\"peak_kind\": \"%s\", \"loss_d\": %.5f, \"loss_g\": %.5f}\n",
                   c.name.c_str(), opt.device.c_str(), machine.c_str(), static_cast<long long>(c.batch),
                   omp_get_max_threads(), opt.steps, opt.warmup, med,
                   *std::min_element(ms.begin(), ms.end()), *std::max_element(ms.begin(), ms.end()), ips,
+                  median(cpu_ms),
                   step_conv_flops(c, c.batch) / 1e9, gflops, peak, peak_what.c_str(), st.loss_d, st.loss_g);
     } else {
-      std::printf("%-12s %6lld %10.1f %10.2f %9.1f %12.1f\n", c.name.c_str(),
-                  static_cast<long long>(c.batch), med, ips, gflops, peak);
+      std::printf("%-12s %6lld %10.1f %10.2f %9.1f %12.1f %11.2f\n", c.name.c_str(),
+                  static_cast<long long>(c.batch), med, ips, gflops, peak, median(cpu_ms) / 1e3);
     }
     std::fflush(stdout);
   }

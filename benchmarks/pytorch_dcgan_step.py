@@ -136,16 +136,17 @@ def run(config, mode, args, device):
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    times = []
+    times, cpu_times = [], []
     losses = (0.0, 0.0)
     for i in range(args.warmup + args.steps):
         if device.type == "cuda":
             torch.cuda.synchronize()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         losses = step()  # .item() synchronizes
         dt = (time.perf_counter() - t0) * 1e3
         if i >= args.warmup:
             times.append(dt)
+            cpu_times.append((time.process_time() - c0) * 1e3)
     med = statistics.median(times)
     if device.type == "cuda":
         peak, peak_kind = torch.cuda.max_memory_allocated() / 2**20, "torch_cuda_max_allocated"
@@ -157,7 +158,7 @@ def run(config, mode, args, device):
         "config": config, "device": device.type, "machine": machine, "batch": batch,
         "threads": torch.get_num_threads(), "steps": args.steps, "warmup": args.warmup,
         "ms_per_step": med, "ms_min": min(times), "ms_max": max(times),
-        "images_per_s": batch / (med * 1e-3), "peak_mib": peak, "peak_kind": peak_kind,
+        "images_per_s": batch / (med * 1e-3), "cpu_ms_per_step": statistics.median(cpu_times), "peak_mib": peak, "peak_kind": peak_kind,
         "loss_d": losses[0], "loss_g": losses[1], "mode": mode,
         "torch": torch.__version__, "compiled": bool(args.compile),
     }
