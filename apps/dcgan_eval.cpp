@@ -33,7 +33,7 @@ std::string find_run_dir(const std::string& checkpoint) {
 
 int run(int argc, char** argv) {
   std::string checkpoint, features, dataset, data_path, json_out, device_choice = "auto", bn = "batch";
-  int64_t num = 1000, subset_size = 1000;
+  int64_t num = 1000, subset_size = 0;
   int subsets = 100, threads = 0;
   uint64_t seed = 0;
   bool no_ema = false;
@@ -47,7 +47,7 @@ int run(int argc, char** argv) {
   app.add_option("--json", json_out, "write the scores here (default RUN_DIR/eval.json, or eval.json next to a generator file)");
   app.add_option("--bn", bn, "generator batch norm: batch (batch statistics over chunks of 64, as the training samples) or eval (running statistics)")->check(CLI::IsMember({"batch", "eval"}));
   app.add_option("--subsets", subsets, "KID: number of subsets")->check(CLI::PositiveNumber);
-  app.add_option("--subset-size", subset_size, "KID: rows per subset (clamped to --num)")->check(CLI::Range(int64_t{2}, int64_t{1000000}));
+  app.add_option("--subset-size", subset_size, "KID: rows per subset (0 = min(1000, num/2), so subsets differ and the +- means something)")->check(CLI::Range(int64_t{0}, int64_t{1000000}));
   app.add_option("--seed", seed, "seed of the latent vectors");
   app.add_flag("--no-ema", no_ema, "score the raw generator even when the run has an EMA generator");
   app.add_option("--device", device_choice, "auto, cpu, cuda or cuda:N");
@@ -58,6 +58,7 @@ int run(int argc, char** argv) {
     return app.exit(e);
   }
   if (threads > 0) set_num_threads(threads);
+  if (subset_size == 0) subset_size = std::max<int64_t>(2, std::min<int64_t>(1000, num / 2));
   const Device device = apps::choose_device(device_choice);
   const std::string gen_file = apps::resolve_generator_file(checkpoint, !no_ema);
   const std::string run_dir = find_run_dir(checkpoint);
