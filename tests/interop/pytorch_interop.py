@@ -1,0 +1,206 @@
+#!/usr/bin/env python3
+"""Checkpoints move between gantry and PyTorch with no conversion, checked against real PyTorch.
+
+Runs only where Debian's python3-torch is installed (scripts/install-deps.sh --optional); exits
+77 (CTest: skipped) otherwise. Safetensors files are read and written here with struct + json
+(the safetensors Python package is not packaged in Debian), PNGs decoded with zlib.
+
+ 1. gantry -> PyTorch: a dcgan_train checkpoint loads into the PyTorch DCGAN example's netG and
+    netD with load_state_dict(strict=True) (same keys, shapes, dtypes), and netG.eval() on a
+    latent batch gives the images dcgan_generate writes for the same latents (8-bit, +-1).
+ 2. PyTorch -> gantry: a PyTorch netG state_dict saved as safetensors generates, in
+    dcgan_generate, the images PyTorch's netG.eval() generates.
+Usage: pytorch_interop.py BIN_DIR WORK_DIR
+"""
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import zlib
+
+try:
+    import numpy as np
+    import torch
+    import torch.nn as nn
+except ImportError as e:
+    print("SKIPPED: PyTorch is not installed (%s); scripts/install-deps.sh --optional installs it" % e)
+    sys.exit(77)
+
+BIN, WORK = sys.argv[1], sys.argv[2]
+NZ, NGF, NDF, NC = 16, 8, 8, 1
+
+
+# The PyTorch DCGAN example's models (github.com/pytorch/examples, dcgan/main.py), 64x64.
+class NetG(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.ConvTranspose2d(NZ, NGF * 8, 4, 1, 0, bias=False), nn.BatchNorm2d(NGF * 8), nn.ReLU(True),
+            nn.ConvTranspose2d(NGF * 8, NGF * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(NGF * 4), nn.ReLU(True),
+            nn.ConvTranspose2d(NGF * 4, NGF * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(NGF * 2), nn.ReLU(True),
+            nn.ConvTranspose2d(NGF * 2, NGF, 4, 2, 1, bias=False), nn.BatchNorm2d(NGF), nn.ReLU(True),
+            nn.ConvTranspose2d(NGF, NC, 4, 2, 1, bias=False), nn.Tanh())
+
+    def forward(self, x):
+        return self.main(x)
+
+
+class NetD(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.Conv2d(NC, NDF, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(NDF, NDF * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(NDF * 2), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(NDF * 2, NDF * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(NDF * 4), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(NDF * 4, NDF * 8, 4, 2, 1, bias=False), nn.BatchNorm2d(NDF * 8), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(NDF * 8, 1, 4, 1, 0, bias=False), nn.Sigmoid())
+
+    def forward(self, x):
+        return self.main(x).view(-1, 1).squeeze(1)
+
+
+DT = {"F32": (torch.float32, 4), "I64": (torch.int64, 8), "F64": (torch.float64, 8)}
+
+
+def load_safetensors(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    out = {}
+    for name, e in header.items():
+        if name == "__metadata__":
+            continue
+        dtype, _ = DT[e["dtype"]]
+        b, end = e["data_offsets"]
+        buf = bytearray(data[8 + n + b:8 + n + end])
+        out[name] = torch.frombuffer(buf, dtype=dtype).reshape(e["shape"]).clone()
+    return out
+
+
+def save_safetensors(path, tensors):
+    header, blobs, off = {}, [], 0
+    for name, t in tensors.items():
+        t = t.detach().contiguous()
+        dt = {torch.float32: "F32", torch.int64: "I64"}[t.dtype]
+        blob = t.numpy().tobytes()
+        header[name] = {"dtype": dt, "shape": list(t.shape), "data_offsets": [off, off + len(blob)]}
+        blobs.append(blob)
+        off += len(blob)
+    h = json.dumps(header).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+def read_png(path):
+    """8-bit gray or RGB, non-interlaced (what gantry writes)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    pos, idat, w = 8, b"", None
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            w, h, depth, color = struct.unpack(">IIBB", body[:10])
+            ch = {0: 1, 2: 3}[color]
+            assert depth == 8
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    raw = zlib.decompress(idat)
+    stride = w * ch
+    img = np.zeros((h, stride), dtype=np.int32)
+    prev = np.zeros(stride, dtype=np.int32)
+    for y in range(h):
+        ftype = raw[y * (stride + 1)]
+        line = np.frombuffer(raw, dtype=np.uint8, count=stride, offset=y * (stride + 1) + 1).astype(np.int32)
+        cur = np.zeros(stride, dtype=np.int32)
+        for x in range(stride):
+            a = cur[x - ch] if x >= ch else 0
+            b = prev[x]
+            c = prev[x - ch] if x >= ch else 0
+            if ftype == 0: p = 0
+            elif ftype == 1: p = a
+            elif ftype == 2: p = b
+            elif ftype == 3: p = (a + b) // 2
+            else:
+                pa, pb, pc = abs(b - c), abs(a - c), abs(a + b - 2 * c)
+                p = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+            cur[x] = (line[x] + p) & 255
+        img[y] = cur
+        prev = cur
+    return img.reshape(h, w, ch)
+
+
+def to_uint8(x):
+    # gantry's mapping: round((x + 1) / 2 * 255), clamped.
+    return torch.clamp(torch.round((x + 1) / 2 * 255), 0, 255).to(torch.int32).numpy()
+
+
+def compare(images, folder, what):
+    worst = 0
+    for i in range(images.shape[0]):
+        png = read_png(os.path.join(folder, "%06d.png" % i))
+        ref = to_uint8(images[i]).transpose(1, 2, 0)
+        worst = max(worst, int(np.abs(png - ref).max()))
+    print("%s: largest 8-bit difference %d" % (what, worst))
+    if worst > 1:
+        sys.exit("FAIL: %s: gantry's images differ from PyTorch's by %d levels" % (what, worst))
+
+
+def run(*args):
+    r = subprocess.run(args, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit("FAIL: %s exited %d:\n%s%s" % (" ".join(args), r.returncode, r.stdout, r.stderr))
+
+
+shutil.rmtree(WORK, ignore_errors=True)
+os.makedirs(WORK)
+torch.manual_seed(0)
+z = torch.randn(6, NZ, 1, 1)
+save_safetensors(os.path.join(WORK, "z.safetensors"), {"z": z})
+
+# 1. gantry -> PyTorch
+run(os.path.join(BIN, "dcgan_train"), "--image-size", "64", "--nz", str(NZ), "--ngf", str(NGF), "--ndf", str(NDF),
+    "--batch-size", "8", "--max-steps", "2", "--workers", "0", "--device", "cpu", "--out", os.path.join(WORK, "run"))
+ck = os.path.join(WORK, "run", "checkpoints", open(os.path.join(WORK, "run", "checkpoints", "latest")).read().strip())
+g_sd, d_sd = load_safetensors(os.path.join(ck, "generator.safetensors")), load_safetensors(os.path.join(ck, "discriminator.safetensors"))
+netG, netD = NetG(), NetD()
+assert list(g_sd) == list(netG.state_dict()), "generator keys or order differ:\n%s\n%s" % (list(g_sd), list(netG.state_dict()))
+assert list(d_sd) == list(netD.state_dict()), "discriminator keys or order differ"
+netG.load_state_dict(g_sd, strict=True)
+netD.load_state_dict(d_sd, strict=True)
+for sd, net in ((g_sd, netG), (d_sd, netD)):
+    for k, v in net.state_dict().items():
+        assert sd[k].dtype == v.dtype and sd[k].shape == v.shape, k
+print("gantry checkpoint loads into PyTorch's netG/netD (strict): %d + %d tensors" % (len(g_sd), len(d_sd)))
+assert int(g_sd["main.1.num_batches_tracked"]) > 0
+netG.eval()
+with torch.no_grad():
+    ref = netG(z)
+run(os.path.join(BIN, "dcgan_generate"), "--checkpoint", os.path.join(ck, "generator.safetensors"), "--latent",
+    os.path.join(WORK, "z.safetensors"), "--out", os.path.join(WORK, "gantry_from_gantry"), "--device", "cpu")
+compare(ref, os.path.join(WORK, "gantry_from_gantry"), "gantry-trained G, PyTorch vs gantry forward")
+
+# 2. PyTorch -> gantry
+torch.manual_seed(1)
+netG2 = NetG()
+for m in netG2.modules():  # the example's weights_init, then BN statistics that are not trivial
+    if isinstance(m, nn.ConvTranspose2d):
+        nn.init.normal_(m.weight, 0.0, 0.02)
+    elif isinstance(m, nn.BatchNorm2d):
+        nn.init.normal_(m.weight, 1.0, 0.02)
+        nn.init.normal_(m.bias, 0.0, 0.1)
+        m.running_mean.normal_(0, 0.1)
+        m.running_var.uniform_(0.5, 1.5)
+save_safetensors(os.path.join(WORK, "netG.safetensors"), netG2.state_dict())
+netG2.eval()
+with torch.no_grad():
+    ref2 = netG2(z)
+run(os.path.join(BIN, "dcgan_generate"), "--checkpoint", os.path.join(WORK, "netG.safetensors"), "--latent",
+    os.path.join(WORK, "z.safetensors"), "--out", os.path.join(WORK, "gantry_from_pytorch"), "--device", "cpu")
+compare(ref2, os.path.join(WORK, "gantry_from_pytorch"), "PyTorch G in gantry")
+print("PASS")
