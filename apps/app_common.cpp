@@ -29,4 +29,13 @@ Device choose_device(const std::string& choice, const std::string& flag) {
   return dev;
 }
 
+int run_app(const char* app, int (*body)(int, char**), int argc, char** argv) {
+  try {
+    return body(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << app << ": error: " << e.what() << std::endl;
+    return 1;
+  }
+}
+
 }  // namespace gantry::apps

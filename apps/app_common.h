@@ -11,4 +11,8 @@ namespace gantry::apps {
 // naming the flag. `flag` names the option in messages ("--device").
 Device choose_device(const std::string& choice, const std::string& flag = "--device");
 
+// Runs an app's body and turns an escaping exception into "<app>: error: <what>" on stderr
+// and exit code 1, so every app reports failures the same way.
+int run_app(const char* app, int (*body)(int, char**), int argc, char** argv);
+
 }  // namespace gantry::apps

@@ -202,11 +202,4 @@ int run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const std::exception& e) {
-    std::cerr << "dcgan_generate: error: " << e.what() << std::endl;
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return apps::run_app("dcgan_generate", run, argc, argv); }
