@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The main job of `make train`: dcgan_train on Fashion-MNIST (Debian's package, no download).
 # With a GPU: 64x64 for 5 epochs. Without: the same networks at 32x32 (one stage fewer), batch
-# 64, two epochs (~3.6 min each on a quiet 2-core machine at ~280 images/s), capped at 8 minutes
-# of training so a slower or busier machine still finishes in time (it stops cleanly with a
+# 64, two epochs (~3.6 min each on a quiet 2-core machine at ~280 images/s), capped at 6 minutes
+# of training so, with the build, a slower or busier machine still finishes in 10 minutes (it stops cleanly with a
 # checkpoint; --resume continues).
 # Usage: scripts/train-default.sh BUILD_DIR [extra dcgan_train flags]
 set -euo pipefail
@@ -12,7 +12,7 @@ out="runs/fashion-mnist-$(date +%Y%m%d-%H%M%S)"
 if "$build/apps/dcgan_train" --help >/dev/null && [ -n "$(command -v nvidia-smi)" ] && nvidia-smi -L >/dev/null 2>&1; then
   args=(--device auto --image-size 64 --epochs 5 --workers 8)
 else
-  args=(--device cpu --image-size 32 --batch-size 64 --epochs 2 --time-limit 480
+  args=(--device cpu --image-size 32 --batch-size 64 --epochs 2 --time-limit 360
         --sample-every 200 --checkpoint-every 500 --workers 1)
 fi
 "$bin" --out "$out" "${args[@]}" "$@"
