@@ -81,12 +81,16 @@ template void gemm_avx512<double>(bool, bool, int64_t, int64_t, int64_t, double,
 
 }  // namespace gantry::cpu::detail
 
-#else  // not x86-64 GCC: no AVX-512 build; gemm.cpp never calls the stub.
+#else  // not x86-64 GCC: no AVX-512 build; gemm.cpp checks gemm_avx512_compiled() first.
+
+#include <stdexcept>
 
 namespace gantry::cpu::detail {
 bool gemm_avx512_compiled() { return false; }
 template <class T>
-void gemm_avx512(bool, bool, int64_t, int64_t, int64_t, T, const T*, const T*, T, T*) {}
+void gemm_avx512(bool, bool, int64_t, int64_t, int64_t, T, const T*, const T*, T, T*) {
+  throw std::logic_error("gemm_avx512: this build has no AVX-512 GEMM (not x86-64 GCC)");
+}
 template void gemm_avx512<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*,
                                  const float*, float, float*);
 template void gemm_avx512<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*,
