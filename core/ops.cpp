@@ -250,15 +250,17 @@ Tensor dropout(const Tensor& x, float p, bool training, Generator* gen) {
   if (p < 0.f || p >= 1.f)
     fail("dropout", "p = " + std::to_string(p) + " must be in [0, 1)");
   if (!training || p == 0.f) return x;
-  Tensor keep = Tensor::rand(x.shape(), gen, x.device());
-  // mask = (u >= p) / (1 - p), made with elementwise ops so it runs on any device.
-  Tensor mask;
-  {
-    NoGradGuard guard;
+  // mask = (u >= p) / (1 - p) from the same Philox uniforms on either device.
+  const Tensor u = Tensor::rand(x.shape(), gen, x.device());
+  Tensor mask = Tensor::empty_like(x);
+  if (x.is_cuda()) {
+    Tensor unused = Tensor::empty_like(x);  // the kernel also writes x * mask; mul records it
+    ON_CUDA("dropout", cuda::dropout_apply(x.data(), u.data(), unused.data(), mask.data(), x.numel(), p));
+  } else {
     const float scale = 1.f / (1.f - p);
-    std::vector<float> u = keep.to_vector();
-    for (float& v : u) v = v >= p ? scale : 0.f;
-    mask = Tensor::from_vector(u, x.shape(), x.device());
+    const float* uv = u.data();
+    float* m = mask.data();
+    for (int64_t i = 0; i < x.numel(); ++i) m[i] = uv[i] >= p ? scale : 0.f;
   }
   return mul(x, mask);
 }

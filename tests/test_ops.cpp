@@ -311,3 +311,23 @@ TEST_CASE("float conv paths agree with the double kernels at a DCGAN shape", "[o
   cpu::conv2d_forward<double>(xd.data(), wd.data(), nullptr, yd.data(), s);
   CHECK(rel_l2(y.to_vector(), std::vector<float>(yd.begin(), yd.end())) < 1e-6);
 }
+
+TEST_CASE("dropout: inverted scaling, seeded, gradient through the same mask", "[ops]") {
+  Generator g(3);
+  Tensor x = Tensor::full({10000}, 2.f).requires_grad_();
+  Tensor y = dropout(x, 0.25f, /*training=*/true, &g);
+  std::vector<float> yv = y.to_vector();
+  int64_t zeros = 0;
+  for (float v : yv) {
+    REQUIRE((v == 0.f || std::abs(v - 2.f / 0.75f) < 1e-6f));
+    zeros += v == 0.f;
+  }
+  CHECK(std::abs(zeros / 10000.0 - 0.25) < 0.02);
+  sum(y).backward();
+  std::vector<float> gv = x.grad().to_vector();
+  for (size_t i = 0; i < gv.size(); ++i) REQUIRE(gv[i] == (yv[i] == 0.f ? 0.f : 1.f / 0.75f));
+  Generator g2(3);
+  REQUIRE(dropout(x.detach(), 0.25f, true, &g2).to_vector() == yv);  // same seed, same mask
+  REQUIRE(dropout(x, 0.25f, /*training=*/false).same(x));
+  REQUIRE_THROWS_WITH(dropout(x, 1.f, true), Catch::Contains("[0, 1)"));
+}
