@@ -43,7 +43,9 @@ bn_forward_train_kernel(const float* __restrict__ x, const float* __restrict__ g
   if (threadIdx.x == 0) {
     save_mean[c] = mean;
     save_invstd[c] = invstd;
-    if (var_unbiased) var_unbiased[c] = ss / static_cast<float>(M - 1);
+    // As cpu::batch_norm_forward_train: with a single value (M == 1) the unbiased estimate
+    // is 0/0; the CPU kernel writes the biased variance (0) instead of NaN.
+    if (var_unbiased) var_unbiased[c] = ss / static_cast<float>(M > 1 ? M - 1 : M);
   }
 
   const float g = gamma ? gamma[c] : 1.f, b = beta ? beta[c] : 0.f;

@@ -124,6 +124,13 @@ TEST_CASE("batch norm: hand-written and cuDNN match the CPU", "[cuda][batchnorm]
       for (bool affine : {true, false}) check_bn(b, impl, affine);
 }
 
+TEST_CASE("batch norm: one value per channel (M = 1) as the CPU kernel", "[cuda][batchnorm]") {
+  // The ops layer refuses training with N*S == 1, but the kernel contract is the CPU one:
+  // the "unbiased" variance of a single value is written as the biased one (0), not 0/0.
+  // Hand-written only: cuDNN's running variance uses n/(n-1) here.
+  for (bool affine : {true, false}) check_bn({1, 5, 1}, cuda::Impl::Handwritten, affine);
+}
+
 TEST_CASE("ops on CUDA tensors match the CPU end to end (forward, backward, running stats)",
           "[cuda][ops]") {
   const StepResult ref = run_step(Device::cpu());
