@@ -192,6 +192,17 @@ TEST_CASE("BCE and BCE-with-logits forward and backward match the CPU", "[cuda][
   }
 }
 
+TEST_CASE("BCE with tiny probabilities keeps log(1 - p) accurate (log1p)", "[cuda][loss]") {
+  // A confident discriminator on fakes: p in [1e-8, 1e-6], target 0, so each term is
+  // -log(1 - p) ~ p. log(1.f - p) rounds 1 - p to a multiple of 2^-24 (6e-8) first.
+  const int64_t n = 4099;
+  std::vector<float> p = test::rand_uniform(n, 19, 1e-8f, 1e-6f), t(n, 0.f);
+  const double ref = cpu::bce_forward<double>(test::to_double(p).data(), test::to_double(t).data(), n);
+  DevBuf dp(p), dt(t), out(1);
+  cuda::bce_forward(dp.p, dt.p, out.p, n);
+  CHECK(rel_error(out.download(), std::vector<double>{ref}) < 1e-5);
+}
+
 TEST_CASE("transpose2d, copy_2d and dropout_apply", "[cuda][elementwise]") {
   for (auto mn : {std::pair<int64_t, int64_t>{1, 1}, {33, 65}, {128, 100}, {1, 1000}}) {
     const int64_t M = mn.first, N = mn.second;
