@@ -47,6 +47,32 @@ void conv_naive(const std::vector<double>& x, const std::vector<double>& w, std:
         }
 }
 
+// Its two adjoints, term by term: dx[n,c,ih,iw] and dw[o,c,ki,kj] collect dy[n,o,oh,ow] times
+// the other factor of every product that element took part in.
+void conv_naive_backward(const std::vector<double>& x, const std::vector<double>& w,
+                         const std::vector<double>& dy, std::vector<double>& dx,
+                         std::vector<double>& dw, const Conv2dShape& s) {
+  const int64_t OH = s.OH(), OW = s.OW();
+  dx.assign(x.size(), 0.0);
+  dw.assign(w.size(), 0.0);
+  for (int64_t n = 0; n < s.N; ++n)
+    for (int64_t o = 0; o < s.O; ++o)
+      for (int64_t oh = 0; oh < OH; ++oh)
+        for (int64_t ow = 0; ow < OW; ++ow) {
+          const double g = dy[((n * s.O + o) * OH + oh) * OW + ow];
+          for (int64_t c = 0; c < s.C; ++c)
+            for (int64_t ki = 0; ki < s.kh; ++ki)
+              for (int64_t kj = 0; kj < s.kw; ++kj) {
+                const int64_t ih = oh * s.stride - s.padding + ki, iw = ow * s.stride - s.padding + kj;
+                if (ih < 0 || ih >= s.H || iw < 0 || iw >= s.W) continue;
+                const int64_t xi = ((n * s.C + c) * s.H + ih) * s.W + iw;
+                const int64_t wi = ((o * s.C + c) * s.kh + ki) * s.kw + kj;
+                dx[xi] += g * w[wi];
+                dw[wi] += g * x[xi];
+              }
+        }
+}
+
 }  // namespace
 
 TEST_CASE("gemm: every transposition against the naive product", "[perf][gemm]") {
@@ -115,8 +141,18 @@ TEST_CASE("conv2d: forward and both backwards against the direct convolution", "
   const Conv2dShape shapes[] = {{2, 3, 6, 6, 4, 4, 4, 2, 1}, {3, 5, 9, 7, 6, 4, 4, 2, 1},
                                 {2, 4, 5, 5, 3, 3, 3, 1, 1}, {1, 6, 4, 4, 5, 4, 4, 1, 0},
                                 // fully connected (window = whole unpadded input): one-GEMM path
-                                {3, 5, 4, 4, 7, 4, 4, 1, 0}, {2, 3, 2, 3, 4, 2, 3, 2, 0}};
+                                {3, 5, 4, 4, 7, 4, 4, 1, 0}, {2, 3, 2, 3, 4, 2, 3, 2, 0},
+                                // C >= 16: the channels-last layout under Auto; odd sizes,
+                                // stride 3, a window wider than the padded input's remainder
+                                {2, 17, 7, 9, 5, 4, 4, 2, 1}, {1, 16, 5, 6, 3, 3, 2, 3, 2},
+                                {3, 20, 8, 8, 9, 4, 4, 2, 1}};
+  // Every shape in both patch layouts (and Auto, which picks by C), each against the direct
+  // convolution: a bug in one layout cannot hide behind the other.
+  const ConvLayout layouts[] = {ConvLayout::Auto, ConvLayout::Cols, ConvLayout::Rows};
+  for (const ConvLayout layout : layouts)
   for (const Conv2dShape& s : shapes) {
+    set_conv_layout(layout);
+    INFO("layout " << static_cast<int>(layout));
     const int64_t OH = s.OH(), OW = s.OW();
     const auto x = ramp(s.N * s.C * s.H * s.W, 1.0, 5), w = ramp(s.O * s.C * s.kh * s.kw, 0.5, 6);
     const auto dy = ramp(s.N * s.O * OH * OW, 1.0, 7);
@@ -152,10 +188,15 @@ TEST_CASE("conv2d: forward and both backwards against the direct convolution", "
     for (size_t i = 0; i < w.size(); ++i) rw += dw[i] * w[i];
     CHECK(std::fabs(rx - lhs) < 1e-9 * (1 + std::fabs(lhs)));
     CHECK(std::fabs(rw - lhs) < 1e-9 * (1 + std::fabs(lhs)));
+    std::vector<double> dx_ref, dw_ref;
+    conv_naive_backward(x, w, dy, dx_ref, dw_ref, s);
+    CHECK(max_abs_diff(dx, dx_ref) < 1e-9);
+    CHECK(max_abs_diff(dw, dw_ref) < 1e-9);
     // And in float, through the float scratch buffers.
     std::vector<float> xf(x.begin(), x.end()), wf(w.begin(), w.end()), yf(y.size());
     conv2d_forward<float>(xf.data(), wf.data(), nullptr, yf.data(), s);
     std::vector<double> yd(yf.begin(), yf.end());
     CHECK(max_abs_diff(yd, y_ref) < 1e-4);
   }
+  set_conv_layout(ConvLayout::Auto);
 }

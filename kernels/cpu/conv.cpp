@@ -10,7 +10,11 @@
 // std::vector per call cost a zero-fill plus a page fault per 4 KiB page on every call, which
 // measured 20-40% of a DCGAN layer's time (docs/benchmarks.md).
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "gantry/kernels/cpu/cpu_kernels.h"
@@ -90,11 +94,12 @@ void col2im_ld(const T* col, const Conv2dShape& s, T* x, int64_t ld, int64_t col
       }
 }
 
-// Per-thread scratch buffers (slot 0: col, slot 1: the GEMM's output / gathered dy), kept
-// between calls. Contents are garbage on entry; callers overwrite what they read.
+// Per-thread scratch buffers (slot 0: col, slot 1: the GEMM's output / gathered dy, slot 2:
+// one channels-last image, slot 3: the permuted weight), kept between calls. Contents are
+// garbage on entry; callers overwrite what they read.
 template <class T>
 T* scratch(int slot, int64_t n) {
-  thread_local std::vector<T> bufs[2];
+  thread_local std::vector<T> bufs[4];
   std::vector<T>& b = bufs[slot];
   if (static_cast<int64_t>(b.size()) < n) {
     b = std::vector<T>();  // free first: never hold the old and the new at once
@@ -116,7 +121,209 @@ bool fully_connected(const Conv2dShape& s) {
   return s.padding == 0 && s.H == s.kh && s.W == s.kw;  // then OH = OW = 1
 }
 
+// ---- the channels-last ("rows") layout --------------------------------------------------------
+// im2col above writes, for each (c, ki, kj), a row of OH*OW outputs that reads x at a stride:
+// for the DCGAN's 4x4 stride-2 layers those rows are 4-16 elements long, so the copy runs at a
+// few GB/s and its writes land on K different rows (K x 2 KiB apart: a TLB miss per row). The
+// rows layout transposes each image to channels-last first, x[C, H*W] -> xh[H*W, C], and then
+// builds the patch matrix A[OH*OW, kh*kw*C]: one row per output pixel, whose pieces are runs of
+// C (and, across a valid kj range, kw*C) contiguous floats: plain memcpy, written sequentially.
+// The weight is permuted to match, W[O, C, kh, kw] -> W'[O, kh, kw, C] (small next to A).
+// The backward-input's scatter-add becomes contiguous vector adds the same way.
+
+// dst[cols, rows] = src[rows, cols]^T, in tiles so both sides stay in cache lines.
+template <class T>
+void transpose(const T* src, int64_t rows, int64_t cols, T* dst) {
+  constexpr int64_t B = 16;
+  for (int64_t r0 = 0; r0 < rows; r0 += B)
+    for (int64_t c0 = 0; c0 < cols; c0 += B) {
+      const int64_t r1 = std::min(rows, r0 + B), c1 = std::min(cols, c0 + B);
+      for (int64_t c = c0; c < c1; ++c)
+        for (int64_t r = r0; r < r1; ++r) dst[c * rows + r] = src[r * cols + c];
+    }
+}
+
+// The kj in [lo, hi) whose input column ow*stride - padding + kj lies inside [0, W).
+inline void valid_kj(const Conv2dShape& s, int64_t ow, int64_t& lo, int64_t& hi) {
+  const int64_t iw0 = ow * s.stride - s.padding;
+  lo = std::max<int64_t>(0, -iw0);
+  hi = std::max(lo, std::min<int64_t>(s.kw, s.W - iw0));
+}
+
+// A[P, K'] (rows p of one image, row length K' = kh*kw*C) from the channels-last image xh.
+template <class T>
+void im2row(const T* xh, const Conv2dShape& s, T* A) {
+  const int64_t OH = s.OH(), OW = s.OW(), C = s.C, K = s.kh * s.kw * C;
+  for (int64_t oh = 0; oh < OH; ++oh)
+    for (int64_t ow = 0; ow < OW; ++ow) {
+      T* row = A + (oh * OW + ow) * K;
+      int64_t lo, hi;
+      valid_kj(s, ow, lo, hi);
+      const int64_t iw0 = ow * s.stride - s.padding;
+      for (int64_t ki = 0; ki < s.kh; ++ki) {
+        T* dst = row + ki * s.kw * C;
+        const int64_t ih = oh * s.stride - s.padding + ki;
+        if (ih < 0 || ih >= s.H) {
+          std::fill(dst, dst + s.kw * C, T(0));
+          continue;
+        }
+        std::fill(dst, dst + lo * C, T(0));
+        std::memcpy(dst + lo * C, xh + (ih * s.W + iw0 + lo) * C, (hi - lo) * C * sizeof(T));
+        std::fill(dst + hi * C, dst + s.kw * C, T(0));
+      }
+    }
+}
+
+// The adjoint of im2row: adds the rows of dA[P, K'] into the channels-last image dxh.
+template <class T>
+void row2im(const T* dA, const Conv2dShape& s, T* dxh) {
+  const int64_t OH = s.OH(), OW = s.OW(), C = s.C, K = s.kh * s.kw * C;
+  for (int64_t oh = 0; oh < OH; ++oh)
+    for (int64_t ow = 0; ow < OW; ++ow) {
+      const T* row = dA + (oh * OW + ow) * K;
+      int64_t lo, hi;
+      valid_kj(s, ow, lo, hi);
+      const int64_t iw0 = ow * s.stride - s.padding;
+      for (int64_t ki = 0; ki < s.kh; ++ki) {
+        const int64_t ih = oh * s.stride - s.padding + ki;
+        if (ih < 0 || ih >= s.H) continue;
+        const T* src = row + (ki * s.kw + lo) * C;
+        T* dst = dxh + (ih * s.W + iw0 + lo) * C;
+        const int64_t n = (hi - lo) * C;
+        for (int64_t j = 0; j < n; ++j) dst[j] += src[j];
+      }
+    }
+}
+
+// W[O, C, kh, kw] <-> W'[O, kh, kw, C]: per output channel a [C, kh*kw] transpose.
+template <class T>
+void weight_to_rows(const T* w, const Conv2dShape& s, T* wr) {
+  const int64_t KK = s.kh * s.kw, K = s.C * KK;
+  for (int64_t o = 0; o < s.O; ++o) transpose(w + o * K, s.C, KK, wr + o * K);
+}
+template <class T>
+void weight_from_rows(const T* wr, const Conv2dShape& s, T* w) {
+  const int64_t KK = s.kh * s.kw, K = s.C * KK;
+  for (int64_t o = 0; o < s.O; ++o) transpose(wr + o * K, KK, s.C, w + o * K);
+}
+
+// Which layout a conv uses. Channels-last pays when its runs of C floats are long enough to
+// copy as blocks; the 3-channel layers (D1, and G5 as its adjoint) keep the strided im2col,
+// whose rows (OW = 32 there) are the longer runs.
+// GANTRY_CPU_CONV=auto|cols|rows sets it for a whole process (benchmarks), read on first use.
+ConvLayout layout_from_env() {
+  const char* env = std::getenv("GANTRY_CPU_CONV");
+  const std::string v = env ? env : "";
+  if (v.empty() || v == "auto") return ConvLayout::Auto;
+  if (v == "cols") return ConvLayout::Cols;
+  if (v == "rows") return ConvLayout::Rows;
+  throw std::invalid_argument("GANTRY_CPU_CONV must be auto, cols or rows, got '" + v + "'");
+}
+std::atomic<int> g_layout{-1};  // -1: not read yet
+ConvLayout current_layout() {
+  int v = g_layout.load(std::memory_order_relaxed);
+  if (v < 0) {
+    v = static_cast<int>(layout_from_env());
+    g_layout.store(v, std::memory_order_relaxed);
+  }
+  return static_cast<ConvLayout>(v);
+}
+bool use_rows(const Conv2dShape& s) {
+  switch (current_layout()) {
+    case ConvLayout::Cols: return false;
+    case ConvLayout::Rows: return true;
+    default: return s.C >= 16;
+  }
+}
+
+
+// ---- the three passes in the rows layout ------------------------------------------------------
+
+template <class T>
+void conv2d_forward_rows(const T* x, const T* w, const T* bias, T* y, const Conv2dShape& s) {
+  const int64_t P = s.OH() * s.OW(), K = s.C * s.kh * s.kw, CHW = s.C * s.H * s.W;
+  T* wr = scratch<T>(3, s.O * K);
+  weight_to_rows(w, s, wr);
+  const int64_t nb = chunk_images(s, sizeof(T));
+  T* A = scratch<T>(0, K * nb * P);
+  T* out = scratch<T>(1, s.O * nb * P);
+  for (int64_t n0 = 0; n0 < s.N; n0 += nb) {
+    const int64_t cnt = std::min(nb, s.N - n0), ld = cnt * P;
+#pragma omp parallel for if (cnt > 1)
+    for (int64_t i = 0; i < cnt; ++i) {
+      T* xh = scratch<T>(2, CHW);
+      transpose(x + (n0 + i) * CHW, s.C, s.H * s.W, xh);
+      im2row(xh, s, A + i * P * K);
+    }
+    // out[O, cnt*P] = W'[O, K] A^T[K, cnt*P]
+    gemm<T>(false, true, s.O, ld, K, T(1), wr, A, T(0), out);
+#pragma omp parallel for collapse(2) if (cnt * s.O * P > (1 << 15))
+    for (int64_t i = 0; i < cnt; ++i)
+      for (int64_t o = 0; o < s.O; ++o) {
+        const T* src = out + o * ld + i * P;
+        T* dst = y + ((n0 + i) * s.O + o) * P;
+        const T b = bias ? bias[o] : T(0);
+        for (int64_t p = 0; p < P; ++p) dst[p] = src[p] + b;
+      }
+  }
+}
+
+template <class T>
+void conv2d_backward_input_rows(const T* dy, const T* w, T* dx, const Conv2dShape& s) {
+  const int64_t P = s.OH() * s.OW(), K = s.C * s.kh * s.kw, CHW = s.C * s.H * s.W;
+  T* wr = scratch<T>(3, s.O * K);
+  weight_to_rows(w, s, wr);
+  const int64_t nb = chunk_images(s, sizeof(T));
+  T* dA = scratch<T>(0, K * nb * P);
+  T* g = scratch<T>(1, s.O * nb * P);
+  for (int64_t n0 = 0; n0 < s.N; n0 += nb) {
+    const int64_t cnt = std::min(nb, s.N - n0), ld = cnt * P;
+#pragma omp parallel for collapse(2) if (cnt * s.O * P > (1 << 15))
+    for (int64_t i = 0; i < cnt; ++i)
+      for (int64_t o = 0; o < s.O; ++o)
+        std::memcpy(g + o * ld + i * P, dy + ((n0 + i) * s.O + o) * P, P * sizeof(T));
+    // dA[cnt*P, K] = g^T[cnt*P, O] W'[O, K]
+    gemm<T>(true, false, ld, K, s.O, T(1), g, wr, T(0), dA);
+#pragma omp parallel for if (cnt > 1)
+    for (int64_t i = 0; i < cnt; ++i) {
+      T* dxh = scratch<T>(2, CHW);
+      std::fill(dxh, dxh + CHW, T(0));
+      row2im(dA + i * P * K, s, dxh);
+      transpose(dxh, s.H * s.W, s.C, dx + (n0 + i) * CHW);
+    }
+  }
+}
+
+template <class T>
+void conv2d_backward_weight_rows(const T* x, const T* dy, T* dw, const Conv2dShape& s) {
+  const int64_t P = s.OH() * s.OW(), K = s.C * s.kh * s.kw, CHW = s.C * s.H * s.W;
+  T* dwr = scratch<T>(3, s.O * K);
+  std::fill(dwr, dwr + s.O * K, T(0));
+  const int64_t nb = chunk_images(s, sizeof(T));
+  T* A = scratch<T>(0, K * nb * P);
+  T* g = scratch<T>(1, s.O * nb * P);
+  for (int64_t n0 = 0; n0 < s.N; n0 += nb) {
+    const int64_t cnt = std::min(nb, s.N - n0), ld = cnt * P;
+#pragma omp parallel for if (cnt > 1)
+    for (int64_t i = 0; i < cnt; ++i) {
+      T* xh = scratch<T>(2, CHW);
+      transpose(x + (n0 + i) * CHW, s.C, s.H * s.W, xh);
+      im2row(xh, s, A + i * P * K);
+    }
+#pragma omp parallel for collapse(2) if (cnt * s.O * P > (1 << 15))
+    for (int64_t i = 0; i < cnt; ++i)
+      for (int64_t o = 0; o < s.O; ++o)
+        std::memcpy(g + o * ld + i * P, dy + ((n0 + i) * s.O + o) * P, P * sizeof(T));
+    // dW'[O, K] += g[O, cnt*P] A[cnt*P, K]
+    gemm<T>(false, false, s.O, K, ld, T(1), g, A, T(1), dwr);
+  }
+  weight_from_rows(dwr, s, dw);
+}
+
 }  // namespace
+
+void set_conv_layout(ConvLayout layout) { g_layout.store(static_cast<int>(layout)); }
+ConvLayout conv_layout() { return current_layout(); }
 
 template <class T>
 void im2col(const T* x, const Conv2dShape& s, T* col) {
@@ -138,6 +345,7 @@ void conv2d_forward(const T* x, const T* w, const T* bias, T* y, const Conv2dSha
         for (int64_t o = 0; o < s.O; ++o) y[n * s.O + o] += bias[o];
     return;
   }
+  if (use_rows(s)) return conv2d_forward_rows(x, w, bias, y, s);
   const int64_t nb = chunk_images(s, sizeof(T));
   T* col = scratch<T>(0, K * nb * P);
   T* out = scratch<T>(1, s.O * nb * P);
@@ -165,6 +373,7 @@ void conv2d_backward_input(const T* dy, const T* w, T* dx, const Conv2dShape& s)
     gemm<T>(false, false, s.N, K, s.O, T(1), dy, w, T(0), dx);
     return;
   }
+  if (use_rows(s)) return conv2d_backward_input_rows(dy, w, dx, s);
   const int64_t nb = chunk_images(s, sizeof(T));
   T* col = scratch<T>(0, K * nb * P);
   T* g = scratch<T>(1, s.O * nb * P);
@@ -209,6 +418,8 @@ void conv2d_backward_weight(const T* x, const T* dy, T* dw, T* dbias, const Conv
   const int64_t P = s.OH() * s.OW(), K = s.C * s.kh * s.kw;
   if (fully_connected(s)) {  // dW[O, K] = dy^T[O, N] x[N, K]
     gemm<T>(true, false, s.O, K, s.N, T(1), dy, x, T(0), dw);
+  } else if (use_rows(s)) {
+    conv2d_backward_weight_rows(x, dy, dw, s);
   } else {
     conv2d_backward_weight_im2col(x, dy, dw, s, P, K);
   }

@@ -67,6 +67,14 @@ void im2col(const T* x, const Conv2dShape& s, T* col);
 // The adjoint: adds col back into x[C, H, W] (x is accumulated into, not overwritten).
 template <class T>
 void col2im(const T* col, const Conv2dShape& s, T* x);
+// How conv2d_* lay out their patch matrix (kernels/cpu/conv.cpp): Cols is the classic im2col
+// (col[C*kh*kw, OH*OW], strided copies); Rows transposes each image to channels-last and
+// copies runs of C (one row per output pixel). Auto picks Rows when C >= 16. The results agree
+// to rounding; the setting exists for tests and benchmarks (GANTRY_CPU_CONV=auto|cols|rows
+// sets it for a process). Set it before convolutions run, not during.
+enum class ConvLayout { Auto, Cols, Rows };
+void set_conv_layout(ConvLayout layout);
+ConvLayout conv_layout();
 // y[N,O,OH,OW] = conv(x, w[O,C,kh,kw]) + bias[O] (bias may be null).
 template <class T>
 void conv2d_forward(const T* x, const T* w, const T* bias, T* y, const Conv2dShape& s);
