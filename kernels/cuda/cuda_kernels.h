@@ -39,7 +39,7 @@ void leaky_relu_forward(const float* x, float* y, int64_t n, float slope);
 void leaky_relu_backward(const float* x, const float* dy, float* dx, int64_t n, float slope);
 void clamp_forward(const float* x, float* y, int64_t n, float lo, float hi);
 void clamp_backward(const float* x, const float* dy, float* dx, int64_t n, float lo, float hi);
-void affine(const float* x, float* y, int64_t n, float a, float b);
+void affine(const float* x, float* y, int64_t n, float a, float b);  // in place when y == x
 // y = x + alpha * other (in place when y == x): Tensor::add_ and gradient accumulation.
 void axpy(const float* x, const float* other, float* y, int64_t n, float alpha);
 // Shapes right-aligned to ndim (<= 8) dims, as cpu::binary_broadcast.

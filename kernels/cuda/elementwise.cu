@@ -107,8 +107,9 @@ __global__ void clamp_backward_kernel(const float* __restrict__ x, const float* 
   GANTRY_GRID_LOOP(i, n) dx[i] = (x[i] >= lo && x[i] <= hi) ? dy[i] : 0.f;
 }
 
-__global__ void affine_kernel(const float* __restrict__ x, float* __restrict__ y, int64_t n,
-                              float a, float b) {
+// Not __restrict__: called in place (y == x) for the running statistics and gemm's beta-only
+// path; restrict on aliased pointers is undefined (and licenses non-coherent loads of x).
+__global__ void affine_kernel(const float* x, float* y, int64_t n, float a, float b) {
   GANTRY_GRID_LOOP(i, n) y[i] = a * x[i] + b;
 }
 
