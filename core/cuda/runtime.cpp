@@ -178,16 +178,20 @@ void* allocate(std::size_t nbytes, int device) {
   void* ptr = nullptr;
   cudaError_t err = cudaMallocAsync(&ptr, nbytes, st.pool, st.stream);
   if (err == cudaErrorMemoryAllocation) {
-    // Memory freed on another stream may not be reusable yet: wait for the device and retry.
+    // Wait for the device (memory freed on another stream becomes reusable), then hand the
+    // pool's unused memory back to the driver and retry. The release threshold is UINT64_MAX,
+    // so the pool never trims itself: its free blocks may be too fragmented for this request
+    // while the driver has nothing left to give (PyTorch frees its cached blocks likewise).
     cudaGetLastError();
     GANTRY_CUDA_CHECK(cudaDeviceSynchronize());
+    GANTRY_CUDA_CHECK(cudaMemPoolTrimTo(st.pool, 0));
     err = cudaMallocAsync(&ptr, nbytes, st.pool, st.stream);
   }
   if (err == cudaErrorMemoryAllocation) {
     cudaGetLastError();
     std::size_t free_b = 0, total_b = 0;
     cudaMemGetInfo(&free_b, &total_b);
-    std::size_t reserved = 0;
+    uint64_t reserved = 0;  // the attribute is a cuuint64_t
     cudaMemPoolGetAttribute(st.pool, cudaMemPoolAttrReservedMemCurrent, &reserved);
     std::ostringstream os;
     os << "CUDA out of memory on cuda:" << device << ": tried to allocate " << nbytes
@@ -228,7 +232,14 @@ void* allocate_pinned(std::size_t nbytes) {
 }
 
 void deallocate_pinned(void* ptr) {
-  if (ptr) cudaFreeHost(ptr);
+  if (!ptr) return;
+  // copy_host_to_device returns before a pinned source has been read, and cudaFreeHost is not
+  // documented to wait for queued copies: wait for every compute stream first, so a loader
+  // batch freed right after its upload cannot be read after it was freed. (cudaFreeHost
+  // synchronizes the device in practice, so this costs nothing more.) Never throws.
+  for (int d = 0; d < kMaxDevices; ++d)
+    if (g_state[d].stream) cudaStreamSynchronize(g_state[d].stream);
+  cudaFreeHost(ptr);
 }
 
 void copy_host_to_device(void* dst, const void* src, std::size_t nbytes) {

@@ -174,25 +174,43 @@ void im2row(const T* xh, const Conv2dShape& s, T* A) {
     }
 }
 
-// The adjoint of im2row: adds the rows of dA[P, K'] into the channels-last image dxh.
+// The adjoint of im2row, as a gather: each pixel of the channels-last image dxh is written
+// once, as the sum of the row pieces (output pixel, tap) that read it, so dxh needs no zeroing
+// and no read-modify-write pass per tap (a 4x4 stride-2 window reads each pixel 4 times).
 template <class T>
 void row2im(const T* dA, const Conv2dShape& s, T* dxh) {
   const int64_t OH = s.OH(), OW = s.OW(), C = s.C, K = s.kh * s.kw * C;
-  for (int64_t oh = 0; oh < OH; ++oh)
-    for (int64_t ow = 0; ow < OW; ++ow) {
-      const T* row = dA + (oh * OW + ow) * K;
-      int64_t lo, hi;
-      valid_kj(s, ow, lo, hi);
-      const int64_t iw0 = ow * s.stride - s.padding;
-      for (int64_t ki = 0; ki < s.kh; ++ki) {
-        const int64_t ih = oh * s.stride - s.padding + ki;
-        if (ih < 0 || ih >= s.H) continue;
-        const T* src = row + (ki * s.kw + lo) * C;
-        T* dst = dxh + (ih * s.W + iw0 + lo) * C;
-        const int64_t n = (hi - lo) * C;
-        for (int64_t j = 0; j < n; ++j) dst[j] += src[j];
-      }
+  // Taps of one input coordinate: the (output index, kernel index) pairs with
+  // out * stride - padding + k == in. At most kh (kw) of them.
+  auto taps = [&](int64_t in, int64_t k_size, int64_t out_size, int64_t* out, int64_t* k) {
+    int n = 0;
+    for (int64_t kk = 0; kk < k_size; ++kk) {
+      const int64_t t = in + s.padding - kk;
+      if (t < 0 || t % s.stride != 0 || t / s.stride >= out_size) continue;
+      out[n] = t / s.stride;
+      k[n++] = kk;
     }
+    return n;
+  };
+  std::vector<int64_t> buf(4 * static_cast<size_t>(std::max(s.kh, s.kw)));
+  int64_t *oh = buf.data(), *ki = oh + s.kh, *ow = ki + s.kh, *kj = ow + s.kw;
+  for (int64_t ih = 0; ih < s.H; ++ih) {
+    const int nh = taps(ih, s.kh, OH, oh, ki);
+    for (int64_t iw = 0; iw < s.W; ++iw) {
+      const int nw = taps(iw, s.kw, OW, ow, kj);
+      T* dst = dxh + (ih * s.W + iw) * C;
+      bool first = true;
+      for (int a = 0; a < nh; ++a)
+        for (int b = 0; b < nw; ++b) {
+          const T* src = dA + (oh[a] * OW + ow[b]) * K + (ki[a] * s.kw + kj[b]) * C;
+          if (first) std::memcpy(dst, src, C * sizeof(T));
+          else
+            for (int64_t c = 0; c < C; ++c) dst[c] += src[c];
+          first = false;
+        }
+      if (first) std::fill(dst, dst + C, T(0));  // a pixel no window reads
+    }
+  }
 }
 
 // W[O, C, kh, kw] <-> W'[O, kh, kw, C]: per output channel a [C, kh*kw] transpose.
@@ -287,7 +305,6 @@ void conv2d_backward_input_rows(const T* dy, const T* w, T* dx, const Conv2dShap
 #pragma omp parallel for if (cnt > 1)
     for (int64_t i = 0; i < cnt; ++i) {
       T* dxh = scratch<T>(2, CHW);
-      std::fill(dxh, dxh + CHW, T(0));
       row2im(dA + i * P * K, s, dxh);
       transpose(dxh, s.H * s.W, s.C, dx + (n0 + i) * CHW);
     }

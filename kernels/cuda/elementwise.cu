@@ -199,16 +199,22 @@ __global__ void transpose_kernel(const float* __restrict__ x, float* __restrict_
   // A 32x32 tile goes through shared memory so that both the read of x (along a row) and the
   // write of y (along a row of y = a column of x) are coalesced. The +1 column of padding
   // shifts each row to a different bank, so the column-wise reads do not conflict.
+  // gridDim.y is at most 65535, so row tiles are a grid-stride loop (M may exceed 2M rows);
+  // the second barrier keeps the next tile's writes off the tile still being read.
   __shared__ float tile[32][33];
-  const int64_t r0 = static_cast<int64_t>(blockIdx.y) * 32, c0 = static_cast<int64_t>(blockIdx.x) * 32;
-  for (int k = threadIdx.y; k < 32; k += blockDim.y) {
-    const int64_t r = r0 + k, c = c0 + threadIdx.x;
-    if (r < M && c < N) tile[k][threadIdx.x] = x[r * N + c];
-  }
-  __syncthreads();
-  for (int k = threadIdx.y; k < 32; k += blockDim.y) {
-    const int64_t c = c0 + k, r = r0 + threadIdx.x;  // y[c, r] = x[r, c]
-    if (r < M && c < N) y[c * M + r] = tile[threadIdx.x][k];
+  const int64_t c0 = static_cast<int64_t>(blockIdx.x) * 32;
+  for (int64_t r0 = static_cast<int64_t>(blockIdx.y) * 32; r0 < M;
+       r0 += static_cast<int64_t>(gridDim.y) * 32) {
+    for (int k = threadIdx.y; k < 32; k += blockDim.y) {
+      const int64_t r = r0 + k, c = c0 + threadIdx.x;
+      if (r < M && c < N) tile[k][threadIdx.x] = x[r * N + c];
+    }
+    __syncthreads();
+    for (int k = threadIdx.y; k < 32; k += blockDim.y) {
+      const int64_t c = c0 + k, r = r0 + threadIdx.x;  // y[c, r] = x[r, c]
+      if (r < M && c < N) y[c * M + r] = tile[threadIdx.x][k];
+    }
+    __syncthreads();
   }
 }
 
@@ -324,7 +330,9 @@ void binary_broadcast(Binary op, const float* a, const int64_t* a_shape, const f
 void transpose2d(const float* x, float* y, int64_t M, int64_t N) {
   if (M <= 0 || N <= 0) return;
   const dim3 block(32, 8);
-  const dim3 grid(static_cast<unsigned>((N + 31) / 32), static_cast<unsigned>((M + 31) / 32));
+  const int64_t row_tiles = (M + 31) / 32;
+  const dim3 grid(static_cast<unsigned>((N + 31) / 32),
+                  static_cast<unsigned>(row_tiles < 65535 ? row_tiles : 65535));
   transpose_kernel<<<grid, block, 0, stream()>>>(x, y, M, N);
   GANTRY_CUDA_LAUNCH_CHECK();
 }

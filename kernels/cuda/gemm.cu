@@ -36,62 +36,65 @@ sgemm_kernel(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float 
   __shared__ float Bs[BK][BN + 4];
   const int tx = threadIdx.x, ty = threadIdx.y;
   const int tid = ty * TX + tx;
-  const int64_t m0 = static_cast<int64_t>(blockIdx.y) * BM;
   const int64_t n0 = static_cast<int64_t>(blockIdx.x) * BN;
-
-  float acc[TM][TN] = {};
-  for (int64_t k0 = 0; k0 < K; k0 += BK) {
-    // Load op(A)[m0:m0+64, k0:k0+16] and op(B)[k0:k0+16, n0:n0+64]: 1024 values each.
+  // gridDim.y is at most 65535: row tiles beyond it are a grid-stride loop (M > 4M rows).
+  // The loop is uniform across the block, so the barriers inside stay non-divergent.
+  for (int64_t m0 = static_cast<int64_t>(blockIdx.y) * BM; m0 < M;
+       m0 += static_cast<int64_t>(gridDim.y) * BM) {
+    float acc[TM][TN] = {};
+    for (int64_t k0 = 0; k0 < K; k0 += BK) {
+      // Load op(A)[m0:m0+64, k0:k0+16] and op(B)[k0:k0+16, n0:n0+64]: 1024 values each.
 #pragma unroll
-    for (int e = tid; e < BM * BK; e += TX * TY) {
-      int mm, kk;
-      if (!trans_a) { kk = e % BK; mm = e / BK; }  // A[m, k] at m*K + k: k fastest
-      else          { mm = e % BM; kk = e / BM; }  // A[k, m] at k*M + m: m fastest
-      const int64_t m = m0 + mm, k = k0 + kk;
-      float v = 0.f;
-      if (m < M && k < K) v = trans_a ? A[k * M + m] : A[m * K + k];
-      As[kk][mm] = v;
-    }
+      for (int e = tid; e < BM * BK; e += TX * TY) {
+        int mm, kk;
+        if (!trans_a) { kk = e % BK; mm = e / BK; }  // A[m, k] at m*K + k: k fastest
+        else          { mm = e % BM; kk = e / BM; }  // A[k, m] at k*M + m: m fastest
+        const int64_t m = m0 + mm, k = k0 + kk;
+        float v = 0.f;
+        if (m < M && k < K) v = trans_a ? A[k * M + m] : A[m * K + k];
+        As[kk][mm] = v;
+      }
 #pragma unroll
-    for (int e = tid; e < BK * BN; e += TX * TY) {
-      int nn, kk;
-      if (!trans_b) { nn = e % BN; kk = e / BN; }  // B[k, n] at k*N + n: n fastest
-      else          { kk = e % BK; nn = e / BK; }  // B[n, k] at n*K + k: k fastest
-      const int64_t n = n0 + nn, k = k0 + kk;
-      float v = 0.f;
-      if (n < N && k < K) v = trans_b ? B[n * K + k] : B[k * N + n];
-      Bs[kk][nn] = v;
-    }
-    __syncthreads();  // the tiles are complete before anyone reads them
-
-#pragma unroll
-    for (int kk = 0; kk < BK; ++kk) {
-      float a[TM], b[TN];
-#pragma unroll
-      for (int i = 0; i < TM; ++i) a[i] = As[kk][ty + TY * i];
-#pragma unroll
-      for (int j = 0; j < TN; ++j) b[j] = Bs[kk][tx + TX * j];
-#pragma unroll
-      for (int i = 0; i < TM; ++i)
-#pragma unroll
-        for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
-    }
-    __syncthreads();  // everyone is done with the tiles before they are overwritten
-  }
+      for (int e = tid; e < BK * BN; e += TX * TY) {
+        int nn, kk;
+        if (!trans_b) { nn = e % BN; kk = e / BN; }  // B[k, n] at k*N + n: n fastest
+        else          { kk = e % BK; nn = e / BK; }  // B[n, k] at n*K + k: k fastest
+        const int64_t n = n0 + nn, k = k0 + kk;
+        float v = 0.f;
+        if (n < N && k < K) v = trans_b ? B[n * K + k] : B[k * N + n];
+        Bs[kk][nn] = v;
+      }
+      __syncthreads();  // the tiles are complete before anyone reads them
 
 #pragma unroll
-  for (int i = 0; i < TM; ++i) {
-    const int64_t m = m0 + ty + TY * i;
-    if (m >= M) continue;
+      for (int kk = 0; kk < BK; ++kk) {
+        float a[TM], b[TN];
 #pragma unroll
-    for (int j = 0; j < TN; ++j) {
-      const int64_t n = n0 + tx + TX * j;
-      if (n >= N) continue;
-      float* c = C + m * N + n;
-      // beta == 0 must not read C: it may hold garbage (even NaN, and NaN * 0 is NaN).
-      *c = beta == 0.f ? alpha * acc[i][j] : alpha * acc[i][j] + beta * *c;
+        for (int i = 0; i < TM; ++i) a[i] = As[kk][ty + TY * i];
+#pragma unroll
+        for (int j = 0; j < TN; ++j) b[j] = Bs[kk][tx + TX * j];
+#pragma unroll
+        for (int i = 0; i < TM; ++i)
+#pragma unroll
+          for (int j = 0; j < TN; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+      }
+      __syncthreads();  // everyone is done with the tiles before they are overwritten
     }
-  }
+
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+      const int64_t m = m0 + ty + TY * i;
+      if (m >= M) continue;
+#pragma unroll
+      for (int j = 0; j < TN; ++j) {
+        const int64_t n = n0 + tx + TX * j;
+        if (n >= N) continue;
+        float* c = C + m * N + n;
+        // beta == 0 must not read C: it may hold garbage (even NaN, and NaN * 0 is NaN).
+        *c = beta == 0.f ? alpha * acc[i][j] : alpha * acc[i][j] + beta * *c;
+      }
+    }
+  }  // row tiles
 }
 
 }  // namespace
@@ -107,7 +110,9 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alp
     return;
   }
   const dim3 block(TX, TY);
-  const dim3 grid(static_cast<unsigned>((N + BN - 1) / BN), static_cast<unsigned>((M + BM - 1) / BM));
+  const int64_t row_tiles = (M + BM - 1) / BM;
+  const dim3 grid(static_cast<unsigned>((N + BN - 1) / BN),
+                  static_cast<unsigned>(row_tiles < 65535 ? row_tiles : 65535));
   sgemm_kernel<<<grid, block, 0, stream()>>>(trans_a, trans_b, M, N, K, alpha, A, B, beta, C);
   GANTRY_CUDA_LAUNCH_CHECK();
 }

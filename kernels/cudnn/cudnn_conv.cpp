@@ -2,11 +2,14 @@
 // BackwardFilter). The transposed convolution of core/ops needs no extra entry: its forward
 // is conv2d_backward_input and its input gradient is conv2d_forward.
 //
-// Algorithm choice: the first time a (shape, direction, TF32 setting, device) is seen, every
-// algorithm cuDNN offers is timed on the real buffers (cudnnFind*AlgorithmEx, what
-// torch.backends.cudnn.benchmark = True does) and the fastest one that succeeded is cached.
+// Algorithm choice: the first time a (shape, direction, TF32 setting, device, pointer
+// alignment) is seen, every algorithm cuDNN offers is timed on the real buffers
+// (cudnnFind*AlgorithmEx, what torch.backends.cudnn.benchmark = True does) and the fastest one
+// that succeeded is cached.
 // Workspaces come from the stream-ordered pool, so the per-call allocation is free.
 #include <algorithm>
+#include <cstdint>
+#include <initializer_list>
 #include <map>
 #include <mutex>
 #include <string>
@@ -76,11 +79,23 @@ struct Choice {
   size_t workspace = 0;
 };
 
+// The largest of 16, 8, 4, 1 bytes that divides every pointer. Some cuDNN kernels (vectorised
+// and tensor-core ones) need aligned buffers, so an algorithm chosen on fresh pool buffers
+// (256-byte aligned) may be unsupported for a view that starts inside a tensor (narrow0 of a
+// batch): the alignment is part of the key, as in PyTorch's cuDNN plan cache.
+int alignment(std::initializer_list<const void*> ptrs) {
+  std::uintptr_t bits = 0;
+  for (const void* p : ptrs) bits |= reinterpret_cast<std::uintptr_t>(p);
+  for (int a : {16, 8, 4})
+    if (bits % a == 0) return a;
+  return 1;
+}
+
 using Key = std::tuple<int, int, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                       int64_t, int, int>;
-Key make_key(Dir dir, const Conv2dShape& s) {
+                       int64_t, int, int, int>;
+Key make_key(Dir dir, const Conv2dShape& s, int align) {
   return Key(static_cast<int>(dir), current_device(), conv_allow_tf32(), s.N, s.C, s.H, s.W, s.O,
-             s.kh, s.kw, s.stride, s.padding);
+             s.kh, s.kw, s.stride, s.padding, align);
 }
 
 std::mutex g_mutex;
@@ -160,8 +175,8 @@ Choice choose_backward_filter(const Descs& d, const float* x, const float* dy, f
 // The cached choice, searching on a miss. The search runs outside the lock (it launches GPU
 // work); two threads racing on the same new shape both search, which is harmless.
 template <class Search>
-Choice cached(Dir dir, const Conv2dShape& s, Search search) {
-  const Key key = make_key(dir, s);
+Choice cached(Dir dir, const Conv2dShape& s, int align, Search search) {
+  const Key key = make_key(dir, s, align);
   {
     std::lock_guard<std::mutex> lock(g_mutex);
     auto it = g_cache.find(key);
@@ -179,7 +194,8 @@ void conv2d_forward(const float* x, const float* w, const float* bias, float* y,
                     const Conv2dShape& s) {
   if (s.N * s.O * s.OH() * s.OW() == 0) return;
   Descs d(s);
-  const Choice c = cached(Dir::Forward, s, [&] { return choose_forward(d, x, w, y); });
+  const Choice c = cached(Dir::Forward, s, alignment({x, w, y}),
+                          [&] { return choose_forward(d, x, w, y); });
   GANTRY_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv.d, c.math));
   Scratch ws(c.workspace);
   const float one = 1.f, zero = 0.f;
@@ -193,7 +209,8 @@ void conv2d_backward_input(const float* dy, const float* w, float* dx, const Con
   if (s.N * s.C * s.H * s.W == 0) return;
   Descs d(s);
   const Choice c =
-      cached(Dir::BackwardData, s, [&] { return choose_backward_data(d, w, dy, dx); });
+      cached(Dir::BackwardData, s, alignment({dy, w, dx}),
+             [&] { return choose_backward_data(d, w, dy, dx); });
   GANTRY_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv.d, c.math));
   Scratch ws(c.workspace);
   const float one = 1.f, zero = 0.f;
@@ -205,9 +222,15 @@ void conv2d_backward_input(const float* dy, const float* w, float* dx, const Con
 void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* dbias,
                             const Conv2dShape& s) {
   if (s.O * s.C * s.kh * s.kw == 0) return;
+  if (s.N * s.OH() * s.OW() == 0) {  // an empty batch: cuDNN rejects N = 0; the sums are 0
+    fill(dw, s.O * s.C * s.kh * s.kw, 0.f);
+    if (dbias) fill(dbias, s.O, 0.f);
+    return;
+  }
   Descs d(s);
   const Choice c =
-      cached(Dir::BackwardFilter, s, [&] { return choose_backward_filter(d, x, dy, dw); });
+      cached(Dir::BackwardFilter, s, alignment({x, dy, dw}),
+             [&] { return choose_backward_filter(d, x, dy, dw); });
   GANTRY_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv.d, c.math));
   Scratch ws(c.workspace);
   const float one = 1.f, zero = 0.f;

@@ -120,6 +120,30 @@ TEST_CASE("GEMM: hand-written and cuBLAS match the CPU for all transposes", "[cu
   }
 }
 
+TEST_CASE("hand-written GEMM and transpose2d past 65535 row tiles (gridDim.y)", "[cuda][gemm]") {
+  // Row tiles go in gridDim.y, which stops at 65535: a tall matrix needs the kernels' row-tile
+  // loop. GEMM tiles are 64 rows, transpose tiles 32.
+  const int64_t M = 65535 * 64 + 37, N = 3, K = 2;
+  std::vector<float> A = test::randn(M * K, 23), B = test::randn(K * N, 24);
+  cuda::ImplScope scope(cuda::conv_impl(), cuda::bn_impl(), cuda::Impl::Handwritten);
+  for (int ta = 0; ta < 2; ++ta) {
+    INFO("trans_a " << ta);
+    std::vector<double> ref(M * N);
+    cpu::gemm<double>(ta, false, M, N, K, 1.0, test::to_double(A).data(),
+                      test::to_double(B).data(), 0.0, ref.data());
+    DevBuf dA(A), dB(B), dC(M * N);
+    cuda::gemm(ta, false, M, N, K, 1.f, dA.p, dB.p, 0.f, dC.p);
+    CHECK(rel_error(dC.download(), ref) < 1e-5);
+  }
+  const int64_t TM = 65535 * 32 + 5, TN = 3;
+  std::vector<float> x = test::randn(TM * TN, 25), xt(TM * TN);
+  for (int64_t i = 0; i < TM; ++i)
+    for (int64_t j = 0; j < TN; ++j) xt[j * TM + i] = x[i * TN + j];
+  DevBuf dx(x), dy(TM * TN);
+  cuda::transpose2d(dx.p, dy.p, TM, TN);
+  CHECK(rel_error(dy.download(), xt) == 0.0);
+}
+
 TEST_CASE("im2col and col2im match the CPU", "[cuda][conv]") {
   std::vector<cpu::Conv2dShape> shapes(std::begin(kOddShapes), std::end(kOddShapes));
   shapes.push_back({1, 64, 32, 32, 128, 4, 4, 2, 1});
