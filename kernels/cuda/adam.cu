@@ -26,7 +26,8 @@ struct AdamBatch {
   AdamTensor t[kMaxTensors];
   int64_t first_block[kMaxTensors + 1];  // prefix sum of chunk counts
   int count;
-  float lr, beta1, beta2, eps, weight_decay;
+  // Float factors formed in double on the host, as adam_update_cpu (optim/adam.cpp) does.
+  float beta2, one_minus_beta1, one_minus_beta2, eps, weight_decay;
   float step_size;             // lr / (1 - beta1^t)
   float bias_correction2_sqrt;  // sqrt(1 - beta2^t)
 };
@@ -47,8 +48,8 @@ __global__ void adam_kernel(const __grid_constant__ AdamBatch b) {
     float g = t.grad[i];
     const float p = t.param[i];
     if (b.weight_decay != 0.f) g = g + b.weight_decay * p;  // L2, as torch.optim.Adam
-    const float m = lerp(t.exp_avg[i], g, 1.f - b.beta1);
-    const float v = t.exp_avg_sq[i] * b.beta2 + (1.f - b.beta2) * g * g;
+    const float m = lerp(t.exp_avg[i], g, b.one_minus_beta1);
+    const float v = t.exp_avg_sq[i] * b.beta2 + b.one_minus_beta2 * g * g;
     t.exp_avg[i] = m;
     t.exp_avg_sq[i] = v;
     const float denom = sqrtf(v) / b.bias_correction2_sqrt + b.eps;
@@ -63,15 +64,15 @@ void adam_multi_tensor(const AdamTensor* tensors, int count, const AdamConfig& c
     throw std::invalid_argument("cuda::adam_multi_tensor: step must be >= 1, got " +
                                 std::to_string(cfg.step));
   // The bias corrections in double on the host, as PyTorch computes them in Python floats.
-  const double bc1 = 1.0 - std::pow(static_cast<double>(cfg.beta1), static_cast<double>(cfg.step));
-  const double bc2 = 1.0 - std::pow(static_cast<double>(cfg.beta2), static_cast<double>(cfg.step));
+  const double bc1 = 1.0 - std::pow(cfg.beta1, static_cast<double>(cfg.step));
+  const double bc2 = 1.0 - std::pow(cfg.beta2, static_cast<double>(cfg.step));
   for (int start = 0; start < count; start += kMaxTensors) {
     AdamBatch b{};
-    b.lr = cfg.lr;
-    b.beta1 = cfg.beta1;
-    b.beta2 = cfg.beta2;
-    b.eps = cfg.eps;
-    b.weight_decay = cfg.weight_decay;
+    b.beta2 = static_cast<float>(cfg.beta2);
+    b.one_minus_beta1 = static_cast<float>(1.0 - cfg.beta1);
+    b.one_minus_beta2 = static_cast<float>(1.0 - cfg.beta2);
+    b.eps = static_cast<float>(cfg.eps);
+    b.weight_decay = static_cast<float>(cfg.weight_decay);
     b.step_size = static_cast<float>(cfg.lr / bc1);
     b.bias_correction2_sqrt = static_cast<float>(std::sqrt(bc2));
     int64_t blocks = 0;

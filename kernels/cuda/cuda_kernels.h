@@ -108,8 +108,11 @@ struct AdamTensor {
   float* exp_avg_sq;
   int64_t numel;
 };
+// Hyperparameters in double, as AdamOptions and Python floats: the scalar factors (1 - beta2,
+// the bias corrections, lr / bc1) are formed in double and rounded to float once, exactly as
+// adam_update_cpu does (in float, 1.f - 0.999f is 1.3e-5 relative from float(1 - 0.999)).
 struct AdamConfig {
-  float lr = 1e-3f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.f;
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
   int64_t step = 1;  // the step being taken (1 for the first), for the bias corrections
 };
 // torch.optim.Adam (amsgrad off): g += wd*p; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
