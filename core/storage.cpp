@@ -1,5 +1,7 @@
 #include "gantry/core/storage.h"
 
+#include "gantry/core/cpu_allocator.h"
+
 #include <cstdlib>
 #include <new>
 #include <stdexcept>
@@ -10,16 +12,9 @@
 
 namespace gantry {
 
-namespace {
-constexpr std::size_t kAlign = 64;  // a cache line; also what AVX-512 loads like
-}
-
 Storage::Storage(std::size_t nbytes, Device dev) : nbytes_(nbytes), device_(dev) {
   if (dev.is_cpu()) {
-    // aligned_alloc needs a size that is a multiple of the alignment (and non-zero).
-    const std::size_t rounded = ((nbytes + kAlign - 1) / kAlign) * kAlign;
-    data_ = std::aligned_alloc(kAlign, rounded == 0 ? kAlign : rounded);
-    if (!data_) throw std::bad_alloc();
+    data_ = cpu_allocator::allocate(nbytes);  // 64-byte aligned; large blocks cached
     return;
   }
 #ifdef GANTRY_WITH_CUDA
@@ -34,7 +29,7 @@ std::shared_ptr<Storage> Storage::pinned(std::size_t nbytes) {
 #ifdef GANTRY_WITH_CUDA
   if (cuda::device_count() > 0) {
     auto s = std::shared_ptr<Storage>(new Storage(0, Device::cpu()));
-    std::free(s->data_);
+    cpu_allocator::deallocate(s->data_);
     s->data_ = cuda::allocate_pinned(nbytes);
     s->nbytes_ = nbytes;
     s->pinned_ = true;
@@ -53,7 +48,7 @@ Storage::~Storage() {
     return;
   }
   if (device_.is_cpu()) {
-    std::free(data_);
+    cpu_allocator::deallocate(data_);
     return;
   }
 #ifdef GANTRY_WITH_CUDA
