@@ -99,7 +99,12 @@ __global__ void leaky_relu_backward_kernel(const float* __restrict__ x,
 
 __global__ void clamp_forward_kernel(const float* __restrict__ x, float* __restrict__ y,
                                      int64_t n, float lo, float hi) {
-  GANTRY_GRID_LOOP(i, n) y[i] = fminf(fmaxf(x[i], lo), hi);
+  // std::min(std::max(x, lo), hi) as the CPU kernel, so NaN stays NaN (as torch.clamp);
+  // fminf/fmaxf would return lo for a NaN and hide it.
+  GANTRY_GRID_LOOP(i, n) {
+    const float t = x[i] < lo ? lo : x[i];
+    y[i] = hi < t ? hi : t;
+  }
 }
 
 __global__ void clamp_backward_kernel(const float* __restrict__ x, const float* __restrict__ dy,

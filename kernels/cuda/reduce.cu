@@ -63,12 +63,15 @@ struct Identity {
 // PyTorch's binary_cross_entropy: -(t log p + (1 - t) log(1 - p)), each log clamped at -100.
 // log(1 - p) as log1p(-p), as PyTorch and the CPU kernel: logf(1.f - p) loses all digits of a
 // small p (1 - p rounds first), which is where a confident discriminator's outputs live.
+// The clamp is std::max(log, -100) as on the CPU: a NaN p stays NaN (fmaxf would give -100).
+__device__ __forceinline__ float clamp_log(float v) { return v < -100.f ? -100.f : v; }
+
 struct BceTerm {
   const float* p;
   const float* t;
   __device__ float operator()(int64_t i) const {
-    const float lp = fmaxf(logf(p[i]), -100.f);
-    const float l1p = fmaxf(log1pf(-p[i]), -100.f);
+    const float lp = clamp_log(logf(p[i]));
+    const float l1p = clamp_log(log1pf(-p[i]));
     return -(t[i] * lp + (1.f - t[i]) * l1p);
   }
 };

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <string>
 
@@ -191,6 +192,20 @@ TEST_CASE("BCE and BCE-with-logits forward and backward match the CPU", "[cuda][
     cuda::bce_logits_backward(dxl.p, dt.p, dg.p, grad.p, n);
     CHECK(rel_error(grad.download(), gref) < 1e-5);
   }
+}
+
+TEST_CASE("clamp and BCE propagate NaN as the CPU kernels and PyTorch", "[cuda][elementwise]") {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  DevBuf x(std::vector<float>{nan, -2.f, 0.25f, 3.f}), y(4);
+  cuda::clamp_forward(x.p, y.p, 4, -0.5f, 0.7f);
+  const std::vector<float> got = y.download();
+  CHECK(std::isnan(got[0]));
+  CHECK(got[1] == -0.5f);
+  CHECK(got[2] == 0.25f);
+  CHECK(got[3] == 0.7f);
+  DevBuf p(std::vector<float>{0.5f, nan}), t(std::vector<float>{1.f, 0.f}), out(1);
+  cuda::bce_forward(p.p, t.p, out.p, 2);
+  CHECK(std::isnan(out.download()[0]));
 }
 
 TEST_CASE("BCE with tiny probabilities keeps log(1 - p) accurate (log1p)", "[cuda][loss]") {
