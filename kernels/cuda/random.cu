@@ -33,8 +33,11 @@ __device__ __forceinline__ float to_unit(uint32_t x) {
   return static_cast<float>(x >> 8) * (1.0f / 16777216.0f);  // exact: 24 bits into a float
 }
 
-// __fmul_rn / __fadd_rn are single roundings that the compiler may not fuse into an FMA:
-// the host code computes `low + scale * u` with two roundings, and so must we to match bits.
+// The host's `low + scale * u` (core/random.cpp) is compiled to one FMA, a single rounding:
+// GCC contracts a*b+c by default and the x86 build targets x86-64-v3 (FMA); the object code
+// has vfmadd, and 38% of uniform(-2, 3) values differ in the last bit from two roundings.
+// __fmaf_rn is that single rounding, explicitly. (A host build without FMA, e.g.
+// GANTRY_NATIVE_ISA=OFF, rounds twice unless core/random.cpp spells out std::fma.)
 __global__ void philox_uniform_kernel(float* __restrict__ out, int64_t n, uint64_t seed,
                                       uint64_t base, float low, float scale) {
   const int64_t blocks = (n + 3) / 4;
@@ -44,7 +47,7 @@ __global__ void philox_uniform_kernel(float* __restrict__ out, int64_t n, uint64
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
       const int64_t i = 4 * j + k;
-      if (i < n) out[i] = __fadd_rn(low, __fmul_rn(scale, to_unit(r[k])));
+      if (i < n) out[i] = __fmaf_rn(scale, to_unit(r[k]), low);
     }
   }
 }
@@ -70,9 +73,11 @@ __global__ void philox_normal_kernel(float* __restrict__ out, int64_t n, uint64_
       const float c = static_cast<float>(cos(static_cast<double>(theta)));
       const float s = static_cast<float>(sin(static_cast<double>(theta)));
       const int64_t i = 4 * j + 2 * pair;
-      // host: mean + std * radius * cos  ==  mean + ((std * radius) * cos)
-      if (i < n) out[i] = __fadd_rn(mean, __fmul_rn(__fmul_rn(std, radius), c));
-      if (i + 1 < n) out[i + 1] = __fadd_rn(mean, __fmul_rn(__fmul_rn(std, radius), s));
+      // host: mean + std * radius * cos == fma(std * radius, cos, mean) as compiled (one FMA,
+      // see the uniform kernel); the product std * radius is rounded on its own.
+      const float sr = __fmul_rn(std, radius);
+      if (i < n) out[i] = __fmaf_rn(sr, c, mean);
+      if (i + 1 < n) out[i + 1] = __fmaf_rn(sr, s, mean);
     }
   }
 }
