@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "gantry/core/cpu_allocator.h"
 #include "gantry/core/random.h"
 #include "gantry/core/tensor.h"
 #include "gantry/models/dcgan_trainer.h"
@@ -244,6 +245,12 @@ int main(int argc, char** argv) try {
                 "2 FLOP per multiply-add, gantry's step with D frozen in the G update",
                 opt.device == "cpu" ? "the process's max RSS so far (configs run smallest first)"
                                     : "the GPU memory pool's high-water mark");
+  if (!opt.json && opt.device == "cpu") {
+    const auto cs = cpu_allocator::stats();
+    std::printf("CPU block cache (core/cpu_allocator.h): %zu hits, %zu misses, %.1f MiB cached, "
+                "limit %.0f MiB\n",
+                cs.hits, cs.misses, cs.cached_bytes / 1048576.0, cpu_allocator::cache_limit() / 1048576.0);
+  }
   return 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "dcgan_step: %s\n", e.what());
