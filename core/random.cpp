@@ -35,7 +35,7 @@ void Generator::fill_uniform(float* out, int64_t n, float low, float high) {
   for (int64_t i = 0; i < n; i += 4) {
     uint32_t r[4];
     philox::block(base + static_cast<uint64_t>(i / 4), seed_, r);
-    for (int j = 0; j < 4 && i + j < n; ++j) out[i + j] = low + scale * philox::to_unit(r[j]);
+    for (int j = 0; j < 4 && i + j < n; ++j) out[i + j] = std::fma(scale, philox::to_unit(r[j]), low);
   }
 }
 
@@ -53,8 +53,11 @@ void Generator::fill_normal(float* out, int64_t n, float mean, float std) {
       const float radius = std::sqrt(-2.0f * std::log(u1));
       const float theta = kTwoPi * u2;
       const int64_t k = i + 2 * pair;
-      if (k < n) out[k] = mean + std * radius * std::cos(theta);
-      if (k + 1 < n) out[k + 1] = mean + std * radius * std::sin(theta);
+      // One rounding (fma), written out: the compiler would contract it under -mfma anyway, and
+      // the GPU kernel (kernels/cuda/random.cu) uses the same fused form, so every build agrees.
+      const float sr = std * radius;
+      if (k < n) out[k] = std::fma(sr, std::cos(theta), mean);
+      if (k + 1 < n) out[k + 1] = std::fma(sr, std::sin(theta), mean);
     }
   }
 }

@@ -80,11 +80,11 @@ void Adam::step() {
 #ifdef GANTRY_WITH_CUDA
   for (const auto& [step, tensors] : gpu_groups) {
     cuda::AdamConfig cfg;
-    cfg.lr = static_cast<float>(opt_.lr);
-    cfg.beta1 = static_cast<float>(opt_.beta1);
-    cfg.beta2 = static_cast<float>(opt_.beta2);
-    cfg.eps = static_cast<float>(opt_.eps);
-    cfg.weight_decay = static_cast<float>(opt_.weight_decay);
+    cfg.lr = opt_.lr;
+    cfg.beta1 = opt_.beta1;
+    cfg.beta2 = opt_.beta2;
+    cfg.eps = opt_.eps;
+    cfg.weight_decay = opt_.weight_decay;
     cfg.step = step;
     cuda::adam_multi_tensor(tensors.data(), static_cast<int>(tensors.size()), cfg);
   }

@@ -502,10 +502,10 @@ void add_adam_case(std::vector<Case>& cases) {
       off += s;
     }
     gantry::cuda::AdamConfig cfg;
-    cfg.lr = static_cast<float>(o.lr);
-    cfg.beta1 = static_cast<float>(o.beta1);
-    cfg.beta2 = static_cast<float>(o.beta2);
-    cfg.eps = static_cast<float>(o.eps);
+    cfg.lr = o.lr;
+    cfg.beta1 = o.beta1;
+    cfg.beta2 = o.beta2;
+    cfg.eps = o.eps;
     cfg.step = step;
     gantry::cuda::adam_multi_tensor(ts.data(), static_cast<int>(ts.size()), cfg);
   }}};
