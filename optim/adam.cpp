@@ -23,6 +23,8 @@ void adam_update_cpu(float* param, const float* grad, float* exp_avg, float* exp
   const float b1 = static_cast<float>(o.beta1), one_minus_b1 = static_cast<float>(1.0 - o.beta1);
   const float b2 = static_cast<float>(o.beta2), one_minus_b2 = static_cast<float>(1.0 - o.beta2);
   const float eps = static_cast<float>(o.eps), wd = static_cast<float>(o.weight_decay);
+  // Elementwise and memory-bound: split over threads for the large tensors.
+#pragma omp parallel for simd if (n >= (1 << 16))
   for (int64_t i = 0; i < n; ++i) {
     const float g = wd != 0.f ? grad[i] + wd * param[i] : grad[i];
     const float m = exp_avg[i] * b1 + one_minus_b1 * g;

@@ -217,11 +217,13 @@ void row2im(const T* dA, const Conv2dShape& s, T* dxh) {
 template <class T>
 void weight_to_rows(const T* w, const Conv2dShape& s, T* wr) {
   const int64_t KK = s.kh * s.kw, K = s.C * KK;
+#pragma omp parallel for if (s.O * K > (1 << 16))
   for (int64_t o = 0; o < s.O; ++o) transpose(w + o * K, s.C, KK, wr + o * K);
 }
 template <class T>
 void weight_from_rows(const T* wr, const Conv2dShape& s, T* w) {
   const int64_t KK = s.kh * s.kw, K = s.C * KK;
+#pragma omp parallel for if (s.O * K > (1 << 16))
   for (int64_t o = 0; o < s.O; ++o) transpose(wr + o * K, KK, s.C, w + o * K);
 }
 
