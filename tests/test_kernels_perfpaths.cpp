@@ -8,6 +8,7 @@
 #include <cmath>
 #include <vector>
 
+#include "gantry/core/threads.h"
 #include "gantry/kernels/cpu/cpu_kernels.h"
 
 using namespace gantry::cpu;
@@ -145,14 +146,19 @@ TEST_CASE("conv2d: forward and both backwards against the direct convolution", "
                                 // C >= 16: the channels-last layout under Auto; odd sizes,
                                 // stride 3, a window wider than the padded input's remainder
                                 {2, 17, 7, 9, 5, 4, 4, 2, 1}, {1, 16, 5, 6, 3, 3, 2, 3, 2},
-                                {3, 20, 8, 8, 9, 4, 4, 2, 1}};
+                                {3, 20, 8, 8, 9, 4, 4, 2, 1},
+                                // batches large enough that threads split the images (unevenly)
+                                {9, 16, 6, 5, 4, 4, 4, 2, 1}, {13, 3, 5, 5, 4, 3, 3, 1, 1}};
   // Every shape in both patch layouts (and Auto, which picks by C), each against the direct
   // convolution: a bug in one layout cannot hide behind the other.
   const ConvLayout layouts[] = {ConvLayout::Auto, ConvLayout::Cols, ConvLayout::Rows};
+  const int old_threads = gantry::num_threads();
+  for (const int threads : {1, 3})
   for (const ConvLayout layout : layouts)
   for (const Conv2dShape& s : shapes) {
+    gantry::set_num_threads(threads);
     set_conv_layout(layout);
-    INFO("layout " << static_cast<int>(layout));
+    INFO("layout " << static_cast<int>(layout) << ", " << threads << " threads");
     const int64_t OH = s.OH(), OW = s.OW();
     const auto x = ramp(s.N * s.C * s.H * s.W, 1.0, 5), w = ramp(s.O * s.C * s.kh * s.kw, 0.5, 6);
     const auto dy = ramp(s.N * s.O * OH * OW, 1.0, 7);
@@ -199,4 +205,5 @@ TEST_CASE("conv2d: forward and both backwards against the direct convolution", "
     CHECK(max_abs_diff(yd, y_ref) < 1e-4);
   }
   set_conv_layout(ConvLayout::Auto);
+  gantry::set_num_threads(old_threads);
 }

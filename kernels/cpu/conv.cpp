@@ -9,6 +9,8 @@
 // The col and GEMM-output buffers are per-thread scratch that only grows: a fresh 64 MiB
 // std::vector per call cost a zero-fill plus a page fault per 4 KiB page on every call, which
 // measured 20-40% of a DCGAN layer's time (docs/benchmarks.md).
+#include <omp.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
@@ -258,6 +260,30 @@ bool use_rows(const Conv2dShape& s) {
 
 
 // ---- the three passes in the rows layout ------------------------------------------------------
+// Threads split the batch, not the GEMM: each thread takes a contiguous share of the images and
+// runs im2row, a single-threaded GEMM (Eigen runs single-threaded inside a parallel region) and
+// the scatter on its own chunks, with its own scratch. Splitting each GEMM instead made the two
+// threads meet at Eigen's and OpenMP's barriers several times per chunk: ~15% of a 2-thread
+// DCGAN step went to waiting. The backward-weight sums per-thread partial weight gradients
+// (in thread order, so a given thread count always gives the same bits).
+
+// Runs body(lo, hi, t) on each thread's share [lo, hi) of the n images (t: thread number).
+// Small batches stay on one thread, whose GEMM Eigen may then split itself.
+template <class F>
+int split_images(int64_t n, F body) {
+  constexpr int64_t kMinImagesPerThread = 4;
+  const int nt = static_cast<int>(std::min<int64_t>(omp_get_max_threads(), n / kMinImagesPerThread));
+  if (nt <= 1 || omp_in_parallel()) {
+    body(int64_t(0), n, 0);
+    return 1;
+  }
+#pragma omp parallel num_threads(nt)
+  {
+    const int t = omp_get_thread_num(), count = omp_get_num_threads();
+    body(n * t / count, n * (t + 1) / count, t);
+  }
+  return nt;
+}
 
 template <class T>
 void conv2d_forward_rows(const T* x, const T* w, const T* bias, T* y, const Conv2dShape& s) {
@@ -265,27 +291,27 @@ void conv2d_forward_rows(const T* x, const T* w, const T* bias, T* y, const Conv
   T* wr = scratch<T>(3, s.O * K);
   weight_to_rows(w, s, wr);
   const int64_t nb = chunk_images(s, sizeof(T));
-  T* A = scratch<T>(0, K * nb * P);
-  T* out = scratch<T>(1, s.O * nb * P);
-  for (int64_t n0 = 0; n0 < s.N; n0 += nb) {
-    const int64_t cnt = std::min(nb, s.N - n0), ld = cnt * P;
-#pragma omp parallel for if (cnt > 1)
-    for (int64_t i = 0; i < cnt; ++i) {
-      T* xh = scratch<T>(2, CHW);
-      transpose(x + (n0 + i) * CHW, s.C, s.H * s.W, xh);
-      im2row(xh, s, A + i * P * K);
-    }
-    // out[O, cnt*P] = W'[O, K] A^T[K, cnt*P]
-    gemm<T>(false, true, s.O, ld, K, T(1), wr, A, T(0), out);
-#pragma omp parallel for collapse(2) if (cnt * s.O * P > (1 << 15))
-    for (int64_t i = 0; i < cnt; ++i)
-      for (int64_t o = 0; o < s.O; ++o) {
-        const T* src = out + o * ld + i * P;
-        T* dst = y + ((n0 + i) * s.O + o) * P;
-        const T b = bias ? bias[o] : T(0);
-        for (int64_t p = 0; p < P; ++p) dst[p] = src[p] + b;
+  split_images(s.N, [&](int64_t lo, int64_t hi, int) {
+    T* A = scratch<T>(0, K * nb * P);
+    T* out = scratch<T>(1, s.O * nb * P);
+    T* xh = scratch<T>(2, CHW);
+    for (int64_t n0 = lo; n0 < hi; n0 += nb) {
+      const int64_t cnt = std::min(nb, hi - n0), ld = cnt * P;
+      for (int64_t i = 0; i < cnt; ++i) {
+        transpose(x + (n0 + i) * CHW, s.C, s.H * s.W, xh);
+        im2row(xh, s, A + i * P * K);
       }
-  }
+      // out[O, cnt*P] = W'[O, K] A^T[K, cnt*P]
+      gemm<T>(false, true, s.O, ld, K, T(1), wr, A, T(0), out);
+      for (int64_t i = 0; i < cnt; ++i)
+        for (int64_t o = 0; o < s.O; ++o) {
+          const T* src = out + o * ld + i * P;
+          T* dst = y + ((n0 + i) * s.O + o) * P;
+          const T b = bias ? bias[o] : T(0);
+          for (int64_t p = 0; p < P; ++p) dst[p] = src[p] + b;
+        }
+    }
+  });
 }
 
 template <class T>
@@ -294,49 +320,59 @@ void conv2d_backward_input_rows(const T* dy, const T* w, T* dx, const Conv2dShap
   T* wr = scratch<T>(3, s.O * K);
   weight_to_rows(w, s, wr);
   const int64_t nb = chunk_images(s, sizeof(T));
-  T* dA = scratch<T>(0, K * nb * P);
-  T* g = scratch<T>(1, s.O * nb * P);
-  for (int64_t n0 = 0; n0 < s.N; n0 += nb) {
-    const int64_t cnt = std::min(nb, s.N - n0), ld = cnt * P;
-#pragma omp parallel for collapse(2) if (cnt * s.O * P > (1 << 15))
-    for (int64_t i = 0; i < cnt; ++i)
-      for (int64_t o = 0; o < s.O; ++o)
-        std::memcpy(g + o * ld + i * P, dy + ((n0 + i) * s.O + o) * P, P * sizeof(T));
-    // dA[cnt*P, K] = g^T[cnt*P, O] W'[O, K]
-    gemm<T>(true, false, ld, K, s.O, T(1), g, wr, T(0), dA);
-#pragma omp parallel for if (cnt > 1)
-    for (int64_t i = 0; i < cnt; ++i) {
-      T* dxh = scratch<T>(2, CHW);
-      row2im(dA + i * P * K, s, dxh);
-      transpose(dxh, s.H * s.W, s.C, dx + (n0 + i) * CHW);
+  split_images(s.N, [&](int64_t lo, int64_t hi, int) {
+    T* dA = scratch<T>(0, K * nb * P);
+    T* g = scratch<T>(1, s.O * nb * P);
+    T* dxh = scratch<T>(2, CHW);
+    for (int64_t n0 = lo; n0 < hi; n0 += nb) {
+      const int64_t cnt = std::min(nb, hi - n0), ld = cnt * P;
+      for (int64_t i = 0; i < cnt; ++i)
+        for (int64_t o = 0; o < s.O; ++o)
+          std::memcpy(g + o * ld + i * P, dy + ((n0 + i) * s.O + o) * P, P * sizeof(T));
+      // dA[cnt*P, K] = g^T[cnt*P, O] W'[O, K]
+      gemm<T>(true, false, ld, K, s.O, T(1), g, wr, T(0), dA);
+      for (int64_t i = 0; i < cnt; ++i) {
+        row2im(dA + i * P * K, s, dxh);
+        transpose(dxh, s.H * s.W, s.C, dx + (n0 + i) * CHW);
+      }
     }
-  }
+  });
 }
 
 template <class T>
 void conv2d_backward_weight_rows(const T* x, const T* dy, T* dw, const Conv2dShape& s) {
   const int64_t P = s.OH() * s.OW(), K = s.C * s.kh * s.kw, CHW = s.C * s.H * s.W;
-  T* dwr = scratch<T>(3, s.O * K);
-  std::fill(dwr, dwr + s.O * K, T(0));
   const int64_t nb = chunk_images(s, sizeof(T));
-  T* A = scratch<T>(0, K * nb * P);
-  T* g = scratch<T>(1, s.O * nb * P);
-  for (int64_t n0 = 0; n0 < s.N; n0 += nb) {
-    const int64_t cnt = std::min(nb, s.N - n0), ld = cnt * P;
-#pragma omp parallel for if (cnt > 1)
-    for (int64_t i = 0; i < cnt; ++i) {
-      T* xh = scratch<T>(2, CHW);
-      transpose(x + (n0 + i) * CHW, s.C, s.H * s.W, xh);
-      im2row(xh, s, A + i * P * K);
+  std::vector<T*> partial(static_cast<size_t>(omp_get_max_threads()), nullptr);
+  const int nt = split_images(s.N, [&](int64_t lo, int64_t hi, int t) {
+    T* dwr = scratch<T>(3, s.O * K);  // this thread's dW'[O, K]
+    partial[static_cast<size_t>(t)] = dwr;
+    std::fill(dwr, dwr + s.O * K, T(0));
+    T* A = scratch<T>(0, K * nb * P);
+    T* g = scratch<T>(1, s.O * nb * P);
+    T* xh = scratch<T>(2, CHW);
+    for (int64_t n0 = lo; n0 < hi; n0 += nb) {
+      const int64_t cnt = std::min(nb, hi - n0), ld = cnt * P;
+      for (int64_t i = 0; i < cnt; ++i) {
+        transpose(x + (n0 + i) * CHW, s.C, s.H * s.W, xh);
+        im2row(xh, s, A + i * P * K);
+      }
+      for (int64_t i = 0; i < cnt; ++i)
+        for (int64_t o = 0; o < s.O; ++o)
+          std::memcpy(g + o * ld + i * P, dy + ((n0 + i) * s.O + o) * P, P * sizeof(T));
+      // dW'[O, K] += g[O, cnt*P] A[cnt*P, K]
+      gemm<T>(false, false, s.O, K, ld, T(1), g, A, T(1), dwr);
     }
-#pragma omp parallel for collapse(2) if (cnt * s.O * P > (1 << 15))
-    for (int64_t i = 0; i < cnt; ++i)
-      for (int64_t o = 0; o < s.O; ++o)
-        std::memcpy(g + o * ld + i * P, dy + ((n0 + i) * s.O + o) * P, P * sizeof(T));
-    // dW'[O, K] += g[O, cnt*P] A[cnt*P, K]
-    gemm<T>(false, false, s.O, K, ld, T(1), g, A, T(1), dwr);
-  }
-  weight_from_rows(dwr, s, dw);
+  });
+  T* total = partial[0];  // the calling thread's (thread 0's) buffer
+#pragma omp parallel for if (nt > 1 && s.O * K > (1 << 16))
+  for (int64_t o = 0; o < s.O; ++o)
+    for (int t = 1; t < nt; ++t) {
+      const T* part = partial[static_cast<size_t>(t)] + o * K;
+      T* dst = total + o * K;
+      for (int64_t k = 0; k < K; ++k) dst[k] += part[k];
+    }
+  weight_from_rows(total, s, dw);
 }
 
 }  // namespace
