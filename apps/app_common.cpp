@@ -25,6 +25,7 @@ Device choose_device(const std::string& choice, const std::string& flag) {
     if (dev.index >= cuda_device_count())
       throw std::invalid_argument(flag + " " + choice + ": no such GPU (" +
                                   std::to_string(cuda_device_count()) + " usable); use --device cpu or auto");
+    use_device(dev);  // ops run on the current GPU's stream: make it the one asked for
   }
   return dev;
 }

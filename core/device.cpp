@@ -41,4 +41,14 @@ int cuda_device_count() {
 
 bool cuda_available() { return cuda_device_count() > 0; }
 
+void use_device(Device dev) {
+  if (dev.is_cpu()) return;
+#ifdef GANTRY_WITH_CUDA
+  cuda::set_device(dev.index);
+#else
+  throw std::runtime_error("device " + dev.str() +
+                           ": gantry was built without CUDA (configure with -DGANTRY_CUDA=ON)");
+#endif
+}
+
 }  // namespace gantry

@@ -30,5 +30,9 @@ bool cuda_compiled();
 bool cuda_available();
 // Number of usable GPUs (0 without CUDA, driver or GPU).
 int cuda_device_count();
+// Makes dev the calling thread's current GPU: GPU ops run on the stream of the current GPU, so a
+// program that works on cuda:N calls this once before it makes tensors there (the apps do, from
+// --device). A CPU device leaves the current GPU alone. Throws for a GPU index that is not there.
+void use_device(Device dev);
 
 }  // namespace gantry
