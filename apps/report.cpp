@@ -164,7 +164,8 @@ void write_report(const std::string& run_dir) {
     for (const auto& r : t.rows)
       if (ic >= 0) ips.push_back(r[ic]);
     h << "<tr><th>steps</th><td>" << static_cast<long long>(col("step")) << "</td></tr>"
-      << "<tr><th>epoch</th><td>" << static_cast<long long>(col("epoch")) << "</td></tr>"
+      // 1-based, as the console's "[epoch N]" (metrics.csv keeps the loader's 0-based index).
+      << "<tr><th>epoch</th><td id=\"epoch\">" << static_cast<long long>(col("epoch")) + 1 << "</td></tr>"
       << "<tr><th>last loss D / G</th><td>" << fmt(col("loss_d")) << " / " << fmt(col("loss_g")) << "</td></tr>"
       << "<tr><th>last D(x) / D(G(z))</th><td>" << fmt(col("d_x")) << " / " << fmt(col("d_g_z2")) << "</td></tr>"
       << "<tr><th>throughput (median)</th><td id=\"throughput\">" << fmt(median(ips), 4) << " images/s</td></tr>"

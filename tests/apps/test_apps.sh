@@ -100,6 +100,8 @@ for case in $CASES; do
     [ "$(grep -c '<svg' "$r")" -ge 3 ] || fail "report has fewer than 3 charts"
     for id in losses scores real-vs-fake progress config throughput; do grep -q "id=\"$id\"" "$r" || fail "report lacks section $id"; done
     grep -q 'samples/real.png' "$r" || fail "report lacks the real images"
+    last_epoch=$(tail -1 "$WORK/ra/metrics.csv" | cut -d, -f2)
+    grep -q "id=\"epoch\">$((last_epoch + 1))<" "$r" || fail "report's epoch is not the console's 1-based epoch $((last_epoch + 1))"
     [ "$(grep -o 'src="samples/step_[0-9]*.png"' "$r" | sort -u | wc -l)" -ge 2 ] || fail "report lacks the sample progression"
     for src in $(grep -o 'src="[^"]*"' "$r" | sed 's/src="//; s/"$//'); do
       [ -f "$WORK/ra/$src" ] || fail "report references $src, which does not exist"
