@@ -1,10 +1,13 @@
 // The CUDA device layer (core/cuda_runtime.h): device discovery, the stream-ordered memory
 // pool, pinned host memory, copies on the compute stream and the library handles.
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <mutex>
 #include <sstream>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "gantry/core/cuda/internal.h"
 
@@ -219,27 +222,139 @@ void deallocate(void* ptr, int device) {
   }
 }
 
+// ---- pinned host memory, cached ---------------------------------------------------------------
+// The loader pins every batch, and the trainer drops it after the upload: cudaMallocHost and
+// cudaFreeHost per batch cost milliseconds each and cudaFreeHost synchronizes the device, which
+// would stall the step behind every batch. Freed pinned blocks are therefore kept with one event
+// per active compute stream, recorded at the free: a block is handed out again only once its
+// events have completed (every copy queued before the free has read it), as PyTorch's caching
+// host allocator does. At most kPinnedCacheBytes stay cached.
+namespace {
+
+constexpr std::size_t kPinnedCacheBytes = std::size_t(256) << 20;
+
+struct PinnedFree {
+  void* ptr;
+  std::size_t cap;
+  std::vector<cudaEvent_t> events;  // one per stream that existed at the free
+};
+
+struct PinnedCache {
+  std::mutex mu;
+  std::vector<PinnedFree> free_blocks;                  // oldest first
+  std::unordered_map<void*, std::size_t> live;          // handed out -> capacity
+  std::size_t cached = 0;
+};
+
+PinnedCache& pinned_cache() {
+  static PinnedCache* c = new PinnedCache();  // never destroyed: batches may outlive statics
+  return *c;
+}
+
+// True once every copy queued before the block was freed has finished (errors count as done:
+// a failed stream cannot read the block any more).
+bool pinned_ready(const PinnedFree& b) {
+  for (cudaEvent_t e : b.events) {
+    const cudaError_t st = cudaEventQuery(e);
+    if (st == cudaErrorNotReady) {
+      cudaGetLastError();
+      return false;
+    }
+  }
+  return true;
+}
+
+void release_pinned(PinnedFree& b) {
+  for (cudaEvent_t e : b.events) {
+    cudaEventSynchronize(e);
+    cudaEventDestroy(e);
+  }
+  cudaFreeHost(b.ptr);
+}
+
+}  // namespace
+
 void* allocate_pinned(std::size_t nbytes) {
+  const std::size_t want = (std::max<std::size_t>(nbytes, 1) + 4095) / 4096 * 4096;
+  PinnedCache& c = pinned_cache();
+  {
+    std::lock_guard<std::mutex> lock(c.mu);
+    for (auto it = c.free_blocks.begin(); it != c.free_blocks.end(); ++it) {
+      if (it->cap < want || it->cap > want + want / 4 || !pinned_ready(*it)) continue;
+      for (cudaEvent_t e : it->events) cudaEventDestroy(e);
+      void* ptr = it->ptr;
+      c.cached -= it->cap;
+      c.live.emplace(ptr, it->cap);
+      c.free_blocks.erase(it);
+      return ptr;
+    }
+  }
   void* ptr = nullptr;
-  const cudaError_t err = cudaMallocHost(&ptr, nbytes == 0 ? 1 : nbytes);
-  if (err == cudaErrorMemoryAllocation) {
+  cudaError_t err = cudaMallocHost(&ptr, want);
+  if (err == cudaErrorMemoryAllocation) {  // give the cached blocks back and try once more
     cudaGetLastError();
-    throw CudaError("cudaMallocHost: out of pinned host memory (asked for " +
-                    std::to_string(nbytes) + " bytes)");
+    {
+      std::lock_guard<std::mutex> lock(c.mu);
+      for (PinnedFree& b : c.free_blocks) release_pinned(b);
+      c.free_blocks.clear();
+      c.cached = 0;
+    }
+    err = cudaMallocHost(&ptr, want);
+    if (err == cudaErrorMemoryAllocation) {
+      cudaGetLastError();
+      throw CudaError("cudaMallocHost: out of pinned host memory (asked for " +
+                      std::to_string(nbytes) + " bytes)");
+    }
   }
   GANTRY_CUDA_CHECK(err);
+  std::lock_guard<std::mutex> lock(c.mu);
+  c.live.emplace(ptr, want);
   return ptr;
 }
 
 void deallocate_pinned(void* ptr) {
   if (!ptr) return;
-  // copy_host_to_device returns before a pinned source has been read, and cudaFreeHost is not
-  // documented to wait for queued copies: wait for every compute stream first, so a loader
-  // batch freed right after its upload cannot be read after it was freed. (cudaFreeHost
-  // synchronizes the device in practice, so this costs nothing more.) Never throws.
-  for (int d = 0; d < kMaxDevices; ++d)
-    if (g_state[d].stream) cudaStreamSynchronize(g_state[d].stream);
-  cudaFreeHost(ptr);
+  // Never throws (called from destructors). copy_host_to_device returns before a pinned source
+  // has been read, so the block may still be queued for reading on a compute stream: record
+  // where each stream is now, and reuse the block only after that point (pinned_ready).
+  PinnedCache& c = pinned_cache();
+  std::lock_guard<std::mutex> lock(c.mu);
+  auto it = c.live.find(ptr);
+  if (it == c.live.end()) return;  // not ours: nothing sane to do
+  PinnedFree b{ptr, it->second, {}};
+  c.live.erase(it);
+  bool recorded = true;
+  try {
+    for (int d = 0; d < kMaxDevices && recorded; ++d) {
+      if (!g_state[d].stream) continue;
+      DeviceGuard guard(d);  // an event belongs to the device current at its creation
+      cudaEvent_t e = nullptr;
+      if (cudaEventCreateWithFlags(&e, cudaEventDisableTiming) != cudaSuccess) {
+        recorded = false;
+        break;
+      }
+      b.events.push_back(e);
+      if (cudaEventRecord(e, g_state[d].stream) != cudaSuccess) recorded = false;
+    }
+  } catch (...) {  // DeviceGuard throws on a failing cudaSetDevice
+    recorded = false;
+  }
+  if (!recorded || b.cap > kPinnedCacheBytes) {  // fall back: wait, then free
+    cudaGetLastError();
+    for (int d = 0; d < kMaxDevices; ++d)
+      if (g_state[d].stream) cudaStreamSynchronize(g_state[d].stream);
+    for (cudaEvent_t e : b.events) cudaEventDestroy(e);
+    cudaFreeHost(ptr);
+    return;
+  }
+  c.free_blocks.push_back(std::move(b));
+  c.cached += c.free_blocks.back().cap;
+  while (c.cached > kPinnedCacheBytes && !c.free_blocks.empty()) {  // oldest out first
+    PinnedFree& old = c.free_blocks.front();
+    c.cached -= old.cap;
+    release_pinned(old);
+    c.free_blocks.erase(c.free_blocks.begin());
+  }
 }
 
 void copy_host_to_device(void* dst, const void* src, std::size_t nbytes) {

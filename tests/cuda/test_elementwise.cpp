@@ -416,4 +416,28 @@ TEST_CASE("device layer: pool reuse, high-water mark, OOM message, errors", "[cu
   cuda::deallocate_pinned(h);
   for (int i = 0; i < 16; ++i) CHECK(back[i] == static_cast<float>(i));
 }
+
+TEST_CASE("pinned blocks are reused only after the copies queued before their free", "[cuda][memory]") {
+  const size_t n = size_t(1) << 20;  // 4 MiB
+  float* h = static_cast<float*>(cuda::allocate_pinned(n * sizeof(float)));
+  for (size_t i = 0; i < n; ++i) h[i] = static_cast<float>(i % 1000);
+  DevBuf d(static_cast<int64_t>(n));
+  cuda::copy_host_to_device(d.p, h, n * sizeof(float));  // asynchronous from pinned memory
+  cuda::deallocate_pinned(h);                              // freed while the copy may be queued
+  float* again = static_cast<float*>(cuda::allocate_pinned(n * sizeof(float)));
+  if (again == h) {
+    // Handed out again: then the copy must have finished reading it, so overwriting is safe.
+    std::fill(again, again + n, -1.f);
+  }
+  const std::vector<float> back = d.download();
+  bool ok = true;
+  for (size_t i = 0; i < n; ++i) ok = ok && back[i] == static_cast<float>(i % 1000);
+  CHECK(ok);
+  cuda::deallocate_pinned(again);
+  cuda::synchronize();
+  // Once the stream is idle a freed block of the same size comes back from the cache.
+  float* third = static_cast<float*>(cuda::allocate_pinned(n * sizeof(float)));
+  CHECK(third == again);
+  cuda::deallocate_pinned(third);
+}
 #endif  // GANTRY_WITH_CUDA
