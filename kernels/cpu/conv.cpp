@@ -267,8 +267,9 @@ bool use_rows(const Conv2dShape& s) {
 // DCGAN step went to waiting. The backward-weight sums per-thread partial weight gradients
 // (in thread order, so a given thread count always gives the same bits).
 
-// Runs body(lo, hi, t) on each thread's share [lo, hi) of the n images (t: thread number).
-// Small batches stay on one thread, whose GEMM Eigen may then split itself.
+// Runs body(lo, hi, t) on each thread's share [lo, hi) of the n images (t: thread number) and
+// returns how many threads ran. Small batches stay on one thread, whose GEMM Eigen may then
+// split itself.
 template <class F>
 int split_images(int64_t n, F body) {
   constexpr int64_t kMinImagesPerThread = 4;
@@ -277,12 +278,14 @@ int split_images(int64_t n, F body) {
     body(int64_t(0), n, 0);
     return 1;
   }
+  int used = nt;  // OpenMP may give fewer threads than asked for
 #pragma omp parallel num_threads(nt)
   {
     const int t = omp_get_thread_num(), count = omp_get_num_threads();
+    if (t == 0) used = count;
     body(n * t / count, n * (t + 1) / count, t);
   }
-  return nt;
+  return used;
 }
 
 template <class T>
