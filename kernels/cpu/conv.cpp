@@ -123,6 +123,32 @@ bool fully_connected(const Conv2dShape& s) {
   return s.padding == 0 && s.H == s.kh && s.W == s.kw;  // then OH = OW = 1
 }
 
+// The GEMM side of a chunk of cnt images starting at image n0: its output out[O, cnt*P] goes to
+// y[n, O, P] (adding the bias), and dy[n, O, P] comes in as g[O, cnt*P]. `threads`: split the
+// copy over OpenMP threads (false inside a thread's own share of the batch).
+template <class T>
+void scatter_chunk(const T* out, const T* bias, T* y, const Conv2dShape& s, int64_t P, int64_t n0,
+                   int64_t cnt, bool threads) {
+  const int64_t ld = cnt * P;
+#pragma omp parallel for collapse(2) if (threads && cnt * s.O * P > (1 << 15))
+  for (int64_t i = 0; i < cnt; ++i)
+    for (int64_t o = 0; o < s.O; ++o) {
+      const T* src = out + o * ld + i * P;
+      T* dst = y + ((n0 + i) * s.O + o) * P;
+      const T b = bias ? bias[o] : T(0);
+      for (int64_t p = 0; p < P; ++p) dst[p] = src[p] + b;
+    }
+}
+template <class T>
+void gather_chunk(const T* dy, T* g, const Conv2dShape& s, int64_t P, int64_t n0, int64_t cnt,
+                  bool threads) {
+  const int64_t ld = cnt * P;
+#pragma omp parallel for collapse(2) if (threads && cnt * s.O * P > (1 << 15))
+  for (int64_t i = 0; i < cnt; ++i)
+    for (int64_t o = 0; o < s.O; ++o)
+      std::memcpy(g + o * ld + i * P, dy + ((n0 + i) * s.O + o) * P, P * sizeof(T));
+}
+
 // ---- the channels-last ("rows") layout --------------------------------------------------------
 // im2col above writes, for each (c, ki, kj), a row of OH*OW outputs that reads x at a stride:
 // for the DCGAN's 4x4 stride-2 layers those rows are 4-16 elements long, so the copy runs at a
@@ -306,13 +332,7 @@ void conv2d_forward_rows(const T* x, const T* w, const T* bias, T* y, const Conv
       }
       // out[O, cnt*P] = W'[O, K] A^T[K, cnt*P]
       gemm<T>(false, true, s.O, ld, K, T(1), wr, A, T(0), out);
-      for (int64_t i = 0; i < cnt; ++i)
-        for (int64_t o = 0; o < s.O; ++o) {
-          const T* src = out + o * ld + i * P;
-          T* dst = y + ((n0 + i) * s.O + o) * P;
-          const T b = bias ? bias[o] : T(0);
-          for (int64_t p = 0; p < P; ++p) dst[p] = src[p] + b;
-        }
+      scatter_chunk(out, bias, y, s, P, n0, cnt, false);
     }
   });
 }
@@ -329,9 +349,7 @@ void conv2d_backward_input_rows(const T* dy, const T* w, T* dx, const Conv2dShap
     T* dxh = scratch<T>(2, CHW);
     for (int64_t n0 = lo; n0 < hi; n0 += nb) {
       const int64_t cnt = std::min(nb, hi - n0), ld = cnt * P;
-      for (int64_t i = 0; i < cnt; ++i)
-        for (int64_t o = 0; o < s.O; ++o)
-          std::memcpy(g + o * ld + i * P, dy + ((n0 + i) * s.O + o) * P, P * sizeof(T));
+      gather_chunk(dy, g, s, P, n0, cnt, false);
       // dA[cnt*P, K] = g^T[cnt*P, O] W'[O, K]
       gemm<T>(true, false, ld, K, s.O, T(1), g, wr, T(0), dA);
       for (int64_t i = 0; i < cnt; ++i) {
@@ -360,9 +378,7 @@ void conv2d_backward_weight_rows(const T* x, const T* dy, T* dw, const Conv2dSha
         transpose(x + (n0 + i) * CHW, s.C, s.H * s.W, xh);
         im2row(xh, s, A + i * P * K);
       }
-      for (int64_t i = 0; i < cnt; ++i)
-        for (int64_t o = 0; o < s.O; ++o)
-          std::memcpy(g + o * ld + i * P, dy + ((n0 + i) * s.O + o) * P, P * sizeof(T));
+      gather_chunk(dy, g, s, P, n0, cnt, false);
       // dW'[O, K] += g[O, cnt*P] A[cnt*P, K]
       gemm<T>(false, false, s.O, K, ld, T(1), g, A, T(1), dwr);
     }
@@ -412,15 +428,7 @@ void conv2d_forward(const T* x, const T* w, const T* bias, T* y, const Conv2dSha
 #pragma omp parallel for if (cnt > 1)
     for (int64_t i = 0; i < cnt; ++i) im2col_ld(x + (n0 + i) * s.C * s.H * s.W, s, col, ld, i * P);
     gemm<T>(false, false, s.O, ld, K, T(1), w, col, T(0), out);
-    // out[O, cnt*P] -> y[n, O, P], adding the bias on the way.
-#pragma omp parallel for collapse(2) if (cnt * s.O * P > (1 << 15))
-    for (int64_t i = 0; i < cnt; ++i)
-      for (int64_t o = 0; o < s.O; ++o) {
-        const T* src = out + o * ld + i * P;
-        T* dst = y + ((n0 + i) * s.O + o) * P;
-        const T b = bias ? bias[o] : T(0);
-        for (int64_t p = 0; p < P; ++p) dst[p] = src[p] + b;
-      }
+    scatter_chunk(out, bias, y, s, P, n0, cnt, true);
   }
 }
 
@@ -438,11 +446,7 @@ void conv2d_backward_input(const T* dy, const T* w, T* dx, const Conv2dShape& s)
   std::fill(dx, dx + s.N * s.C * s.H * s.W, T(0));
   for (int64_t n0 = 0; n0 < s.N; n0 += nb) {
     const int64_t cnt = std::min(nb, s.N - n0), ld = cnt * P;
-    // dy[n, O, P] -> g[O, cnt*P]
-#pragma omp parallel for collapse(2) if (cnt * s.O * P > (1 << 15))
-    for (int64_t i = 0; i < cnt; ++i)
-      for (int64_t o = 0; o < s.O; ++o)
-        std::memcpy(g + o * ld + i * P, dy + ((n0 + i) * s.O + o) * P, P * sizeof(T));
+    gather_chunk(dy, g, s, P, n0, cnt, true);
     // dcol[K, cnt*P] = W^T[K, O] g[O, cnt*P]
     gemm<T>(true, false, K, ld, s.O, T(1), w, g, T(0), col);
 #pragma omp parallel for if (cnt > 1)
@@ -462,10 +466,7 @@ void conv2d_backward_weight_im2col(const T* x, const T* dy, T* dw, const Conv2dS
     const int64_t cnt = std::min(nb, s.N - n0), ld = cnt * P;
 #pragma omp parallel for if (cnt > 1)
     for (int64_t i = 0; i < cnt; ++i) im2col_ld(x + (n0 + i) * s.C * s.H * s.W, s, col, ld, i * P);
-#pragma omp parallel for collapse(2) if (cnt * s.O * P > (1 << 15))
-    for (int64_t i = 0; i < cnt; ++i)
-      for (int64_t o = 0; o < s.O; ++o)
-        std::memcpy(g + o * ld + i * P, dy + ((n0 + i) * s.O + o) * P, P * sizeof(T));
+    gather_chunk(dy, g, s, P, n0, cnt, true);
     // dW[O, K] += g[O, cnt*P] col^T[cnt*P, K]
     gemm<T>(false, true, s.O, K, ld, T(1), g, col, T(1), dw);
   }
