@@ -23,6 +23,11 @@ bool needs_grad(std::initializer_list<const Tensor*> inputs) {
 }
 
 Tensor record(Tensor output, const char* name, std::vector<Tensor> inputs, BackwardFn backward) {
+  return record(std::move(output), name, std::move(inputs), {}, std::move(backward));
+}
+
+Tensor record(Tensor output, const char* name, std::vector<Tensor> inputs,
+              std::vector<Tensor> saved, BackwardFn backward) {
   if (!g_grad_enabled) return output;
   bool any = false;
   for (const Tensor& t : inputs) any = any || (t.defined() && t.requires_grad());
@@ -31,6 +36,8 @@ Tensor record(Tensor output, const char* name, std::vector<Tensor> inputs, Backw
   node->name = name;
   node->inputs = std::move(inputs);
   node->backward = std::move(backward);
+  for (Tensor& t : saved)
+    if (t.defined()) node->saved.emplace_back(t.detach(), t.version());
   output.impl()->grad_fn = std::move(node);
   output.impl()->requires_grad = true;
   return output;
@@ -105,6 +112,13 @@ void Tensor::backward(const Tensor& gradient, bool retain_graph) const {
     if (found == pending.end()) continue;  // no gradient reached it
     Tensor g(found->second);
     pending.erase(found);
+    for (const auto& [t, version] : node->saved)
+      if (t.version() != version)
+        throw std::runtime_error(
+            "backward through '" + node->name + "': a tensor of shape " + shape_str(t.shape()) +
+            " that '" + node->name + "' saved for its backward was modified in place after it " +
+            "ran (version " + std::to_string(version) + ", now " + std::to_string(t.version()) +
+            "); modify a clone() of it instead, or modify it after backward()");
     std::vector<Tensor> grads = node->backward(g);
     if (grads.size() != node->inputs.size())
       throw std::logic_error("backward of '" + node->name + "' returned " +
@@ -130,6 +144,7 @@ void Tensor::backward(const Tensor& gradient, bool retain_graph) const {
     if (!retain_graph) {
       node->released = true;
       node->backward = nullptr;  // frees the saved tensors now
+      node->saved.clear();
       node->inputs.clear();      // and the activations the graph held
     }
   }

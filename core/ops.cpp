@@ -99,7 +99,7 @@ Tensor unary(Unary op, const char* name, const Tensor& x) {
   if (x.is_cuda()) ON_CUDA(name, cuda::unary_forward(op, x.data(), y.data(), x.numel()));
   else cpu::unary_forward<float>(op, x.data(), y.data(), x.numel());
   Tensor xs = x.detach(), ys = y.detach();
-  return record(y, name, {x}, [op, xs, ys](const Tensor& g) {
+  return record(y, name, {x}, {xs, ys}, [op, xs, ys](const Tensor& g) {
     Tensor gx = Tensor::empty_like(xs);
     if (xs.is_cuda())
       ON_CUDA("unary backward",
@@ -164,7 +164,7 @@ Tensor mul(const Tensor& a, const Tensor& b) {
   Tensor y = binary(Binary::Mul, "mul", a, b);
   const bool ga = a.requires_grad(), gb = b.requires_grad();
   Tensor ad = a.detach(), bd = b.detach();
-  return record(y, "mul", {a, b}, [ad, bd, ga, gb](const Tensor& g) {
+  return record(y, "mul", {a, b}, {ad, bd}, [ad, bd, ga, gb](const Tensor& g) {
     return std::vector<Tensor>{ga ? sum_to(mul(g, bd), ad.shape()) : Tensor(),
                                gb ? sum_to(mul(g, ad), bd.shape()) : Tensor()};
   });
@@ -174,7 +174,7 @@ Tensor div(const Tensor& a, const Tensor& b) {
   Tensor y = binary(Binary::Div, "div", a, b);
   const bool ga = a.requires_grad(), gb = b.requires_grad();
   Tensor ad = a.detach(), bd = b.detach();
-  return record(y, "div", {a, b}, [ad, bd, ga, gb](const Tensor& g) {
+  return record(y, "div", {a, b}, {ad, bd}, [ad, bd, ga, gb](const Tensor& g) {
     return std::vector<Tensor>{
         ga ? sum_to(div(g, bd), ad.shape()) : Tensor(),
         gb ? sum_to(neg(div(mul(g, ad), mul(bd, bd))), bd.shape()) : Tensor()};
@@ -198,7 +198,7 @@ Tensor clamp(const Tensor& x, float lo, float hi) {
   if (x.is_cuda()) ON_CUDA("clamp", cuda::clamp_forward(x.data(), y.data(), x.numel(), lo, hi));
   else cpu::clamp_forward<float>(x.data(), y.data(), x.numel(), lo, hi);
   Tensor xs = x.detach();
-  return record(y, "clamp", {x}, [xs, lo, hi](const Tensor& g) {
+  return record(y, "clamp", {x}, {xs}, [xs, lo, hi](const Tensor& g) {
     Tensor gx = Tensor::empty_like(xs);
     if (xs.is_cuda())
       ON_CUDA("clamp", cuda::clamp_backward(xs.data(), g.data(), gx.data(), xs.numel(), lo, hi));
@@ -235,7 +235,7 @@ Tensor leaky_relu(const Tensor& x, float slope) {
   else
     cpu::leaky_relu_forward<float>(x.data(), y.data(), x.numel(), slope);
   Tensor xs = x.detach();
-  return record(y, "leaky_relu", {x}, [xs, slope](const Tensor& g) {
+  return record(y, "leaky_relu", {x}, {xs}, [xs, slope](const Tensor& g) {
     Tensor gx = Tensor::empty_like(xs);
     if (xs.is_cuda())
       ON_CUDA("leaky_relu",
@@ -424,7 +424,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   Tensor y = gemm(false, false, a, b, M, N, K);
   const bool ga = a.requires_grad(), gb = b.requires_grad();
   Tensor ad = a.detach(), bd = b.detach();
-  return record(y, "matmul", {a, b}, [ad, bd, ga, gb, M, N, K](const Tensor& g) {
+  return record(y, "matmul", {a, b}, {ad, bd}, [ad, bd, ga, gb, M, N, K](const Tensor& g) {
     return std::vector<Tensor>{ga ? gemm(false, true, g, bd, M, K, N) : Tensor(),   // g b^T
                                gb ? gemm(true, false, ad, g, K, N, M) : Tensor()};  // a^T g
   });
@@ -448,7 +448,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   const bool gx = x.requires_grad(), gw = weight.requires_grad();
   const bool gbias = bias.defined() && bias.requires_grad();
   Tensor xd = x.detach(), wd = weight.detach();
-  return record(y, "linear", {x, weight, bias},
+  return record(y, "linear", {x, weight, bias}, {xd, wd},
                 [xd, wd, gx, gw, gbias, N, in, out](const Tensor& g) {
                   return std::vector<Tensor>{
                       gx ? gemm(false, false, g, wd, N, in, out) : Tensor(),  // g W
@@ -504,7 +504,7 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int str
   const bool gx = x.requires_grad(), gw = weight.requires_grad();
   const bool gb = bias.defined() && bias.requires_grad();
   Tensor xd = x.detach(), wd = weight.detach();
-  return record(y, op, {x, weight, bias}, [xd, wd, gx, gw, gb, s](const Tensor& g) {
+  return record(y, op, {x, weight, bias}, {xd, wd}, [xd, wd, gx, gw, gb, s](const Tensor& g) {
     Tensor dx, dw;
     if (gx) {
       dx = Tensor::empty(xd.shape(), g.device());
@@ -560,7 +560,7 @@ Tensor conv_transpose2d(const Tensor& x, const Tensor& weight, const Tensor& bia
   const bool gx = x.requires_grad(), gw = weight.requires_grad();
   const bool gb = bias.defined() && bias.requires_grad();
   Tensor xd = x.detach(), wd = weight.detach();
-  return record(y, op, {x, weight, bias}, [xd, wd, gx, gw, gb, s](const Tensor& g) {
+  return record(y, op, {x, weight, bias}, {xd, wd}, [xd, wd, gx, gw, gb, s](const Tensor& g) {
     Tensor dx, dw;
     if (gx) {
       dx = Tensor::empty(xd.shape(), g.device());
@@ -616,7 +616,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
       cpu::batch_norm_forward_eval<float>(x.data(), gamma, beta, running_mean.data(),
                                           running_var.data(), y.data(), N, C, S, eps);
     Tensor mean_d = running_mean.detach().clone(), var_d = running_var.detach().clone();
-    return record(y, op, {x, weight, bias}, [xd, wd, mean_d, var_d, eps, C, gx, gw, gb](const Tensor& g) {
+    return record(y, op, {x, weight, bias}, {xd, wd}, [xd, wd, mean_d, var_d, eps, C, gx, gw, gb](const Tensor& g) {
       // Statistics are constants here: y = (x - m) * invstd * gamma + beta.
       const Shape cs{1, C};
       Shape bshape = cs;
@@ -655,7 +655,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
       rv[c] = (1.f - momentum) * rv[c] + momentum * var_unbiased.data()[c];
     }
   }
-  return record(y, op, {x, weight, bias},
+  return record(y, op, {x, weight, bias}, {xd, wd},
                 [xd, wd, save_mean, save_invstd, N, C, S, gx, gw, gb](const Tensor& g) {
                   Tensor dx = Tensor::empty(xd.shape(), g.device());
                   Tensor dgamma = Tensor::empty({C}, g.device()), dbeta = Tensor::empty({C}, g.device());
@@ -706,7 +706,7 @@ Tensor binary_cross_entropy(const Tensor& p, const Tensor& target) {
     loss = Tensor::full({}, cpu::bce_forward<float>(p.data(), target.data(), n), p.device());
   }
   Tensor pd = p.detach(), td = target.detach();
-  return record(loss, op, {p, target}, [pd, td, n](const Tensor& g) {
+  return record(loss, op, {p, target}, {pd, td}, [pd, td, n](const Tensor& g) {
     Tensor dp = Tensor::empty_like(pd);
     if (g.is_cuda())  // the upstream gradient stays on the device
       ON_CUDA("binary_cross_entropy", cuda::bce_backward(pd.data(), td.data(), g.data(), dp.data(), n));
@@ -729,7 +729,7 @@ Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& targ
                         logits.device());
   }
   Tensor xd = logits.detach(), td = target.detach();
-  return record(loss, op, {logits, target}, [xd, td, n](const Tensor& g) {
+  return record(loss, op, {logits, target}, {xd, td}, [xd, td, n](const Tensor& g) {
     Tensor dx = Tensor::empty_like(xd);
     if (g.is_cuda())
       ON_CUDA("binary_cross_entropy_with_logits",
@@ -795,7 +795,7 @@ Tensor log_softmax(const Tensor& x) {
   if (x.is_cuda()) ON_CUDA(op, cuda::log_softmax_forward(x.data(), y.data(), M, C));
   else cpu::log_softmax_forward<float>(x.data(), y.data(), M, C);
   Tensor ys = y.detach();
-  return record(y, op, {x}, [ys, M, C](const Tensor& g) {
+  return record(y, op, {x}, {ys}, [ys, M, C](const Tensor& g) {
     Tensor dx = Tensor::empty_like(ys);
     if (g.is_cuda()) ON_CUDA("log_softmax", cuda::log_softmax_backward(ys.data(), g.data(), dx.data(), M, C));
     else cpu::log_softmax_backward<float>(ys.data(), g.data(), dx.data(), M, C);
@@ -828,7 +828,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
                         logits.device());
   }
   Tensor xd = logits.detach(), td = labels.detach();
-  return record(loss, op, {logits, labels}, [xd, td, M, C](const Tensor& g) {
+  return record(loss, op, {logits, labels}, {xd, td}, [xd, td, M, C](const Tensor& g) {
     Tensor dx = Tensor::empty_like(xd);
     if (g.is_cuda())
       ON_CUDA("cross_entropy", cuda::cross_entropy_backward(xd.data(), td.data(), g.data(), dx.data(), M, C));
@@ -864,7 +864,7 @@ Tensor spatial_gather(const Tensor& x, const Tensor& index, int64_t out_h, int64
     cpu::spatial_gather_forward<float>(x.data(), index.data(), y.data(), N, C, P_in, P_out);
   Tensor id = index.detach();
   const Shape xs = x.shape();
-  return record(y, op, {x}, [id, xs, N, C, P_in, P_out](const Tensor& g) {
+  return record(y, op, {x}, {id}, [id, xs, N, C, P_in, P_out](const Tensor& g) {
     Tensor dx = Tensor::empty(xs, g.device());
     if (g.is_cuda())
       ON_CUDA("spatial_gather", cuda::spatial_gather_backward(g.data(), id.data(), dx.data(), N, C, P_in, P_out));

@@ -278,7 +278,11 @@ Tensor Tensor::narrow0(int64_t start, int64_t length) const {
 
 // ---- in-place -------------------------------------------------------------------------------
 
+uint64_t Tensor::version() const { return checked().storage->version(); }
+void Tensor::bump_version() const { checked().storage->bump_version(); }
+
 Tensor& Tensor::fill_(float value) {
+  bump_version();
   const int64_t n = numel();
   if (device().is_cpu()) {
     std::fill(data(), data() + n, value);
@@ -297,11 +301,13 @@ Tensor& Tensor::copy_(const Tensor& src) {
   if (src.numel() != numel())
     throw std::invalid_argument("copy_: source shape " + shape_str(src.shape()) +
                                 " does not match destination shape " + shape_str(shape()));
+  bump_version();
   copy_bytes(data(), device(), src.data(), src.device(), numel() * sizeof(float));
   return *this;
 }
 
 Tensor& Tensor::normal_(float mean, float std, Generator* gen) {
+  bump_version();
   Generator& g = gen ? *gen : default_generator();
   if (device().is_cpu()) {
     g.fill_normal(data(), numel(), mean, std);
@@ -320,6 +326,7 @@ Tensor& Tensor::normal_(float mean, float std, Generator* gen) {
 }
 
 Tensor& Tensor::uniform_(float low, float high, Generator* gen) {
+  bump_version();
   Generator& g = gen ? *gen : default_generator();
   if (device().is_cpu()) {
     g.fill_uniform(data(), numel(), low, high);

@@ -68,6 +68,7 @@ void Adam::step() {
       s.exp_avg_sq = Tensor::zeros(p.shape(), p.device());
     }
     ++s.step;
+    p.bump_version();  // an in-place update: graphs that saved p must not backward through it
     if (p.device().is_cpu()) {
       adam_update_cpu(p.data(), g.data(), s.exp_avg.data(), s.exp_avg_sq.data(), p.numel(), s.step, opt_);
     } else {

@@ -47,6 +47,7 @@ void SGD::step() {
     const bool first = use_momentum && !buf.defined();
     if (first) buf = Tensor::zeros(p.shape(), p.device());
     if (p.device().is_cpu()) {
+      p.bump_version();  // written through data(): count it as an in-place write
       sgd_update_cpu(p.data(), g.data(), use_momentum ? buf.data() : nullptr, p.numel(), first, opt_);
     } else {
       // No device kernel yet: a correct (slow) round trip through host memory.

@@ -3,6 +3,7 @@
 #include "gantry/core/autograd.h"
 #include "gantry/core/ops.h"
 #include "gantry/core/tensor.h"
+#include "gantry/optim/adam.h"
 
 using namespace gantry;
 
@@ -90,4 +91,60 @@ TEST_CASE("non-scalar backward with an explicit gradient, and views", "[autograd
   Tensor z = Tensor::arange(6).requires_grad_();
   sum(z.narrow0(2, 3) * 4.f).backward();
   REQUIRE(z.grad().to_vector() == std::vector<float>{0, 0, 4, 4, 4, 0});
+}
+
+TEST_CASE("a tensor saved for backward and then modified in place is an error", "[autograd][version]") {
+  // The output of tanh is what its backward reads: changing it in place after the forward
+  // would silently give the gradient of a different function.
+  Tensor x = Tensor::from_vector({0.1f, -0.4f, 0.7f}, {3}).requires_grad_();
+  Tensor y = tanh(x);
+  Tensor loss = sum(y);
+  const uint64_t v = y.version();
+  y.mul_(2.f);
+  REQUIRE(y.version() == v + 1);
+  try {
+    loss.backward();
+    FAIL("backward through a modified saved tensor did not throw");
+  } catch (const std::runtime_error& e) {
+    const std::string msg = e.what();
+    INFO(msg);
+    CHECK(msg.find("'tanh'") != std::string::npos);
+    CHECK(msg.find("[3]") != std::string::npos);
+    CHECK(msg.find("modified in place") != std::string::npos);
+  }
+  // A weight changed in place between forward and backward (here by hand; an optimizer step
+  // counts the same way) is caught at the op that saved it.
+  Tensor w = Tensor::from_vector({1, 2, 3, 4}, {2, 2}).requires_grad_();
+  Tensor a = Tensor::from_vector({1, 0, 0, 1}, {2, 2});
+  Tensor out = sum(matmul(a, w));
+  w.fill_(0.f);
+  CHECK_THROWS_WITH(out.backward(), Catch::Contains("'matmul'"));
+}
+
+TEST_CASE("in-place writes to tensors no backward reads are allowed", "[autograd][version]") {
+  // add saves nothing (its gradient is the incoming one), so changing an input afterwards is
+  // fine, as in PyTorch.
+  Tensor x = Tensor::from_vector({1, 2}, {2}).requires_grad_();
+  Tensor b = Tensor::from_vector({5, 5}, {2});
+  Tensor y = sum(x + b);
+  b.add_(Tensor::from_vector({1, 1}, {2}));
+  REQUIRE_NOTHROW(y.backward());
+  REQUIRE(x.grad().to_vector() == std::vector<float>{1, 1});
+  // A fresh forward after the write records the new version: no error.
+  Tensor w = Tensor::from_vector({2, 3}, {2}).requires_grad_();
+  Tensor l1 = sum(x * w);
+  l1.backward();
+  w.mul_(0.5f);
+  Tensor l2 = sum(x * w);
+  REQUIRE_NOTHROW(l2.backward());
+}
+
+TEST_CASE("an optimizer step between two backwards of one graph is caught", "[autograd][version]") {
+  Tensor w = Tensor::from_vector({1, -1}, {2}).requires_grad_();
+  Tensor x = Tensor::from_vector({3, 4}, {2});
+  Tensor loss = sum(x * w * w);  // mul saves w
+  loss.backward(Tensor(), /*retain_graph=*/true);
+  Adam opt({w}, AdamOptions{});
+  opt.step();
+  CHECK_THROWS_WITH(loss.backward(), Catch::Contains("modified in place"));
 }
