@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The main job of `make train`: dcgan_train on Fashion-MNIST (Debian's package, no download).
 # With a GPU: 64x64 for 5 epochs. Without: the same networks at 32x32 (one stage fewer), batch
-# 64, two epochs (~3.6 min each on a quiet 2-core machine at ~280 images/s), capped at 6 minutes
-# of training so, with the build, a slower or busier machine still finishes in 10 minutes (it stops cleanly with a
-# checkpoint; --resume continues).
+# 64, two epochs (measured: 5.6 min for both on the 2-core development machine, ~360 images/s),
+# capped at 6 minutes of training so that, with the build, a slower or busier machine still
+# finishes in about 10 minutes (it stops cleanly with a checkpoint; --resume continues).
 # Usage: scripts/train-default.sh BUILD_DIR [extra dcgan_train flags]
 set -euo pipefail
 build=${1:-build}; shift || true
