@@ -36,6 +36,19 @@ void adam_update_cpu(float* param, const float* grad, float* exp_avg, float* exp
   }
 }
 
+#ifdef GANTRY_WITH_CUDA
+cuda::AdamConfig adam_cuda_config(const AdamOptions& o, int64_t step) {
+  cuda::AdamConfig cfg;
+  cfg.lr = o.lr;
+  cfg.beta1 = o.beta1;
+  cfg.beta2 = o.beta2;
+  cfg.eps = o.eps;
+  cfg.weight_decay = o.weight_decay;
+  cfg.step = step;
+  return cfg;
+}
+#endif
+
 Adam::Adam(std::vector<Tensor> params, AdamOptions options)
     : Optimizer(std::move(params), options.lr, "Adam"), opt_(options), state_(params_.size()) {
   auto check = [&](bool ok, const std::string& what) {
@@ -81,16 +94,9 @@ void Adam::step() {
     }
   }
 #ifdef GANTRY_WITH_CUDA
-  for (const auto& [step, tensors] : gpu_groups) {
-    cuda::AdamConfig cfg;
-    cfg.lr = opt_.lr;
-    cfg.beta1 = opt_.beta1;
-    cfg.beta2 = opt_.beta2;
-    cfg.eps = opt_.eps;
-    cfg.weight_decay = opt_.weight_decay;
-    cfg.step = step;
-    cuda::adam_multi_tensor(tensors.data(), static_cast<int>(tensors.size()), cfg);
-  }
+  for (const auto& [step, tensors] : gpu_groups)
+    cuda::adam_multi_tensor(tensors.data(), static_cast<int>(tensors.size()),
+                            adam_cuda_config(opt_, step));
 #endif
 }
 

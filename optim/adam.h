@@ -28,6 +28,15 @@ struct AdamOptions {
 void adam_update_cpu(float* param, const float* grad, float* exp_avg, float* exp_avg_sq,
                      int64_t n, int64_t step, const AdamOptions& opt);
 
+#ifdef GANTRY_WITH_CUDA
+namespace cuda {
+struct AdamConfig;  // kernels/cuda/cuda_kernels.h
+}
+// The fused GPU kernel's settings for `step`, from o as they are (doubles: the kernel forms its
+// factors as adam_update_cpu does). The one place that maps the two; Adam::step uses it.
+cuda::AdamConfig adam_cuda_config(const AdamOptions& o, int64_t step);
+#endif
+
 class Adam : public Optimizer {
  public:
   explicit Adam(std::vector<Tensor> params, AdamOptions options = {});

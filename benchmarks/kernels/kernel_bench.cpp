@@ -501,13 +501,8 @@ void add_adam_case(std::vector<Case>& cases) {
       ts.push_back({t[0] + off, t[1] + off, t[2] + off, t[3] + off, s});
       off += s;
     }
-    gantry::cuda::AdamConfig cfg;
-    cfg.lr = o.lr;
-    cfg.beta1 = o.beta1;
-    cfg.beta2 = o.beta2;
-    cfg.eps = o.eps;
-    cfg.step = step;
-    gantry::cuda::adam_multi_tensor(ts.data(), static_cast<int>(ts.size()), cfg);
+    gantry::cuda::adam_multi_tensor(ts.data(), static_cast<int>(ts.size()),
+                                    gantry::adam_cuda_config(o, step));
   }}};
 #endif
   cases.push_back(std::move(c));

@@ -361,21 +361,14 @@ TEST_CASE("multi-tensor Adam agrees with adam_update_cpu (optim/adam.cpp)", "[cu
   o.beta1 = 0.5;
   o.beta2 = 0.999;
   o.weight_decay = 0.01;
-  cuda::AdamConfig cfg;
-  cfg.lr = o.lr;
-  cfg.beta1 = o.beta1;
-  cfg.beta2 = o.beta2;
-  cfg.eps = o.eps;
-  cfg.weight_decay = o.weight_decay;
   std::vector<float> p = test::randn(n, 60, 0.02f), m(n, 0.f), v(n, 0.f);
   DevBuf dp(p), dm(m), dv(v), dg(n);
   for (int64_t step = 1; step <= 3; ++step) {
     const std::vector<float> g = test::randn(n, 60 + step);
     adam_update_cpu(p.data(), g.data(), m.data(), v.data(), n, step, o);
     dg.upload(g);
-    cfg.step = step;
     const cuda::AdamTensor t{dp.p, dg.p, dm.p, dv.p, n};
-    cuda::adam_multi_tensor(&t, 1, cfg);
+    cuda::adam_multi_tensor(&t, 1, adam_cuda_config(o, step));
   }
   CHECK(rel_error(dv.download(), v) < 1e-6);
   CHECK(rel_error(dm.download(), m) < 1e-6);
