@@ -18,6 +18,14 @@
 
 namespace gantry::test {
 
+// A tensor of uniform values in [lo, hi) from its own seeded generator (reproducible per test).
+inline Tensor rnd(const Shape& s, uint64_t seed, float lo = -1.f, float hi = 1.f) {
+  Generator g(seed);
+  Tensor t = Tensor::empty(s);
+  t.uniform_(lo, hi, &g);
+  return t;
+}
+
 // d(loss)/d(x[i]) by central differences; loss() reads x.
 inline std::vector<double> numeric_grad(std::vector<double>& x, const std::function<double()>& loss,
                                         double h = 1e-6) {

@@ -12,12 +12,6 @@ using namespace gantry::test;
 using augment::Geometry;
 
 namespace {
-Tensor rnd(const Shape& s, uint64_t seed, float lo = -1.f, float hi = 1.f) {
-  Generator g(seed);
-  Tensor t = Tensor::empty(s);
-  t.uniform_(lo, hi, &g);
-  return t;
-}
 Geometry geo(bool flip, int rot, int tx, int ty) {
   Geometry g;
   g.xflip = flip; g.rot90 = rot; g.tx = tx; g.ty = ty;

@@ -16,12 +16,6 @@ using namespace gantry;
 using namespace gantry::test;
 
 namespace {
-Tensor rnd(const Shape& s, uint64_t seed, float lo = -1.f, float hi = 1.f) {
-  Generator g(seed);
-  Tensor t = Tensor::empty(s);
-  t.uniform_(lo, hi, &g);
-  return t;
-}
 std::string tmp_path(const std::string& name) {
   const char* env = std::getenv("GANTRY_TEST_TMP");
   auto dir = std::filesystem::path(env ? env : std::filesystem::temp_directory_path().string()) / "classifier";

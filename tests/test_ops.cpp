@@ -12,13 +12,6 @@ using namespace gantry::test;
 
 namespace {
 
-Tensor rnd(const Shape& s, uint64_t seed, float lo = -1.f, float hi = 1.f) {
-  Generator g(seed);
-  Tensor t = Tensor::empty(s);
-  t.uniform_(lo, hi, &g);
-  return t;
-}
-
 // Direct-loop convolution: the reference every fast path is held to.
 std::vector<double> naive_conv2d(const std::vector<double>& x, const std::vector<double>& w,
                                  const cpu::Conv2dShape& s) {
