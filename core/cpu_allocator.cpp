@@ -113,12 +113,16 @@ void* allocate(std::size_t nbytes) {
   return p;
 }
 
-void deallocate(void* p) {
+void deallocate(void* p, std::size_t nbytes) {
   if (!p) return;
+  if (nbytes < kLarge) {  // never cached: no lock on the path every small tensor takes
+    std::free(p);
+    return;
+  }
   Cache& c = cache();
   std::lock_guard<std::mutex> lock(c.mu);
   auto it = c.live.find(p);
-  if (it == c.live.end()) {  // a small block
+  if (it == c.live.end()) {  // not from allocate(): nothing sane to cache
     std::free(p);
     return;
   }

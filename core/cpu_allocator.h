@@ -18,8 +18,9 @@ namespace gantry::cpu_allocator {
 
 // 64-byte aligned, at least nbytes (nbytes may be 0). Throws std::bad_alloc.
 void* allocate(std::size_t nbytes);
-// Returns a block from allocate(). Large blocks go to the cache, the rest to free().
-void deallocate(void* p);
+// Returns a block from allocate(nbytes) (the same nbytes). Large blocks go to the cache, the
+// rest straight to free() without touching the cache's lock.
+void deallocate(void* p, std::size_t nbytes);
 
 struct Stats {
   std::size_t cached_bytes = 0;  // free blocks held for reuse

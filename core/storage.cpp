@@ -29,7 +29,7 @@ std::shared_ptr<Storage> Storage::pinned(std::size_t nbytes) {
 #ifdef GANTRY_WITH_CUDA
   if (cuda::device_count() > 0) {
     auto s = std::shared_ptr<Storage>(new Storage(0, Device::cpu()));
-    cpu_allocator::deallocate(s->data_);
+    cpu_allocator::deallocate(s->data_, 0);  // the placeholder block of Storage(0, cpu)
     s->data_ = cuda::allocate_pinned(nbytes);
     s->nbytes_ = nbytes;
     s->pinned_ = true;
@@ -48,7 +48,7 @@ Storage::~Storage() {
     return;
   }
   if (device_.is_cpu()) {
-    cpu_allocator::deallocate(data_);
+    cpu_allocator::deallocate(data_, nbytes_);
     return;
   }
 #ifdef GANTRY_WITH_CUDA

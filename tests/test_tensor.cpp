@@ -129,7 +129,7 @@ TEST_CASE("cpu_allocator: large blocks are cached and reused, small ones are not
 
   void* small = ca::allocate(1000);
   REQUIRE(aligned(small, 64));
-  ca::deallocate(small);
+  ca::deallocate(small, 1000);
   REQUIRE(ca::stats().cached_bytes == 0);  // small blocks go straight back to malloc
 
   const std::size_t mib3 = (std::size_t(3) << 20) + 5;  // not a page multiple
@@ -138,21 +138,21 @@ TEST_CASE("cpu_allocator: large blocks are cached and reused, small ones are not
   std::memset(a, 0x5a, mib3);  // the whole requested size is usable
   const auto before = ca::stats();
   REQUIRE(before.live_large >= 1);
-  ca::deallocate(a);
+  ca::deallocate(a, mib3);
   REQUIRE(ca::stats().cached_bytes >= mib3);
   void* b = ca::allocate(mib3);  // same size: the cached block comes back
   REQUIRE(b == a);
   REQUIRE(ca::stats().hits == before.hits + 1);
   REQUIRE(ca::stats().cached_bytes == 0);
   // A request much smaller than the only cached block does not take it (no 2x waste).
-  ca::deallocate(b);
+  ca::deallocate(b, mib3);
   void* c = ca::allocate(std::size_t(1) << 20);
   REQUIRE(c != b);
-  ca::deallocate(c);
+  ca::deallocate(c, std::size_t(1) << 20);
   // Huge-page sized blocks are 2 MiB-aligned.
   void* h = ca::allocate(std::size_t(5) << 20);
   REQUIRE(aligned(h, std::size_t(2) << 20));
-  ca::deallocate(h);
+  ca::deallocate(h, std::size_t(5) << 20);
   // The limit bounds what stays cached; lowering it frees blocks.
   REQUIRE(ca::stats().cached_bytes <= (std::size_t(16) << 20));
   ca::set_cache_limit(std::size_t(4) << 20);
@@ -160,7 +160,7 @@ TEST_CASE("cpu_allocator: large blocks are cached and reused, small ones are not
   ca::set_cache_limit(0);
   REQUIRE(ca::stats().cached_bytes == 0);
   void* d = ca::allocate(mib3);
-  ca::deallocate(d);  // limit 0: nothing is kept
+  ca::deallocate(d, mib3);  // limit 0: nothing is kept
   REQUIRE(ca::stats().cached_bytes == 0);
   ca::set_cache_limit(old_limit);
 }
