@@ -1,6 +1,7 @@
 # The two commands (see README.md):
 #   make train   install dependencies, build (Release), train the DCGAN on Fashion-MNIST
-#   make test    install dependencies, build, run the whole test suite (also under ASan+UBSan)
+#   make test    install dependencies, build, run the whole test suite (also under ASan+UBSan,
+#                and the GPU tests on the CUDA emulator)
 # Knobs: JOBS (parallel build jobs), CUDA=AUTO|ON|OFF, CUDA_ARCHS (e.g. 90), TRAIN_ARGS.
 
 JOBS ?= $(shell nproc)
@@ -8,12 +9,13 @@ CUDA ?= AUTO
 CUDA_ARCHS ?=
 BUILD ?= build
 ASAN_BUILD ?= build-asan
+EMU_BUILD ?= build-emu
 CMAKE_FLAGS ?=
 ARCH_FLAG := $(if $(CUDA_ARCHS),-DCMAKE_CUDA_ARCHITECTURES=$(CUDA_ARCHS),)
 # 32x32 on the CPU finishes in minutes on 2 cores; a GPU trains 64x64 for several epochs.
 TRAIN_ARGS ?=
 
-.PHONY: all deps build test test-release test-asan train clean
+.PHONY: all deps build test test-release test-asan test-emu train clean
 
 all: build
 
@@ -24,7 +26,7 @@ build: deps
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release -DGANTRY_CUDA=$(CUDA) $(ARCH_FLAG) $(CMAKE_FLAGS)
 	cmake --build $(BUILD) -j$(JOBS)
 
-test: test-release test-asan
+test: test-release test-asan test-emu
 
 test-release: build
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
@@ -39,6 +41,14 @@ test-asan: deps
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -j$(JOBS) -LE 'install|slow'
 
+# The GPU tests (label cuda: kernel parity, GPU-vs-CPU training steps) on the CUDA emulator
+# (tests/cuda_emu): the hand-written kernels run on the CPU, no GPU or nvcc needed.
+test-emu: deps
+	cmake -S . -B $(EMU_BUILD) -DCMAKE_BUILD_TYPE=Release -DGANTRY_CUDA_EMU=ON \
+	  -DGANTRY_BUILD_BENCHMARKS=OFF $(CMAKE_FLAGS)
+	cmake --build $(EMU_BUILD) -j$(JOBS)
+	cd $(EMU_BUILD) && ctest --output-on-failure -j$(JOBS) -L cuda
+
 train: build
 	@if [ -x $(BUILD)/apps/dcgan_train ]; then \
 	  scripts/train-default.sh $(BUILD) $(TRAIN_ARGS); \
@@ -48,4 +58,4 @@ train: build
 	fi
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(EMU_BUILD)

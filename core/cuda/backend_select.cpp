@@ -14,13 +14,22 @@ Impl parse_impl(const std::string& text, const std::string& what) {
                               "' is not an implementation: use cudnn|cublas|library or handwritten");
 }
 
+bool library_available() {
+#ifdef GANTRY_CUDA_EMU
+  return false;
+#else
+  return true;
+#endif
+}
+
 const char* impl_name(Impl impl) { return impl == Impl::Library ? "library" : "handwritten"; }
 
 namespace {
 
 Impl impl_from_env(const char* name) {
   const char* v = std::getenv(name);
-  return (v && *v) ? parse_impl(v, name) : Impl::Library;
+  return (v && *v) ? parse_impl(v, name)
+                   : (library_available() ? Impl::Library : Impl::Handwritten);
 }
 
 int tf32_from_env() {  // -1: not set

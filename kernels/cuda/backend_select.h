@@ -29,6 +29,10 @@ void set_gemm_allow_tf32(bool on);
 bool conv_allow_tf32();
 bool gemm_allow_tf32();
 
+// False only in the CUDA emulator build (GANTRY_CUDA_EMU, tests/cuda_emu/), which runs the
+// hand-written kernels alone: there they are the default, and the library paths throw.
+bool library_available();
+
 // "library"/"cudnn"/"cublas" -> Library, "handwritten" -> Handwritten; anything else throws
 // std::invalid_argument naming `what` (for example "GANTRY_CONV_IMPL").
 Impl parse_impl(const std::string& text, const std::string& what);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end tests of dcgan_train and dcgan_generate on tiny data.
 # Usage: test_apps.sh BIN_DIR WORK_DIR [case...]
-#   (cases: flags folder resume sigint pytorch report nan ema_ada generate_post quality)
+#   (cases: flags folder resume sigint pytorch report nan ema_ada generate_post quality gpu_parity)
+# gpu_parity exits 77 (skipped) where --device cuda cannot run.
 set -uo pipefail
 BIN=$1; WORK=$2; shift 2
 CASES=${*:-flags folder resume sigint pytorch report nan}
@@ -192,6 +193,30 @@ PYEOF
     grep -q '"kid_std"' "$WORK/qe/eval.json" || fail "eval.json lacks kid_std"
     "$EVAL" --checkpoint "$WORK/qe" --features "$WORK/qe/config.json" --num 16 >"$WORK/o" 2>&1 && fail "a non-classifier --features accepted"
     "$TRAIN" --eval-every 5 >"$WORK/o" 2>&1 && fail "--eval-every without --features accepted"; expect_in "$WORK/o" "features"
+    ;;
+  gpu_parity)
+    # The same 3 steps on the GPU and on the CPU (same seed, data and init) log the same
+    # losses; then the GPU run's generator, EMA and ADA paths and dcgan_generate/dcgan_eval
+    # on the GPU. Runs on a real GPU, and on the CUDA emulator (GANTRY_CUDA_EMU builds).
+    GPU=("${TINY[@]:0:${#TINY[@]}-2}")  # TINY without its trailing --device cpu
+    "$TRAIN" "${TINY[@]}" --max-steps 3 --log-every 1 --out "$WORK/pc" >"$WORK/o" 2>&1 || fail "CPU run failed: $(tail -3 "$WORK/o")"
+    if ! "$TRAIN" "${GPU[@]}" --device cuda --max-steps 3 --log-every 1 --out "$WORK/pg" >"$WORK/og" 2>&1; then
+      if grep -q "built without CUDA\|no such GPU" "$WORK/og"; then
+        echo "SKIPPED: --device cuda cannot run here: $(tail -1 "$WORK/og")"; exit 77
+      fi
+      fail "GPU run failed: $(tail -3 "$WORK/og")"
+    fi
+    expect_in "$WORK/og" "training on cuda:0"
+    # Columns 3-7: loss_d loss_g d_x d_g_z1 d_g_z2, to 1e-3 relative (fp32 sums in other orders).
+    paste -d, "$WORK/pc/metrics.csv" "$WORK/pg/metrics.csv" | awk -F, -v n="$(head -1 "$WORK/pc/metrics.csv" | awk -F, '{print NF}')" '
+      NR == 1 { next }
+      { rows++; for (c = 3; c <= 7; ++c) { a = $c; b = $(c + n); d = a - b; if (d < 0) d = -d; m = a < 0 ? -a : a;
+          if (d > 1e-3 * m + 1e-6) { printf "step %s column %d: cpu %s gpu %s\n", $1, c, a, b; bad = 1 } } }
+      END { exit (bad || rows != 3) }' >"$WORK/diff" || fail "GPU and CPU losses differ: $(cat "$WORK/diff")"
+    "$GEN" --checkpoint "$WORK/pg" --device cuda --num 4 --grid "$WORK/g.png" >"$WORK/o" 2>&1 || fail "dcgan_generate --device cuda failed: $(tail -3 "$WORK/o")"
+    [ -s "$WORK/g.png" ] || fail "dcgan_generate --device cuda wrote no grid"
+    "$TRAIN" "${GPU[@]}" --device cuda --max-steps 2 --ema 0.9 --ada --ada-interval 1 --out "$WORK/pe" >"$WORK/o" 2>&1 \
+      || fail "GPU run with --ema --ada failed: $(tail -3 "$WORK/o")"
     ;;
   *) echo "unknown case $case"; failures=$((failures + 1)) ;;
   esac

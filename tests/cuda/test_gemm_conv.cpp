@@ -5,6 +5,8 @@
 #include <catch2/catch.hpp>
 
 #ifdef GANTRY_WITH_CUDA
+#include <cmath>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -62,6 +64,30 @@ const cpu::Conv2dShape kOddShapes[] = {
     {1, 70, 7, 5, 33, 2, 3, 1, 1},
 };
 
+// ||out - ref|| / ||ref|| as everywhere, unless the sums cancel by more than 100x (||ref||
+// below 1e-2 of ||ref_abs||, the same sums over |terms|): then against ||ref_abs|| / 100. A
+// floating-point sum's rounding error scales with its terms' magnitudes, not with the result
+// (Higham, "Accuracy and Stability of Numerical Algorithms", 3.1), so a near-zero result has
+// no fp32 answer within 1e-5 of it. Random DCGAN tensors cancel 10-60x: their check is the
+// plain relative error; the D's last layer at batch 1 (one output of 8192 terms) can cancel
+// 700x, and there the serial fp32 sum of the hand-written GEMM is off by 1.5e-5 of the result
+// while 2e-8 of the terms' magnitudes.
+double conv_error(const std::vector<float>& out, const std::vector<double>& ref,
+                  const std::vector<double>& ref_abs) {
+  double ref_norm = 0, abs_norm = 0, err = 0;
+  for (size_t i = 0; i < ref.size() && i < out.size(); ++i) {
+    ref_norm += ref[i] * ref[i];
+    abs_norm += ref_abs[i] * ref_abs[i];
+    err += (out[i] - ref[i]) * (out[i] - ref[i]);
+  }
+  if (ref_norm >= 1e-4 * abs_norm) return rel_error(out, ref);  // squared norms: 100x
+  if (out.size() != ref.size() || !std::isfinite(err)) return std::numeric_limits<double>::infinity();
+  const double e = std::sqrt(err / abs_norm) * 100;
+  UNSCOPED_INFO("the sums cancel " << std::sqrt(abs_norm / ref_norm)
+                << "x: error against 1/100 of the terms' magnitudes: " << e);
+  return e;
+}
+
 void check_conv(const cpu::Conv2dShape& s, const Variant& v) {
   const int64_t OH = s.OH(), OW = s.OW();
   const int64_t nx = s.N * s.C * s.H * s.W, nw = s.O * s.C * s.kh * s.kw, ny = s.N * s.O * OH * OW;
@@ -72,6 +98,13 @@ void check_conv(const cpu::Conv2dShape& s, const Variant& v) {
                       dyd = test::to_double(dy);
   std::vector<double> y_ref(ny), dx_ref(nx), dw_ref(nw), db_ref(s.O);
   cpu::conv2d_forward<double>(xd.data(), wd.data(), bd.data(), y_ref.data(), s);
+  // The same sums over the terms' magnitudes: the scale of the rounding error (conv_error).
+  std::vector<double> xa(nx), wa(nw), ba(s.O), y_abs(ny), y_abs_nobias(ny);
+  for (int64_t i = 0; i < nx; ++i) xa[i] = std::fabs(xd[i]);
+  for (int64_t i = 0; i < nw; ++i) wa[i] = std::fabs(wd[i]);
+  for (int64_t i = 0; i < s.O; ++i) ba[i] = std::fabs(bd[i]);
+  cpu::conv2d_forward<double>(xa.data(), wa.data(), ba.data(), y_abs.data(), s);
+  cpu::conv2d_forward<double>(xa.data(), wa.data(), nullptr, y_abs_nobias.data(), s);
   cpu::conv2d_backward_input<double>(dyd.data(), wd.data(), dx_ref.data(), s);
   cpu::conv2d_backward_weight<double>(xd.data(), dyd.data(), dw_ref.data(), db_ref.data(), s);
 
@@ -79,7 +112,7 @@ void check_conv(const cpu::Conv2dShape& s, const Variant& v) {
   DevBuf gx(x), gw(w), gb(b), gdy(dy), gy(ny), gdx(nx), gdw(nw), gdb(s.O);
   INFO(v.name << " " << test::shape_name(s));
   cuda::conv2d_forward(gx.p, gw.p, gb.p, gy.p, s);
-  CHECK(rel_error(gy.download(), y_ref) < v.tol);
+  CHECK(conv_error(gy.download(), y_ref, y_abs) < v.tol);
   cuda::conv2d_backward_input(gdy.p, gw.p, gdx.p, s);
   CHECK(rel_error(gdx.download(), dx_ref) < v.tol);
   cuda::conv2d_backward_weight(gx.p, gdy.p, gdw.p, gdb.p, s);
@@ -90,7 +123,7 @@ void check_conv(const cpu::Conv2dShape& s, const Variant& v) {
   cuda::conv2d_forward(gx.p, gw.p, nullptr, gy.p, s);
   std::vector<double> y_nobias(ny);
   cpu::conv2d_forward<double>(xd.data(), wd.data(), nullptr, y_nobias.data(), s);
-  CHECK(rel_error(gy.download(), y_nobias) < v.tol);
+  CHECK(conv_error(gy.download(), y_nobias, y_abs_nobias) < v.tol);
 }
 
 }  // namespace
@@ -100,6 +133,7 @@ TEST_CASE("GEMM: hand-written and cuBLAS match the CPU for all transposes", "[cu
   const Dims dims[] = {{64, 64, 64}, {1, 1, 1},     {7, 13, 5},   {65, 129, 33},
                        {128, 100, 819}, {100, 1, 800}, {3, 200, 1}, {257, 31, 4096}};
   for (const Variant& v : kVariants) {
+    if (!test::runnable(v.impl)) continue;
     Use use(v);
     for (const Dims& d : dims)
       for (int ta = 0; ta < 2; ++ta)
@@ -167,17 +201,20 @@ TEST_CASE("im2col and col2im match the CPU", "[cuda][conv]") {
 
 TEST_CASE("conv2d forward/backward: DCGAN shapes, batch 8", "[cuda][conv]") {
   for (const Variant& v : kVariants)
-    for (const cpu::Conv2dShape& s : dcgan_shapes(8)) check_conv(s, v);
+    if (test::runnable(v.impl))
+      for (const cpu::Conv2dShape& s : dcgan_shapes(8)) check_conv(s, v);
 }
 
 TEST_CASE("conv2d forward/backward: DCGAN shapes, batch 1", "[cuda][conv]") {
   for (const Variant& v : kVariants)
-    for (const cpu::Conv2dShape& s : dcgan_shapes(1)) check_conv(s, v);
+    if (test::runnable(v.impl))
+      for (const cpu::Conv2dShape& s : dcgan_shapes(1)) check_conv(s, v);
 }
 
 TEST_CASE("conv2d forward/backward: odd shapes", "[cuda][conv]") {
   for (const Variant& v : kVariants)
-    for (const cpu::Conv2dShape& s : kOddShapes) check_conv(s, v);
+    if (test::runnable(v.impl))
+      for (const cpu::Conv2dShape& s : kOddShapes) check_conv(s, v);
 }
 
 TEST_CASE("hand-written conv splits large batches into chunks correctly", "[cuda][conv]") {
