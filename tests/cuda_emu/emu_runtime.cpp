@@ -170,6 +170,7 @@ struct Block {
   std::vector<int64_t> warp_gen;         // exchanges completed per warp
   std::vector<int> fiber_of;             // thread -> fiber
   int next_start = 0;
+  bool reverse = false;                  // GANTRY_EMU_SCHEDULE=reverse
   std::deque<int> runnable;              // fibers to resume
   std::vector<int> idle;                 // fibers with nothing to run
 };
@@ -212,7 +213,8 @@ void fiber_main() {
   for (;;) {
     Block& b = *t_block;
     while (b.next_start < b.nthreads) {
-      const int t = b.next_start++;
+      const int k = b.next_start++;
+      const int t = b.reverse ? b.nthreads - 1 - k : k;
       b.state[t] = State::Running;
       b.fiber_of[t] = t_fiber;
       t_fibers[t_fiber]->thread = t;
@@ -276,8 +278,10 @@ bool release_warp(Block& b, int w) {
     if (!(mask >> (t - first) & 1u) || b.state[t] == State::Done) continue;
     if (b.state[t] != State::AtWarp || b.mask[t] != mask) return false;
   }
-  for (int t = first; t < last; ++t)
+  for (int i = first; i < last; ++i) {
+    const int t = b.reverse ? first + last - 1 - i : i;
     if (b.state[t] == State::AtWarp && b.mask[t] == mask) release(b, t);
+  }
   ++b.warp_gen[w];
   return true;
 }
@@ -335,8 +339,10 @@ void run_block(Block& b) {
     }
     if (!live) return;
     if (!all_at_block) deadlock(b);
-    for (int t = 0; t < b.nthreads; ++t)
+    for (int i = 0; i < b.nthreads; ++i) {
+      const int t = b.reverse ? b.nthreads - 1 - i : i;
       if (b.state[t] == State::AtBlock) release(b, t);
+    }
   }
 }
 
@@ -394,10 +400,22 @@ void run_grid(dim3 grid, dim3 block, std::size_t dynamic_smem, cudaStream_t stre
   t_block = &b;
   gridDim = grid;
   blockDim = block;
-  for (unsigned z = 0; z < grid.z; ++z)
-    for (unsigned y = 0; y < grid.y; ++y)
-      for (unsigned x = 0; x < grid.x; ++x) {
-        blockIdx = {x, y, z};
+  // The order threads (and blocks) run in between barriers: forward (0, 1, 2, ...) or reverse.
+  // A kernel that reads shared or global memory another thread writes without a barrier
+  // between them gives a wrong answer in one of the two orders.
+  static const bool reverse = [] {
+    const char* v = std::getenv("GANTRY_EMU_SCHEDULE");
+    if (!v || !*v || std::strcmp(v, "forward") == 0) return false;
+    if (std::strcmp(v, "reverse") == 0) return true;
+    std::fprintf(stderr, "gantry-cuda-emu: GANTRY_EMU_SCHEDULE='%s': use forward or reverse\n", v);
+    std::exit(2);
+  }();
+  b.reverse = reverse;
+  const unsigned gx = grid.x, gy = grid.y, gz = grid.z;
+  for (unsigned z = 0; z < gz; ++z)
+    for (unsigned y = 0; y < gy; ++y)
+      for (unsigned x = 0; x < gx; ++x) {
+        blockIdx = reverse ? uint3{gx - 1 - x, gy - 1 - y, gz - 1 - z} : uint3{x, y, z};
         run_block(b);
       }
   t_block = nullptr;

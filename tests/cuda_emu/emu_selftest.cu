@@ -2,11 +2,13 @@
 // on (barriers order shared memory, shuffles exchange within a warp, launch limits, pointer
 // checks), and the faults it must report. Written as CUDA, rewritten like kernels/cuda/*.cu.
 //
-//   emu_selftest              the checks below; exit 0 when all hold
+//   emu_selftest              the checks below; exit 0 when all hold (under both
+//                             GANTRY_EMU_SCHEDULE=forward and reverse)
 //   emu_selftest divergent    a barrier that cannot complete: must abort naming it
 //   emu_selftest host_pointer a host pointer passed to a kernel: must abort naming it
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -43,6 +45,20 @@ __global__ void warp_sum_kernel(const float* in, float* out, int n) {
 __global__ void exited_lane_kernel(float* out) {
   if (threadIdx.x >= 16) return;
   out[threadIdx.x] = __shfl_down_sync(0xffffffffu, 1.f, 16);
+}
+
+// Missing barriers: each thread writes its slot and reads a neighbour's with no
+// __syncthreads between. Forward order runs the reader of slot t+1 before its writer, reverse
+// order the reader of slot t-1 before its writer: one of the two reads a stale 0.
+__global__ void racy_next_kernel(const int* in, int* out) {
+  __shared__ int slots[64];
+  slots[threadIdx.x] = in[threadIdx.x];
+  out[threadIdx.x] = slots[(threadIdx.x + 1) % 64];
+}
+__global__ void racy_prev_kernel(const int* in, int* out) {
+  __shared__ int slots[64];
+  slots[threadIdx.x] = in[threadIdx.x];
+  out[threadIdx.x] = slots[(threadIdx.x + 63) % 64];
 }
 
 __global__ void write_kernel(float* out) { out[threadIdx.x] = 1.f; }
@@ -98,6 +114,21 @@ int main(int argc, char** argv) {
     expect(ok, "__syncthreads orders shared memory across a 2D block");
     cudaFree(din);
     cudaFree(dout);
+  }
+  {  // the schedule (GANTRY_EMU_SCHEDULE) exposes a missing barrier in one direction each
+    const char* sched = std::getenv("GANTRY_EMU_SCHEDULE");
+    const bool reverse = sched && std::strcmp(sched, "reverse") == 0;
+    std::vector<int> in(64);
+    for (int i = 0; i < 64; ++i) in[i] = 1000 + i;
+    int* din = device_copy(in);
+    int* dnext = device_copy(std::vector<int>(64, -1));
+    int* dprev = device_copy(std::vector<int>(64, -1));
+    racy_next_kernel<<<1, 64>>>(din, dnext);
+    racy_prev_kernel<<<1, 64>>>(din, dprev);
+    const std::vector<int> next = host_copy(dnext, 64), prev = host_copy(dprev, 64);
+    expect((next[0] == 1001) == reverse && (prev[1] == 1000) == !reverse,
+           reverse ? "reverse schedule: the missing barrier before reading slot t-1 shows"
+                   : "forward schedule: the missing barrier before reading slot t+1 shows");
   }
   {  // warp shuffles: 100 values, the last warp partial
     const int n = 100;
