@@ -44,8 +44,7 @@ test-asan: deps
 # The GPU tests (label cuda: kernel parity, GPU-vs-CPU training steps) on the CUDA emulator
 # (tests/cuda_emu): the hand-written kernels run on the CPU, no GPU or nvcc needed.
 test-emu: deps
-	cmake -S . -B $(EMU_BUILD) -DCMAKE_BUILD_TYPE=Release -DGANTRY_CUDA_EMU=ON \
-	  -DGANTRY_BUILD_BENCHMARKS=OFF $(CMAKE_FLAGS)
+	cmake -S . -B $(EMU_BUILD) -DCMAKE_BUILD_TYPE=Release -DGANTRY_CUDA_EMU=ON $(CMAKE_FLAGS)
 	cmake --build $(EMU_BUILD) -j$(JOBS)
 	cd $(EMU_BUILD) && ctest --output-on-failure -j$(JOBS) -L cuda
 
