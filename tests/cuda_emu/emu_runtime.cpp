@@ -84,6 +84,53 @@ std::string describe(const void* p) {
   return buf;
 }
 
+// ---- the stream -------------------------------------------------------------------------------
+// As on a GPU, a kernel launch, an async copy from or to pinned memory, a memset and a free
+// are queued and return at once; the queue runs, in order, at the next synchronization
+// (cudaStreamSynchronize, cudaDeviceSynchronize, cudaEventSynchronize up to the event, a
+// blocking cudaMemcpy, a copy into pageable host memory, cudaFreeHost). Host code that reads
+// a result, or reuses a pinned buffer, before synchronizing sees what a GPU would let it see.
+// GANTRY_EMU_ASYNC=0 runs everything at its call instead.
+struct Queue {
+  std::recursive_mutex mu;
+  std::deque<std::function<void()>> ops;
+  uint64_t enqueued = 0, executed = 0;
+  bool deferred = true;
+  Queue() {
+    const char* v = std::getenv("GANTRY_EMU_ASYNC");
+    deferred = !(v && std::strcmp(v, "0") == 0);
+  }
+};
+
+Queue& queue() {
+  static Queue* q = new Queue();  // never destroyed: frees may come after statics
+  return *q;
+}
+
+void enqueue(std::function<void()> op) {
+  Queue& q = queue();
+  std::lock_guard<std::recursive_mutex> lock(q.mu);
+  ++q.enqueued;
+  if (!q.deferred) {
+    op();
+    ++q.executed;
+    return;
+  }
+  q.ops.push_back(std::move(op));
+}
+
+// Runs the queued work up to position `until` (all of it by default).
+void flush(uint64_t until = UINT64_MAX) {
+  Queue& q = queue();
+  std::lock_guard<std::recursive_mutex> lock(q.mu);
+  while (q.executed < until && !q.ops.empty()) {
+    std::function<void()> op = std::move(q.ops.front());
+    q.ops.pop_front();
+    op();
+    ++q.executed;
+  }
+}
+
 // ---- fibers -----------------------------------------------------------------------------------
 // On x86-64 a fiber switch is 20 instructions (callee-saved registers, the FP control words,
 // the stack pointer); elsewhere ucontext, whose swapcontext costs a system call per switch.
@@ -371,8 +418,12 @@ void kernel_fault(const char* what) {
 
 void set_kernel_name(const char* name) { t_kernel_name = name; }
 
+namespace {
+void execute_grid(dim3 grid, dim3 block, const char* name, const std::function<void()>& body);
+}  // namespace
+
 void run_grid(dim3 grid, dim3 block, std::size_t dynamic_smem, cudaStream_t stream,
-              const std::function<void()>& body) {
+              std::function<void()> body) {
   // The launch limits of compute capability 9.0: a launch outside them fails with
   // cudaErrorInvalidConfiguration (reported by cudaGetLastError), and runs nothing.
   const uint64_t threads = uint64_t(block.x) * block.y * block.z;
@@ -387,6 +438,14 @@ void run_grid(dim3 grid, dim3 block, std::size_t dynamic_smem, cudaStream_t stre
   }
   (void)stream;
   if (t_block) kernel_fault("a kernel launched from inside a kernel (not supported)");
+  const char* name = t_kernel_name;
+  enqueue([grid, block, name, body = std::move(body)] { execute_grid(grid, block, name, body); });
+}
+
+namespace {
+void execute_grid(dim3 grid, dim3 block, const char* name, const std::function<void()>& body) {
+  t_kernel_name = name;
+  const uint64_t threads = uint64_t(block.x) * block.y * block.z;
   Block b;
   b.nthreads = static_cast<int>(threads);
   b.body = &body;
@@ -420,6 +479,7 @@ void run_grid(dim3 grid, dim3 block, std::size_t dynamic_smem, cudaStream_t stre
       }
   t_block = nullptr;
 }
+}  // namespace
 
 int lane_id() { return t_thread & 31; }
 
@@ -473,7 +533,11 @@ using gemu::fail;
 using gemu::memory;
 
 struct gemu_stream { unsigned flags = 0; };
-struct gemu_event { std::chrono::steady_clock::time_point when{}; bool recorded = false; };
+struct gemu_event {
+  std::chrono::steady_clock::time_point when{};
+  bool recorded = false;
+  uint64_t position = 0;  // complete once the stream has run this many operations
+};
 struct gemu_mempool { uint64_t release_threshold = 0; };
 
 namespace {
@@ -527,7 +591,10 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
   }
   return ok();
 }
-cudaError_t cudaDeviceSynchronize() { return ok(); }
+cudaError_t cudaDeviceSynchronize() {
+  gemu::flush();
+  return ok();
+}
 cudaError_t cudaGetLastError() {
   const cudaError_t e = gemu::g_last_error;
   gemu::g_last_error = cudaSuccess;
@@ -575,8 +642,10 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
   delete s;
   return ok();
 }
-// Everything runs at its call: a stream or event is always complete.
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return ok(); }
+cudaError_t cudaStreamSynchronize(cudaStream_t) {
+  gemu::flush();
+  return ok();
+}
 
 cudaError_t cudaEventCreate(cudaEvent_t* e) { return cudaEventCreateWithFlags(e, 0); }
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) {
@@ -585,19 +654,25 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) {
   return ok();
 }
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
-  delete e;
+  gemu::enqueue([e] { delete e; });  // a pending record still writes it
   return ok();
 }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
   if (!e) return fail(cudaErrorInvalidResourceHandle, "cudaEventRecord(nullptr)");
-  e->when = std::chrono::steady_clock::now();
   e->recorded = true;
+  gemu::enqueue([e] { e->when = std::chrono::steady_clock::now(); });
+  e->position = gemu::queue().enqueued;
   return ok();
 }
 cudaError_t cudaEventQuery(cudaEvent_t e) {
-  return e ? ok() : fail(cudaErrorInvalidResourceHandle, "cudaEventQuery(nullptr)");
+  if (!e) return fail(cudaErrorInvalidResourceHandle, "cudaEventQuery(nullptr)");
+  return gemu::queue().executed >= e->position ? ok() : cudaErrorNotReady;  // not an error
 }
-cudaError_t cudaEventSynchronize(cudaEvent_t e) { return cudaEventQuery(e); }
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+  if (!e) return fail(cudaErrorInvalidResourceHandle, "cudaEventSynchronize(nullptr)");
+  gemu::flush(e->position);
+  return ok();
+}
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
   if (!ms || !start || !end || !start->recorded || !end->recorded)
     return fail(cudaErrorInvalidResourceHandle, "cudaEventElapsedTime");
@@ -639,12 +714,17 @@ cudaError_t cudaFreeAsync(void* p, cudaStream_t) {
   auto it = m.device.find(reinterpret_cast<uintptr_t>(p));
   if (it == m.device.end())
     return fail(cudaErrorInvalidValue, "cudaFree of " + gemu::describe(p) + ": not a device allocation");
+  // Stream-ordered: the pool may hand the memory out again at once (to work queued after
+  // this), but work queued before still uses it, so the host memory goes at its turn.
   m.used -= it->second;
   m.device.erase(it);
-  std::free(p);
+  gemu::enqueue([p] { std::free(p); });
   return ok();
 }
-cudaError_t cudaFree(void* p) { return cudaFreeAsync(p, nullptr); }
+cudaError_t cudaFree(void* p) {
+  gemu::flush();  // cudaFree synchronizes the device
+  return cudaFreeAsync(p, nullptr);
+}
 cudaError_t cudaMallocHost(void** p, std::size_t n) {
   if (!p) return fail(cudaErrorInvalidValue, "cudaMallocHost(nullptr)");
   void* mem = std::aligned_alloc(4096, (std::max<std::size_t>(n, 1) + 4095) / 4096 * 4096);
@@ -657,6 +737,7 @@ cudaError_t cudaMallocHost(void** p, std::size_t n) {
 }
 cudaError_t cudaFreeHost(void* p) {
   if (!p) return ok();
+  gemu::flush();  // cudaFreeHost synchronizes the device
   gemu::Memory& m = memory();
   std::lock_guard<std::mutex> lock(m.mu);
   auto it = m.pinned.find(reinterpret_cast<uintptr_t>(p));
@@ -734,11 +815,29 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t n, cudaMemcp
                                            " to " + gemu::describe(dst) +
                                            ": a pointer is on the wrong side or the range "
                                            "overruns its allocation");
-  std::memmove(dst, src, n);
+  // What returns before the copy is done, as the CUDA runtime documents it: from pageable
+  // host memory the source is staged at the call; into pageable host memory the call waits
+  // for the copy; pinned host memory and device memory are read and written at the copy's
+  // turn in the stream.
+  const bool src_pageable = !src_any && gemu::pointer_kind(src) != gemu::PtrKind::Pinned;
+  const bool dst_pageable = !dst_any && gemu::pointer_kind(dst) != gemu::PtrKind::Pinned;
+  if (dst_pageable) {
+    gemu::flush();
+    std::memmove(dst, src, n);
+  } else if (src_pageable) {
+    auto staged = std::make_shared<std::vector<char>>(static_cast<const char*>(src),
+                                                      static_cast<const char*>(src) + n);
+    gemu::enqueue([dst, staged] { std::memcpy(dst, staged->data(), staged->size()); });
+  } else {
+    gemu::enqueue([dst, src, n] { std::memmove(dst, src, n); });
+  }
   return ok();
 }
 cudaError_t cudaMemcpy(void* dst, const void* src, std::size_t n, cudaMemcpyKind kind) {
-  return cudaMemcpyAsync(dst, src, n, kind, nullptr);
+  gemu::flush();  // blocking: everything queued before, then the copy, then return
+  const cudaError_t e = cudaMemcpyAsync(dst, src, n, kind, nullptr);
+  gemu::flush();
+  return e;
 }
 cudaError_t cudaMemcpy2DAsync(void* dst, std::size_t dpitch, const void* src, std::size_t spitch,
                               std::size_t width, std::size_t height, cudaMemcpyKind kind,
@@ -757,7 +856,11 @@ cudaError_t cudaMemsetAsync(void* p, int value, std::size_t n, cudaStream_t) {
   if (!gemu::is_device(p, n))
     return fail(cudaErrorInvalidValue, "cudaMemset of " + std::to_string(n) + " bytes at " +
                                            gemu::describe(p) + ": not inside a device allocation");
-  std::memset(p, value, n);
+  gemu::enqueue([p, value, n] { std::memset(p, value, n); });
   return ok();
 }
-cudaError_t cudaMemset(void* p, int value, std::size_t n) { return cudaMemsetAsync(p, value, n, nullptr); }
+cudaError_t cudaMemset(void* p, int value, std::size_t n) {
+  const cudaError_t e = cudaMemsetAsync(p, value, n, nullptr);
+  gemu::flush();
+  return e;
+}

@@ -90,6 +90,7 @@ int main(int argc, char** argv) {
   if (std::strcmp(mode, "divergent") == 0) {
     float* out = device_copy(std::vector<float>(32, 0.f));
     divergent_kernel<<<1, 32>>>(out);
+    cudaDeviceSynchronize();  // the launch only queues the kernel
     std::printf("divergent_kernel returned: the emulator missed the deadlock\n");
     return 1;
   }
@@ -129,6 +130,37 @@ int main(int argc, char** argv) {
     expect((next[0] == 1001) == reverse && (prev[1] == 1000) == !reverse,
            reverse ? "reverse schedule: the missing barrier before reading slot t-1 shows"
                    : "forward schedule: the missing barrier before reading slot t+1 shows");
+  }
+  {  // the stream: queued work runs at synchronization, as on a GPU (GANTRY_EMU_ASYNC=1)
+    const char* async = std::getenv("GANTRY_EMU_ASYNC");
+    if (!(async && std::strcmp(async, "0") == 0)) {
+      float* pinned = nullptr;
+      cudaMallocHost(reinterpret_cast<void**>(&pinned), 32 * sizeof(float));
+      std::vector<float> pageable(32, 2.f);
+      for (int i = 0; i < 32; ++i) pinned[i] = 1.f;
+      float* d = device_copy(std::vector<float>(32, 0.f));
+      float* d2 = device_copy(std::vector<float>(32, 0.f));
+      cudaEvent_t ev;
+      cudaEventCreate(&ev);
+      cudaMemcpyAsync(d, pinned, 32 * sizeof(float), cudaMemcpyHostToDevice);    // reads at its turn
+      cudaMemcpyAsync(d2, pageable.data(), 32 * sizeof(float), cudaMemcpyHostToDevice);  // staged now
+      cudaEventRecord(ev);
+      expect(cudaEventQuery(ev) == cudaErrorNotReady, "an event after queued copies is not ready");
+      pinned[0] = 5.f;     // a race on a GPU: the queued copy reads this
+      pageable[0] = 6.f;   // safe: the pageable source was staged
+      cudaEventSynchronize(ev);
+      expect(cudaEventQuery(ev) == cudaSuccess, "cudaEventSynchronize completes the event");
+      expect(host_copy(d, 32)[0] == 5.f, "a queued copy from pinned memory reads it at its turn");
+      expect(host_copy(d2, 32)[0] == 2.f, "a copy from pageable memory takes the data at the call");
+      write_kernel<<<1, 32>>>(d);
+      pinned[1] = -1.f;
+      cudaMemcpyAsync(pinned, d, 32 * sizeof(float), cudaMemcpyDeviceToHost);
+      expect(pinned[1] == -1.f, "a queued kernel and copy into pinned memory have not run yet");
+      cudaStreamSynchronize(nullptr);
+      expect(pinned[1] == 1.f, "cudaStreamSynchronize runs them");
+      cudaEventDestroy(ev);
+      cudaFreeHost(pinned);
+    }
   }
   {  // warp shuffles: 100 values, the last warp partial
     const int n = 100;

@@ -180,8 +180,10 @@ PtrKind pointer_kind(const void* p);
 
 // Runs `body` once per thread of the grid (each call sees its own threadIdx/blockIdx). Sets
 // the launch error (cudaGetLastError) and runs nothing when the configuration is invalid.
+// Queued on the stream like every copy (see "the stream" in emu_runtime.cpp): it runs at the
+// next synchronization, not at the launch.
 void run_grid(dim3 grid, dim3 block, std::size_t dynamic_smem, cudaStream_t stream,
-              const std::function<void()>& body);
+              std::function<void()> body);
 // The kernel being launched, for messages.
 void set_kernel_name(const char* name);
 
@@ -217,7 +219,8 @@ struct Launch {
     set_kernel_name(name);
     int index = 0;
     (check_argument(args, index++), ...);
-    run_grid(grid, block, smem, stream, [&] { kernel(args...); });
+    // The arguments are copied now, as a launch copies them: the kernel may run later.
+    run_grid(grid, block, smem, stream, [k = kernel, args...] { k(args...); });
   }
 };
 
