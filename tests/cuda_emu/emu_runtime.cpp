@@ -798,9 +798,10 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t n, cudaMemcp
                             cudaStream_t) {
   if (n == 0) return ok();
   if (!dst || !src) return fail(cudaErrorInvalidValue, "cudaMemcpy with a null pointer");
-  const bool dst_dev = gemu::is_device(dst, n), src_dev = gemu::is_device(src, n);
-  const bool dst_any = gemu::pointer_kind(dst) == gemu::PtrKind::Device;
-  const bool src_any = gemu::pointer_kind(src) == gemu::PtrKind::Device;
+  // Each side: where it starts (device, pinned, pageable), and whether a device side fits.
+  const gemu::PtrKind dst_kind = gemu::pointer_kind(dst), src_kind = gemu::pointer_kind(src);
+  const bool dst_any = dst_kind == gemu::PtrKind::Device, src_any = src_kind == gemu::PtrKind::Device;
+  const bool dst_dev = dst_any && gemu::is_device(dst, n), src_dev = src_any && gemu::is_device(src, n);
   bool good = true;
   switch (kind) {
     case cudaMemcpyHostToDevice: good = dst_dev && !src_any; break;
@@ -819,8 +820,8 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t n, cudaMemcp
   // host memory the source is staged at the call; into pageable host memory the call waits
   // for the copy; pinned host memory and device memory are read and written at the copy's
   // turn in the stream.
-  const bool src_pageable = !src_any && gemu::pointer_kind(src) != gemu::PtrKind::Pinned;
-  const bool dst_pageable = !dst_any && gemu::pointer_kind(dst) != gemu::PtrKind::Pinned;
+  const bool src_pageable = src_kind == gemu::PtrKind::Other;
+  const bool dst_pageable = dst_kind == gemu::PtrKind::Other;
   if (dst_pageable) {
     gemu::flush();
     std::memmove(dst, src, n);
