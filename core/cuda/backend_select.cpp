@@ -14,11 +14,11 @@ Impl parse_impl(const std::string& text, const std::string& what) {
                               "' is not an implementation: use cudnn|cublas|library or handwritten");
 }
 
-bool library_available() {
+bool emulated() {
 #ifdef GANTRY_CUDA_EMU
-  return false;
-#else
   return true;
+#else
+  return false;
 #endif
 }
 
@@ -28,8 +28,7 @@ namespace {
 
 Impl impl_from_env(const char* name) {
   const char* v = std::getenv(name);
-  return (v && *v) ? parse_impl(v, name)
-                   : (library_available() ? Impl::Library : Impl::Handwritten);
+  return (v && *v) ? parse_impl(v, name) : Impl::Library;
 }
 
 int tf32_from_env() {  // -1: not set

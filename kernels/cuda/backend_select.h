@@ -29,9 +29,11 @@ void set_gemm_allow_tf32(bool on);
 bool conv_allow_tf32();
 bool gemm_allow_tf32();
 
-// False only in the CUDA emulator build (GANTRY_CUDA_EMU, tests/cuda_emu/), which runs the
-// hand-written kernels alone: there they are the default, and the library paths throw.
-bool library_available();
+// True only in the CUDA emulator build (GANTRY_CUDA_EMU, tests/cuda_emu/): the "GPU" is the
+// CPU, and cuDNN/cuBLAS are models written from their documentation (emu_cudnn.cpp,
+// emu_cublas.cpp). Everything runs as in a GPU build, only slowly; benchmarks use it to keep
+// their sizes small.
+bool emulated();
 
 // "library"/"cudnn"/"cublas" -> Library, "handwritten" -> Handwritten; anything else throws
 // std::invalid_argument naming `what` (for example "GANTRY_CONV_IMPL").

@@ -74,16 +74,6 @@ double rel_error(const std::vector<float>& out, const std::vector<R>& ref) {
   return std::sqrt(num / den);
 }
 
-// The implementations this build can run: the CUDA emulator (GANTRY_CUDA_EMU) has no
-// cuDNN/cuBLAS, so its library variants are left out (and say so once).
-inline bool runnable(cuda::Impl impl) {
-  if (impl == cuda::Impl::Handwritten || cuda::library_available()) return true;
-  static bool said = false;
-  if (!said) std::printf("note: cuDNN/cuBLAS variants skipped: not in the CUDA emulator build\n");
-  said = true;
-  return false;
-}
-
 inline std::string shape_name(const cpu::Conv2dShape& s) {
   return "N" + std::to_string(s.N) + " C" + std::to_string(s.C) + " " + std::to_string(s.H) +
          "x" + std::to_string(s.W) + " O" + std::to_string(s.O) + " k" + std::to_string(s.kh) +

@@ -418,6 +418,20 @@ void kernel_fault(const char* what) {
 
 void set_kernel_name(const char* name) { t_kernel_name = name; }
 
+bool device_range(const void* p, std::size_t n) { return is_device(p, n); }
+
+void library_fault(const char* call, const char* what) {
+  std::fprintf(stderr, "gantry-cuda-emu: %s: %s\n", call, what);
+  std::fflush(stderr);
+  std::fflush(stdout);
+  std::_Exit(3);  // as kernel_fault: a failure with a message, not a crash
+}
+
+void enqueue_library_work(std::function<void()> work) {
+  if (t_block) kernel_fault("a library call from inside a kernel (not supported)");
+  enqueue(std::move(work));
+}
+
 namespace {
 void execute_grid(dim3 grid, dim3 block, const char* name, const std::function<void()>& body);
 }  // namespace

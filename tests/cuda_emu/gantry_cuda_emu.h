@@ -187,6 +187,14 @@ void run_grid(dim3 grid, dim3 block, std::size_t dynamic_smem, cudaStream_t stre
 // The kernel being launched, for messages.
 void set_kernel_name(const char* name);
 
+// For the models of cuDNN and cuBLAS (emu_cudnn.cpp, emu_cublas.cpp): whether [p, p + n) lies
+// inside one live device allocation; a library fault (a device pointer that is not one, as
+// compute-sanitizer reports an illegal address), which ends the process with exit code 3;
+// and the library's work, queued on the stream in order with the kernels and copies.
+bool device_range(const void* p, std::size_t n);
+[[noreturn]] void library_fault(const char* call, const char* what);
+void enqueue_library_work(std::function<void()> work);
+
 // A kernel argument that is a pointer must point at device (or pinned) memory: a host pointer
 // handed to a kernel is an illegal address on a GPU.
 template <class T>
