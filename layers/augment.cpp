@@ -150,8 +150,13 @@ AdaptiveAugment::AdaptiveAugment(const AdaOptions& options, uint64_t seed)
 
 void AdaptiveAugment::observe_real(const Tensor& d_real) {
   const std::vector<float> v = d_real.to_vector();
-  for (float d : v) sign_sum_ += d > 0.5f ? 1.0 : (d < 0.5f ? -1.0 : 0.0);
-  sign_count_ += static_cast<int64_t>(v.size());
+  observe_real(v.data(), static_cast<int64_t>(v.size()));
+}
+
+void AdaptiveAugment::observe_real(const float* d_real, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    sign_sum_ += d_real[i] > 0.5f ? 1.0 : (d_real[i] < 0.5f ? -1.0 : 0.0);
+  sign_count_ += n;
 }
 
 void AdaptiveAugment::end_step() {

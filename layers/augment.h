@@ -68,6 +68,9 @@ class AdaptiveAugment {
   Tensor apply(const Tensor& x) { return augment_images(x, static_cast<float>(p_), gen_); }
   // Adds the signs of D's outputs on a real batch (probabilities, any device) to the tally.
   void observe_real(const Tensor& d_real);
+  // The same for n outputs already in host memory (the trainer reads them back together with
+  // its losses, in one copy).
+  void observe_real(const float* d_real, int64_t n);
   // Ends a training step; every `interval` steps moves p by
   //   sign(r_t - target) * (images observed) / speed, clamped to [0, 1], and clears the tally.
   void end_step();

@@ -62,19 +62,28 @@ StepStats DCGANTrainer::step(const Tensor& real_in, Generator& noise_gen) {
   set_requires_grad(d_->parameters(), true);
   opt_g_->step();
   if (ema_) ema_->update();
-  if (ada_) {
-    ada_->observe_real(out_real);
+
+  // Read the six scalars (and, with ADA, D's outputs on the reals) back in one copy, after all
+  // the work is queued: one wait for the device per step on a GPU. Read one by one they
+  // waited four times (each mean() is a new launch behind the previous read), and ADA's
+  // tally a fifth.
+  NoGradGuard guard;
+  std::vector<Tensor> parts = {err_real.reshape({1}),        err_fake.reshape({1}),
+                               err_g.reshape({1}),           mean(out_real).reshape({1}),
+                               mean(out_fake).reshape({1}), mean(out_g).reshape({1})};
+  if (ada_) parts.push_back(out_real.reshape({out_real.numel()}));
+  const Tensor host = cat(parts).cpu();
+  const float* v = host.data();
+  st.loss_d = v[0] + v[1];
+  st.loss_g = v[2];
+  st.d_x = v[3];
+  st.d_g_z1 = v[4];
+  st.d_g_z2 = v[5];
+  if (ada_) {  // p changes for the next step's augmentation, as before
+    ada_->observe_real(v + 6, out_real.numel());
     ada_->end_step();
     st.ada_p = static_cast<float>(ada_->p());
   }
-
-  // Read the scalars back once, after all the work is queued (one sync on a GPU).
-  NoGradGuard guard;
-  st.loss_d = err_real.item() + err_fake.item();
-  st.loss_g = err_g.item();
-  st.d_x = mean(out_real).item();
-  st.d_g_z1 = mean(out_fake).item();
-  st.d_g_z2 = mean(out_g).item();
   return st;
 }
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # End-to-end tests of dcgan_train and dcgan_generate on tiny data.
 # Usage: test_apps.sh BIN_DIR WORK_DIR [case...]
-#   (cases: flags folder resume sigint pytorch report nan ema_ada generate_post quality gpu_parity)
-# gpu_parity exits 77 (skipped) where --device cuda cannot run.
+#   (cases: flags folder resume sigint pytorch report nan ema_ada generate_post quality gpu_parity
+#    host_waits)
+# gpu_parity exits 77 (skipped) where --device cuda cannot run; host_waits where the CUDA
+# emulator cannot count (any build but GANTRY_CUDA_EMU).
 set -uo pipefail
 BIN=$1; WORK=$2; shift 2
 CASES=${*:-flags folder resume sigint pytorch report nan}
@@ -217,6 +219,25 @@ PYEOF
     [ -s "$WORK/g.png" ] || fail "dcgan_generate --device cuda wrote no grid"
     "$TRAIN" "${GPU[@]}" --device cuda --max-steps 2 --ema 0.9 --ada --ada-interval 1 --out "$WORK/pe" >"$WORK/o" 2>&1 \
       || fail "GPU run with --ema --ada failed: $(tail -3 "$WORK/o")"
+    ;;
+  host_waits)
+    # A GPU training step waits for the device once (the one read-back of its losses), not once
+    # per value: the CUDA emulator counts the host's waits for queued work (GANTRY_EMU_STATS),
+    # and 4 more steps may add 4 of them, with and without --ema --ada.
+    GPU=("${TINY[@]:0:${#TINY[@]}-2}")
+    for extra in "" "--ema 0.9 --ada --ada-interval 1"; do
+      for steps in 4 8; do
+        # shellcheck disable=SC2086
+        GANTRY_EMU_STATS=1 "$TRAIN" "${GPU[@]}" --device cuda --max-steps $steps $extra \
+          --out "$WORK/hw$steps" >"$WORK/o$steps" 2>&1 || fail "GPU run failed: $(tail -3 "$WORK/o$steps")"
+        rm -rf "$WORK/hw$steps"
+      done
+      w4=$(sed -n 's/^gantry-cuda-emu: host waits for queued work: \([0-9]*\).*/\1/p' "$WORK/o4")
+      w8=$(sed -n 's/^gantry-cuda-emu: host waits for queued work: \([0-9]*\).*/\1/p' "$WORK/o8")
+      if [ -z "$w4" ] || [ -z "$w8" ]; then echo "SKIPPED: not a CUDA emulator build"; exit 77; fi
+      echo "host waits ${extra:-(plain)}: $w4 in 4 steps, $w8 in 8: $(( (w8 - w4) / 4 )) per step"
+      [ $((w8 - w4)) -le 4 ] || fail "4 more steps ${extra:-(plain)} waited $((w8 - w4)) more times (at most 4): $(grep 'host waits' "$WORK/o8")"
+    done
     ;;
   *) echo "unknown case $case"; failures=$((failures + 1)) ;;
   esac

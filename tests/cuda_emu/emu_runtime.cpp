@@ -119,10 +119,47 @@ void enqueue(std::function<void()> op) {
   q.ops.push_back(std::move(op));
 }
 
-// Runs the queued work up to position `until` (all of it by default).
-void flush(uint64_t until = UINT64_MAX) {
+// Host waits: how often the host stopped for queued work, by the call that made it wait. On a
+// GPU each one is a round trip (the device drains, the host wakes, the device idles until the
+// next launch), so a training step should have as few as it has values to read back.
+// GANTRY_EMU_STATS=1 prints them at exit (tests/cuda_emu/host_waits.sh checks dcgan_step's).
+struct WaitStats {
+  std::mutex mu;
+  std::map<std::string, uint64_t> by_call;
+  uint64_t total = 0;
+};
+WaitStats& wait_stats() {
+  static WaitStats* w = new WaitStats();
+  return *w;
+}
+void print_wait_stats() {
+  WaitStats& w = wait_stats();
+  std::lock_guard<std::mutex> lock(w.mu);
+  std::string parts;
+  for (const auto& [call, n] : w.by_call)
+    parts += (parts.empty() ? "" : ", ") + call + " " + std::to_string(n);
+  std::fprintf(stderr, "gantry-cuda-emu: host waits for queued work: %llu (%s); operations queued: %llu\n",
+               static_cast<unsigned long long>(w.total), parts.c_str(),
+               static_cast<unsigned long long>(queue().enqueued));
+}
+
+// Runs the queued work up to position `until` (all of it by default); `why` names the call
+// that waits, for the statistics.
+void flush(const char* why, uint64_t until = UINT64_MAX) {
   Queue& q = queue();
   std::lock_guard<std::recursive_mutex> lock(q.mu);
+  static const bool stats = [] {
+    const char* v = std::getenv("GANTRY_EMU_STATS");
+    const bool on = v && *v && std::strcmp(v, "0") != 0;
+    if (on) std::atexit(print_wait_stats);
+    return on;
+  }();
+  if (stats && q.executed < until && !q.ops.empty()) {
+    WaitStats& w = wait_stats();
+    std::lock_guard<std::mutex> wl(w.mu);
+    ++w.by_call[why];
+    ++w.total;
+  }
   while (q.executed < until && !q.ops.empty()) {
     std::function<void()> op = std::move(q.ops.front());
     q.ops.pop_front();
@@ -606,7 +643,7 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
   return ok();
 }
 cudaError_t cudaDeviceSynchronize() {
-  gemu::flush();
+  gemu::flush("cudaDeviceSynchronize");
   return ok();
 }
 cudaError_t cudaGetLastError() {
@@ -657,7 +694,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
   return ok();
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t) {
-  gemu::flush();
+  gemu::flush("cudaStreamSynchronize");
   return ok();
 }
 
@@ -684,7 +721,7 @@ cudaError_t cudaEventQuery(cudaEvent_t e) {
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
   if (!e) return fail(cudaErrorInvalidResourceHandle, "cudaEventSynchronize(nullptr)");
-  gemu::flush(e->position);
+  gemu::flush("cudaEventSynchronize", e->position);
   return ok();
 }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
@@ -736,7 +773,7 @@ cudaError_t cudaFreeAsync(void* p, cudaStream_t) {
   return ok();
 }
 cudaError_t cudaFree(void* p) {
-  gemu::flush();  // cudaFree synchronizes the device
+  gemu::flush("cudaFree");  // cudaFree synchronizes the device
   return cudaFreeAsync(p, nullptr);
 }
 cudaError_t cudaMallocHost(void** p, std::size_t n) {
@@ -751,7 +788,7 @@ cudaError_t cudaMallocHost(void** p, std::size_t n) {
 }
 cudaError_t cudaFreeHost(void* p) {
   if (!p) return ok();
-  gemu::flush();  // cudaFreeHost synchronizes the device
+  gemu::flush("cudaFreeHost");  // cudaFreeHost synchronizes the device
   gemu::Memory& m = memory();
   std::lock_guard<std::mutex> lock(m.mu);
   auto it = m.pinned.find(reinterpret_cast<uintptr_t>(p));
@@ -837,7 +874,7 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t n, cudaMemcp
   const bool src_pageable = src_kind == gemu::PtrKind::Other;
   const bool dst_pageable = dst_kind == gemu::PtrKind::Other;
   if (dst_pageable) {
-    gemu::flush();
+    gemu::flush("copy to pageable host memory");
     std::memmove(dst, src, n);
   } else if (src_pageable) {
     auto staged = std::make_shared<std::vector<char>>(static_cast<const char*>(src),
@@ -849,9 +886,9 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t n, cudaMemcp
   return ok();
 }
 cudaError_t cudaMemcpy(void* dst, const void* src, std::size_t n, cudaMemcpyKind kind) {
-  gemu::flush();  // blocking: everything queued before, then the copy, then return
+  gemu::flush("cudaMemcpy");  // blocking: everything queued before, then the copy, then return
   const cudaError_t e = cudaMemcpyAsync(dst, src, n, kind, nullptr);
-  gemu::flush();
+  gemu::flush("cudaMemcpy");
   return e;
 }
 cudaError_t cudaMemcpy2DAsync(void* dst, std::size_t dpitch, const void* src, std::size_t spitch,
@@ -876,6 +913,6 @@ cudaError_t cudaMemsetAsync(void* p, int value, std::size_t n, cudaStream_t) {
 }
 cudaError_t cudaMemset(void* p, int value, std::size_t n) {
   const cudaError_t e = cudaMemsetAsync(p, value, n, nullptr);
-  gemu::flush();
+  gemu::flush("cudaMemset");
   return e;
 }
