@@ -45,11 +45,16 @@ Tensor record(Tensor output, const char* name, std::vector<Tensor> inputs,
 
 namespace {
 
-// Adds g into *slot (creating it on first use). A fresh tensor, so a gradient handed to two
-// inputs is never aliased and later accumulated into twice.
+// Adds g into *slot (creating it on first use). The first gradient is taken as it is when
+// nothing else holds it or its storage (as PyTorch's AccumulateGrad steals it); otherwise
+// copied, so a gradient handed to two inputs, or a view of another tensor, is never aliased
+// and later accumulated into twice.
 void accumulate(std::shared_ptr<TensorImpl>& slot, const Tensor& g) {
   if (!slot) {
-    slot = g.clone().detach().impl();
+    const auto& impl = g.impl();
+    const bool sole_owner = impl.use_count() == 1 && impl->storage.use_count() == 1 &&
+                            impl->offset == 0 && !impl->grad_fn && !impl->requires_grad;
+    slot = sole_owner ? impl : g.clone().detach().impl();
   } else {
     Tensor(slot).add_(g);
   }

@@ -632,18 +632,18 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
   }
 
   Tensor save_mean = Tensor::empty({C}, x.device()), save_invstd = Tensor::empty({C}, x.device());
-  Tensor var_unbiased = Tensor::empty({C}, x.device());
   if (x.is_cuda()) {
-    ON_CUDA(op, cuda::batch_norm_forward_train(x.data(), gamma, beta, y.data(), save_mean.data(),
-                                               save_invstd.data(), var_unbiased.data(), N, C, S,
-                                               eps));
-    if (running_mean.defined()) {  // r = (1 - momentum) r + momentum * stat, on the device
-      ON_CUDA(op, cuda::affine(running_mean.data(), running_mean.data(), C, 1.f - momentum, 0.f));
-      ON_CUDA(op, cuda::axpy(running_mean.data(), save_mean.data(), running_mean.data(), C, momentum));
-      ON_CUDA(op, cuda::affine(running_var.data(), running_var.data(), C, 1.f - momentum, 0.f));
-      ON_CUDA(op, cuda::axpy(running_var.data(), var_unbiased.data(), running_var.data(), C, momentum));
-    }
-  } else {
+    // r = (1 - momentum) r + momentum * stat inside the same call (one launch, or cuDNN's own
+    // running average), not four more launches per batch norm.
+    const bool track = running_mean.defined();
+    ON_CUDA(op, cuda::batch_norm_forward_train(
+                    x.data(), gamma, beta, y.data(), save_mean.data(), save_invstd.data(),
+                    /*var_unbiased=*/nullptr, N, C, S, eps, track ? running_mean.data() : nullptr,
+                    track ? running_var.data() : nullptr, momentum));
+  }
+  Tensor var_unbiased;
+  if (!x.is_cuda()) {
+    var_unbiased = Tensor::empty({C}, x.device());
     cpu::batch_norm_forward_train<float>(x.data(), gamma, beta, y.data(), save_mean.data(),
                                          save_invstd.data(), var_unbiased.data(), N, C, S, eps);
   }

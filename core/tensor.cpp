@@ -343,9 +343,33 @@ Tensor& Tensor::uniform_(float low, float high, Generator* gen) {
   return *this;
 }
 
+// In place, in one pass: on a GPU one launch, not an op into a temporary and a copy back
+// (gradient accumulation, EMA and BN's batch counter call these every step).
 Tensor& Tensor::mul_(float s) {
-  NoGradGuard guard;
-  copy_(mul(*this, s));
+  bump_version();
+  const int64_t n = numel();
+  float* d = data();
+  if (device().is_cpu()) {
+    for (int64_t i = 0; i < n; ++i) d[i] *= s;
+  } else {
+#ifdef GANTRY_WITH_CUDA
+    cuda::affine(d, d, n, s, 0.f);
+#endif
+  }
+  return *this;
+}
+
+Tensor& Tensor::add_(float value) {
+  bump_version();
+  const int64_t n = numel();
+  float* d = data();
+  if (device().is_cpu()) {
+    for (int64_t i = 0; i < n; ++i) d[i] += value;
+  } else {
+#ifdef GANTRY_WITH_CUDA
+    cuda::affine(d, d, n, 1.f, value);
+#endif
+  }
   return *this;
 }
 
@@ -353,8 +377,20 @@ Tensor& Tensor::add_(const Tensor& other, float alpha) {
   if (other.shape() != shape())
     throw std::invalid_argument("add_: shape " + shape_str(other.shape()) +
                                 " does not match " + shape_str(shape()));
-  NoGradGuard guard;
-  copy_(add(*this, alpha == 1.f ? other : mul(other, alpha)));
+  if (other.device() != device())
+    throw std::invalid_argument("add_: the other tensor is on " + other.device().str() +
+                                ", this one on " + device().str() + "; move it with .to() first");
+  bump_version();
+  const int64_t n = numel();
+  float* d = data();
+  const float* o = other.data();
+  if (device().is_cpu()) {
+    for (int64_t i = 0; i < n; ++i) d[i] += alpha * o[i];
+  } else {
+#ifdef GANTRY_WITH_CUDA
+    cuda::axpy(d, o, d, n, alpha);  // y = x + alpha * other, y aliasing x
+#endif
+  }
   return *this;
 }
 

@@ -92,6 +92,7 @@ class Tensor {
   Tensor& uniform_(float low = 0.f, float high = 1.f, Generator* gen = nullptr);
   Tensor& mul_(float s);
   Tensor& add_(const Tensor& other, float alpha = 1.f);  // this += alpha * other (same shape)
+  Tensor& add_(float value);                              // this += value
   // The storage's in-place write counter (see Storage::version). The methods above bump it;
   // code that writes through data() directly (optimizers, kernels) calls bump_version().
   uint64_t version() const;

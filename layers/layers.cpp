@@ -142,7 +142,7 @@ Tensor BatchNorm2d::forward(const Tensor& x) {
   if (is_training()) {
     NoGradGuard no_grad;
     // += 1 on the buffer's own device, without a host round trip (keeps a GPU step capturable).
-    num_batches_tracked.add_(Tensor::ones({}, num_batches_tracked.device()));
+    num_batches_tracked.add_(1.f);
   }
   return batch_norm(x, weight, bias, running_mean, running_var, is_training(), momentum, eps);
 }

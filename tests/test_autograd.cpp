@@ -148,3 +148,44 @@ TEST_CASE("an optimizer step between two backwards of one graph is caught", "[au
   opt.step();
   CHECK_THROWS_WITH(loss.backward(), Catch::Contains("modified in place"));
 }
+
+TEST_CASE("a leaf's first gradient is taken without a copy only when nothing else holds it",
+          "[autograd]") {
+  // add's backward hands the same gradient tensor to both inputs: each leaf must get its own
+  // buffer, or the second backward's accumulation into a.grad would also change b.grad.
+  Tensor a = Tensor::from_vector({1, 2}, {2}).requires_grad_();
+  Tensor b = Tensor::from_vector({3, 4}, {2}).requires_grad_();
+  Tensor c = Tensor::from_vector({5, 6}, {2}).requires_grad_();
+  sum(add(a, b)).backward();
+  REQUIRE(a.grad().data() != b.grad().data());
+  sum(a * 3.f).backward();
+  REQUIRE(a.grad().to_vector() == std::vector<float>{4, 4});
+  REQUIRE(b.grad().to_vector() == std::vector<float>{1, 1});
+  // The gradient of c * 2 is a fresh tensor nothing else holds: it becomes c.grad as it is,
+  // and accumulating into it later is still right.
+  sum(c * 2.f).backward();
+  sum(c * 2.f).backward();
+  REQUIRE(c.grad().to_vector() == std::vector<float>{4, 4});
+  // A view of a tensor the graph still holds (reshape's backward) is copied, not aliased.
+  Tensor d = Tensor::from_vector({1, 2, 3, 4}, {2, 2}).requires_grad_();
+  Tensor e = d.reshape({4});
+  Tensor g = Tensor::from_vector({1, 1, 1, 1}, {4});
+  e.backward(g, /*retain_graph=*/true);
+  REQUIRE(d.grad().data() != g.data());
+  e.backward(g);
+  REQUIRE(d.grad().to_vector() == std::vector<float>{2, 2, 2, 2});
+  REQUIRE(g.to_vector() == std::vector<float>{1, 1, 1, 1});
+}
+
+TEST_CASE("in-place add_ and mul_ write through, bump the version and check their input",
+          "[autograd][version]") {
+  Tensor t = Tensor::from_vector({1, 2, 3}, {3});
+  Tensor view = t.reshape({3});
+  const uint64_t v0 = t.version();
+  t.add_(Tensor::from_vector({1, 1, 1}, {3}), 0.5f);
+  t.mul_(2.f);
+  t.add_(1.f);
+  REQUIRE(view.to_vector() == std::vector<float>{4, 6, 8});
+  REQUIRE(t.version() == v0 + 3);
+  REQUIRE_THROWS_WITH(t.add_(Tensor::ones({2})), Catch::Contains("does not match"));
+}

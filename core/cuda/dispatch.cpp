@@ -29,13 +29,14 @@ void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* d
 
 void batch_norm_forward_train(const float* x, const float* gamma, const float* beta, float* y,
                               float* save_mean, float* save_invstd, float* var_unbiased,
-                              int64_t N, int64_t C, int64_t S, float eps) {
+                              int64_t N, int64_t C, int64_t S, float eps, float* running_mean,
+                              float* running_var, float momentum) {
   if (bn_impl() == Impl::Library)
     library::batch_norm_forward_train(x, gamma, beta, y, save_mean, save_invstd, var_unbiased, N,
-                                      C, S, eps);
+                                      C, S, eps, running_mean, running_var, momentum);
   else
     handwritten::batch_norm_forward_train(x, gamma, beta, y, save_mean, save_invstd, var_unbiased,
-                                          N, C, S, eps);
+                                          N, C, S, eps, running_mean, running_var, momentum);
 }
 
 void batch_norm_forward_eval(const float* x, const float* gamma, const float* beta,

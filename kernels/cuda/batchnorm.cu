@@ -7,6 +7,8 @@
 // deviations): slower than one pass of sum and sum of squares, but that one cancels
 // catastrophically when |mean| >> std. The same block then normalizes its channel, so the
 // statistics never leave the SM. With C >= #SMs (DCGAN: 64..512 channels) the GPU is busy.
+#include <stdexcept>
+
 #include "gantry/kernels/cuda/common.cuh"
 #include "gantry/kernels/cuda/cuda_kernels.h"
 
@@ -27,7 +29,8 @@ bn_forward_train_kernel(const float* __restrict__ x, const float* __restrict__ g
                         const float* __restrict__ beta, float* __restrict__ y,
                         float* __restrict__ save_mean, float* __restrict__ save_invstd,
                         float* __restrict__ var_unbiased, int64_t N, int64_t C, int64_t S,
-                        float eps) {
+                        float eps, float* __restrict__ running_mean,
+                        float* __restrict__ running_var, float momentum) {
   const int64_t c = blockIdx.x, M = N * S;
   float acc = 0.f;
   for (int64_t j = threadIdx.x; j < M; j += blockDim.x) acc += x[channel_offset(j, c, C, S)];
@@ -45,7 +48,12 @@ bn_forward_train_kernel(const float* __restrict__ x, const float* __restrict__ g
     save_invstd[c] = invstd;
     // As cpu::batch_norm_forward_train: with a single value (M == 1) the unbiased estimate
     // is 0/0; the CPU kernel writes the biased variance (0) instead of NaN.
-    if (var_unbiased) var_unbiased[c] = ss / static_cast<float>(M > 1 ? M - 1 : M);
+    const float var_u = ss / static_cast<float>(M > 1 ? M - 1 : M);
+    if (var_unbiased) var_unbiased[c] = var_u;
+    if (running_mean) {  // the running statistics, in the same launch
+      running_mean[c] = (1.f - momentum) * running_mean[c] + momentum * mean;
+      running_var[c] = (1.f - momentum) * running_var[c] + momentum * var_u;
+    }
   }
 
   const float g = gamma ? gamma[c] : 1.f, b = beta ? beta[c] : 0.f;
@@ -108,10 +116,14 @@ namespace handwritten {
 
 void batch_norm_forward_train(const float* x, const float* gamma, const float* beta, float* y,
                               float* save_mean, float* save_invstd, float* var_unbiased,
-                              int64_t N, int64_t C, int64_t S, float eps) {
+                              int64_t N, int64_t C, int64_t S, float eps, float* running_mean,
+                              float* running_var, float momentum) {
   if (C <= 0) return;
+  if ((running_mean == nullptr) != (running_var == nullptr))
+    throw std::invalid_argument("cuda::batch_norm_forward_train: give both running_mean and running_var or neither");
   bn_forward_train_kernel<<<static_cast<unsigned>(C), kBnThreads, 0, stream()>>>(
-      x, gamma, beta, y, save_mean, save_invstd, var_unbiased, N, C, S, eps);
+      x, gamma, beta, y, save_mean, save_invstd, var_unbiased, N, C, S, eps, running_mean,
+      running_var, momentum);
   GANTRY_CUDA_LAUNCH_CHECK();
 }
 

@@ -90,9 +90,15 @@ void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* d
                             const Conv2dShape& s);
 
 // ---- batch norm (as cpu::) -----------------------------------------------------------------
+// Training adds what the CPU leaves to the ops layer: running_mean[C] and running_var[C], when
+// given (both or neither), are updated in place in the same call, r = (1 - momentum) r +
+// momentum * stat with the unbiased variance, as nn.BatchNorm2d does: on a GPU that saves the
+// four small launches of an update by the caller (and cuDNN does it itself).
 void batch_norm_forward_train(const float* x, const float* gamma, const float* beta, float* y,
                               float* save_mean, float* save_invstd, float* var_unbiased,
-                              int64_t N, int64_t C, int64_t S, float eps);
+                              int64_t N, int64_t C, int64_t S, float eps,
+                              float* running_mean = nullptr, float* running_var = nullptr,
+                              float momentum = 0.f);
 void batch_norm_forward_eval(const float* x, const float* gamma, const float* beta,
                              const float* mean, const float* var, float* y, int64_t N, int64_t C,
                              int64_t S, float eps);
@@ -132,7 +138,8 @@ void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* d
 void batch_norm_forward_train(const float* x, const float* gamma, const float* beta,
                               float* y, float* save_mean, float* save_invstd,
                               float* var_unbiased, int64_t N, int64_t C, int64_t S,
-                              float eps);
+                              float eps, float* running_mean = nullptr,
+                              float* running_var = nullptr, float momentum = 0.f);
 void batch_norm_forward_eval(const float* x, const float* gamma, const float* beta,
                              const float* mean, const float* var, float* y, int64_t N,
                              int64_t C, int64_t S, float eps);
@@ -153,7 +160,8 @@ void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* d
 void batch_norm_forward_train(const float* x, const float* gamma, const float* beta,
                               float* y, float* save_mean, float* save_invstd,
                               float* var_unbiased, int64_t N, int64_t C, int64_t S,
-                              float eps);
+                              float eps, float* running_mean = nullptr,
+                              float* running_var = nullptr, float momentum = 0.f);
 void batch_norm_forward_eval(const float* x, const float* gamma, const float* beta,
                              const float* mean, const float* var, float* y, int64_t N,
                              int64_t C, int64_t S, float eps);

@@ -3,6 +3,7 @@
 // mean and variance per channel over N*H*W, as nn.BatchNorm2d. x [N, C, S] is described as
 // the 4-d tensor [N, C, S, 1].
 #include <cmath>
+#include <stdexcept>
 
 #include "gantry/core/cuda/internal.h"
 #include "gantry/kernels/cuda/cuda_kernels.h"
@@ -45,26 +46,38 @@ struct Params {
 
 void batch_norm_forward_train(const float* x, const float* gamma, const float* beta, float* y,
                               float* save_mean, float* save_invstd, float* var_unbiased,
-                              int64_t N, int64_t C, int64_t S, float eps) {
+                              int64_t N, int64_t C, int64_t S, float eps, float* running_mean,
+                              float* running_var, float momentum) {
   if (C <= 0) return;
+  if ((running_mean == nullptr) != (running_var == nullptr))
+    throw std::invalid_argument("cuda::batch_norm_forward_train: give both running_mean and running_var or neither");
   Desc xd(N, C, S, 1), pd(1, C, 1, 1);
   Params p(gamma, beta, C);
-  // The running-average outputs give us the unbiased variance: with factor 1,
-  // running = 1 * batch statistic + 0 * old (cuDNN's running variance uses n/(n-1)). They
-  // are zeroed first because 0 * NaN would still be NaN.
-  Scratch run_mean;
-  float* rmean = nullptr;
-  if (var_unbiased) {
-    run_mean = Scratch(static_cast<size_t>(C) * sizeof(float));
-    rmean = run_mean.f();
-    fill(rmean, C, 0.f);
-    fill(var_unbiased, C, 0.f);
-  }
   const float one = 1.f, zero = 0.f;
-  GANTRY_CUDNN_CHECK(cudnnBatchNormalizationForwardTraining(
-      cudnn_handle(), CUDNN_BATCHNORM_SPATIAL, &one, &zero, xd.d, x, xd.d, y, pd.d, p.gamma,
-      p.beta, /*exponentialAverageFactor=*/1.0, rmean, var_unbiased, static_cast<double>(eps),
-      save_mean, save_invstd));
+  auto run = [&](double factor, float* rmean, float* rvar) {
+    GANTRY_CUDNN_CHECK(cudnnBatchNormalizationForwardTraining(
+        cudnn_handle(), CUDNN_BATCHNORM_SPATIAL, &one, &zero, xd.d, x, xd.d, y, pd.d, p.gamma,
+        p.beta, factor, rmean, rvar, static_cast<double>(eps), save_mean, save_invstd));
+  };
+  if (!var_unbiased) {
+    // cuDNN updates the running statistics itself: running = (1 - factor) running + factor *
+    // stat, with the unbiased variance (n/(n-1)), which is nn.BatchNorm2d's rule.
+    run(static_cast<double>(momentum), running_mean, running_var);
+    return;
+  }
+  // The running-average outputs give us the unbiased variance: with factor 1,
+  // running = 1 * batch statistic + 0 * old. They are zeroed first because 0 * NaN would still
+  // be NaN.
+  Scratch run_mean(static_cast<size_t>(C) * sizeof(float));
+  fill(run_mean.f(), C, 0.f);
+  fill(var_unbiased, C, 0.f);
+  run(1.0, run_mean.f(), var_unbiased);
+  if (running_mean) {  // both asked for: the update from the outputs (not the ops' path)
+    affine(running_mean, running_mean, C, 1.f - momentum, 0.f);
+    axpy(running_mean, save_mean, running_mean, C, momentum);
+    affine(running_var, running_var, C, 1.f - momentum, 0.f);
+    axpy(running_var, var_unbiased, running_var, C, momentum);
+  }
 }
 
 void batch_norm_forward_eval(const float* x, const float* gamma, const float* beta,

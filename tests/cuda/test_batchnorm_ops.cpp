@@ -62,6 +62,29 @@ void check_bn(const BnShape& b, cuda::Impl impl, bool affine) {
   CHECK(rel_error(db.download(), db_ref) < 1e-5);
   cuda::batch_norm_forward_eval(gx.p, g, bb, grm.p, grv.p, ye.p, b.N, b.C, b.S, 1e-5f);
   CHECK(rel_error(ye.download(), ye_ref) < 1e-5);
+  // The running statistics updated in the same call (as the ops layer calls it on a GPU):
+  // r = (1 - m) r + m * stat with the unbiased variance, alone and beside var_unbiased.
+  const double m = 0.1;
+  std::vector<double> rm_ref(b.C), rv_ref(b.C);
+  for (int64_t c = 0; c < b.C; ++c) {
+    rm_ref[c] = (1 - m) * rmean[c] + m * mean_ref[c];
+    rv_ref[c] = (1 - m) * rvar[c] + m * var_ref[c];
+  }
+  for (bool with_var : {false, true}) {
+    INFO("running statistics, var_unbiased " << (with_var ? "too" : "not asked"));
+    DevBuf rm(rmean), rv(rvar);
+    y.poison();
+    var.poison();
+    cuda::batch_norm_forward_train(gx.p, g, bb, y.p, mean.p, invstd.p, with_var ? var.p : nullptr,
+                                   b.N, b.C, b.S, 1e-5f, rm.p, rv.p, static_cast<float>(m));
+    CHECK(rel_error(y.download(), y_ref) < 1e-5);
+    CHECK(rel_error(rm.download(), rm_ref) < 1e-5);
+    CHECK(rel_error(rv.download(), rv_ref) < 1e-5);
+    if (with_var) CHECK(rel_error(var.download(), var_ref) < 1e-5);
+  }
+  CHECK_THROWS_WITH(cuda::batch_norm_forward_train(gx.p, g, bb, y.p, mean.p, invstd.p, nullptr, b.N,
+                                                   b.C, b.S, 1e-5f, grm.p, nullptr, 0.1f),
+                    Catch::Contains("both running_mean and running_var"));
   // Optional outputs may be null.
   y.poison();
   cuda::batch_norm_forward_train(gx.p, g, bb, y.p, mean.p, invstd.p, nullptr, b.N, b.C, b.S, 1e-5f);
@@ -158,6 +181,12 @@ TEST_CASE("Tensor basics on CUDA: to/from, fill, copy_, add_, mul_, item", "[cud
   f.mul_(2.f);
   f.add_(Tensor::ones({3, 3}, Device::cuda(0)), 0.5f);
   CHECK(f.to_vector() == std::vector<float>(9, 5.5f));
+  const uint64_t v = f.version();
+  f.add_(1.f);
+  CHECK(f.to_vector() == std::vector<float>(9, 6.5f));
+  CHECK(f.version() == v + 1);
+  CHECK_THROWS_WITH(f.add_(Tensor::ones({3, 3})), Catch::Contains("move it with .to() first"));
+  f.add_(-1.f);
   CHECK(sum(f).item() == Approx(49.5f));
   Tensor c = Tensor::empty({2, 5}, Device::cuda(0));
   c.copy_(a);

@@ -95,7 +95,7 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa,
   const float* a = static_cast<const float*>(A);
   const float* b = static_cast<const float*>(B);
   float* c = static_cast<float*>(C);
-  gemu::enqueue_library_work([=] {
+  gemu::enqueue_library_work("cublasGemmEx", [=] {
     // op(A)(i, l) and op(B)(l, j) of the column-major operands.
     auto a_at = [&](int i, int l) {
       const float v = ta ? a[l + static_cast<std::size_t>(i) * lda] : a[i + static_cast<std::size_t>(l) * lda];

@@ -437,7 +437,9 @@ void run_backward_filter(const Problem& p, const float* x_in, const float* dy_in
 void queue_run(Dir dir, const Algo& a, const Problem& p, const float* in0, const float* in1,
                float* out, void* ws, float alpha, float beta) {
   float* staging = a.staged ? static_cast<float*>(ws) : nullptr;
-  gemu::enqueue_library_work([=] {
+  static const char* const names[3] = {"cudnnConvolutionForward", "cudnnConvolutionBackwardData",
+                                       "cudnnConvolutionBackwardFilter"};
+  gemu::enqueue_library_work(names[static_cast<int>(dir)], [=] {
     if (dir == Dir::Forward) run_forward(p, in0, in1, out, staging, alpha, beta);
     else if (dir == Dir::BackwardData) run_backward_data(p, in0, in1, out, staging, alpha, beta);
     else run_backward_filter(p, in0, in1, out, staging, alpha, beta);
@@ -517,7 +519,7 @@ cudnnStatus_t find_ex(const char* call, Dir dir, const Problem& p, const float* 
     }
   }
   const int64_t n_out = dir == Dir::Forward ? p.y.count() : dir == Dir::BackwardData ? p.x.count() : p.w.count();
-  gemu::enqueue_library_work([out, n_out] {
+  gemu::enqueue_library_work("cudnnFind*AlgorithmEx (output left as NaN)", [out, n_out] {
     std::fill(out, out + n_out, std::numeric_limits<float>::quiet_NaN());
   });
   ok.insert(ok.end(), failed.begin(), failed.end());
@@ -760,7 +762,7 @@ cudnnStatus_t cudnnBatchNormalizationForwardTraining(
   float* smean = static_cast<float*>(resultSaveMean);
   float* sinv = static_cast<float*>(resultSaveInvVariance);
   const double f = exponentialAverageFactor;
-  gemu::enqueue_library_work([=] {
+  gemu::enqueue_library_work("cudnnBatchNormalizationForwardTraining", [=] {
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < s.C; ++c) {
       double mean, var;
@@ -813,7 +815,7 @@ cudnnStatus_t cudnnBatchNormalizationForwardInference(
   const float* bias = static_cast<const float*>(bnBias);
   const float* mean = static_cast<const float*>(estimatedMean);
   const float* var = static_cast<const float*>(estimatedVariance);
-  gemu::enqueue_library_work([=] {
+  gemu::enqueue_library_work("cudnnBatchNormalizationForwardInference", [=] {
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < s.C; ++c) {
       const double invstd = 1.0 / std::sqrt(double(var[c]) + epsilon);
@@ -864,7 +866,7 @@ cudnnStatus_t cudnnBatchNormalizationBackward(
   float* dbeta = static_cast<float*>(dBnBiasResult);
   const float* smean = static_cast<const float*>(savedMean);
   const float* sinv = static_cast<const float*>(savedInvVariance);
-  gemu::enqueue_library_work([=] {
+  gemu::enqueue_library_work("cudnnBatchNormalizationBackward", [=] {
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < s.C; ++c) {
       double mean, invstd;

@@ -107,25 +107,14 @@ Queue& queue() {
   return *q;
 }
 
-void enqueue(std::function<void()> op) {
-  Queue& q = queue();
-  std::lock_guard<std::recursive_mutex> lock(q.mu);
-  ++q.enqueued;
-  if (!q.deferred) {
-    op();
-    ++q.executed;
-    return;
-  }
-  q.ops.push_back(std::move(op));
-}
-
 // Host waits: how often the host stopped for queued work, by the call that made it wait. On a
 // GPU each one is a round trip (the device drains, the host wakes, the device idles until the
 // next launch), so a training step should have as few as it has values to read back.
 // GANTRY_EMU_STATS=1 prints them at exit (tests/cuda_emu/host_waits.sh checks dcgan_step's).
+// With it, the operations queued are counted too, by kernel, library call or runtime call.
 struct WaitStats {
   std::mutex mu;
-  std::map<std::string, uint64_t> by_call;
+  std::map<std::string, uint64_t> by_call, queued;
   uint64_t total = 0;
 };
 WaitStats& wait_stats() {
@@ -141,6 +130,41 @@ void print_wait_stats() {
   std::fprintf(stderr, "gantry-cuda-emu: host waits for queued work: %llu (%s); operations queued: %llu\n",
                static_cast<unsigned long long>(w.total), parts.c_str(),
                static_cast<unsigned long long>(queue().enqueued));
+  std::vector<std::pair<uint64_t, std::string>> ops;
+  for (const auto& [what, n] : w.queued) ops.emplace_back(n, what);
+  std::sort(ops.rbegin(), ops.rend());
+  for (const auto& [n, what] : ops)
+    std::fprintf(stderr, "gantry-cuda-emu:   queued %8llu  %s\n", static_cast<unsigned long long>(n),
+                 what.c_str());
+}
+
+bool stats_on() {
+  static const bool on = [] {
+    const char* v = std::getenv("GANTRY_EMU_STATS");
+    const bool yes = v && *v && std::strcmp(v, "0") != 0;
+    if (yes) std::atexit(print_wait_stats);
+    return yes;
+  }();
+  return on;
+}
+
+
+// Queues `op` (`what` names it for the statistics).
+void enqueue(const char* what, std::function<void()> op) {
+  if (stats_on()) {
+    WaitStats& w = wait_stats();
+    std::lock_guard<std::mutex> wl(w.mu);
+    ++w.queued[what];
+  }
+  Queue& q = queue();
+  std::lock_guard<std::recursive_mutex> lock(q.mu);
+  ++q.enqueued;
+  if (!q.deferred) {
+    op();
+    ++q.executed;
+    return;
+  }
+  q.ops.push_back(std::move(op));
 }
 
 // Runs the queued work up to position `until` (all of it by default); `why` names the call
@@ -148,13 +172,7 @@ void print_wait_stats() {
 void flush(const char* why, uint64_t until = UINT64_MAX) {
   Queue& q = queue();
   std::lock_guard<std::recursive_mutex> lock(q.mu);
-  static const bool stats = [] {
-    const char* v = std::getenv("GANTRY_EMU_STATS");
-    const bool on = v && *v && std::strcmp(v, "0") != 0;
-    if (on) std::atexit(print_wait_stats);
-    return on;
-  }();
-  if (stats && q.executed < until && !q.ops.empty()) {
+  if (stats_on() && q.executed < until && !q.ops.empty()) {
     WaitStats& w = wait_stats();
     std::lock_guard<std::mutex> wl(w.mu);
     ++w.by_call[why];
@@ -464,9 +482,9 @@ void library_fault(const char* call, const char* what) {
   std::_Exit(3);  // as kernel_fault: a failure with a message, not a crash
 }
 
-void enqueue_library_work(std::function<void()> work) {
+void enqueue_library_work(const char* call, std::function<void()> work) {
   if (t_block) kernel_fault("a library call from inside a kernel (not supported)");
-  enqueue(std::move(work));
+  enqueue(call, std::move(work));
 }
 
 namespace {
@@ -490,7 +508,7 @@ void run_grid(dim3 grid, dim3 block, std::size_t dynamic_smem, cudaStream_t stre
   (void)stream;
   if (t_block) kernel_fault("a kernel launched from inside a kernel (not supported)");
   const char* name = t_kernel_name;
-  enqueue([grid, block, name, body = std::move(body)] { execute_grid(grid, block, name, body); });
+  enqueue(name, [grid, block, name, body = std::move(body)] { execute_grid(grid, block, name, body); });
 }
 
 namespace {
@@ -705,13 +723,13 @@ cudaError_t cudaEventCreateWithFlags(cudaEvent_t* e, unsigned) {
   return ok();
 }
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
-  gemu::enqueue([e] { delete e; });  // a pending record still writes it
+  gemu::enqueue("cudaEventDestroy", [e] { delete e; });  // a pending record still writes it
   return ok();
 }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
   if (!e) return fail(cudaErrorInvalidResourceHandle, "cudaEventRecord(nullptr)");
   e->recorded = true;
-  gemu::enqueue([e] { e->when = std::chrono::steady_clock::now(); });
+  gemu::enqueue("cudaEventRecord", [e] { e->when = std::chrono::steady_clock::now(); });
   e->position = gemu::queue().enqueued;
   return ok();
 }
@@ -769,7 +787,7 @@ cudaError_t cudaFreeAsync(void* p, cudaStream_t) {
   // this), but work queued before still uses it, so the host memory goes at its turn.
   m.used -= it->second;
   m.device.erase(it);
-  gemu::enqueue([p] { std::free(p); });
+  gemu::enqueue("cudaFreeAsync", [p] { std::free(p); });
   return ok();
 }
 cudaError_t cudaFree(void* p) {
@@ -879,9 +897,9 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t n, cudaMemcp
   } else if (src_pageable) {
     auto staged = std::make_shared<std::vector<char>>(static_cast<const char*>(src),
                                                       static_cast<const char*>(src) + n);
-    gemu::enqueue([dst, staged] { std::memcpy(dst, staged->data(), staged->size()); });
+    gemu::enqueue("cudaMemcpyAsync from pageable memory", [dst, staged] { std::memcpy(dst, staged->data(), staged->size()); });
   } else {
-    gemu::enqueue([dst, src, n] { std::memmove(dst, src, n); });
+    gemu::enqueue("cudaMemcpyAsync", [dst, src, n] { std::memmove(dst, src, n); });
   }
   return ok();
 }
@@ -908,7 +926,7 @@ cudaError_t cudaMemsetAsync(void* p, int value, std::size_t n, cudaStream_t) {
   if (!gemu::is_device(p, n))
     return fail(cudaErrorInvalidValue, "cudaMemset of " + std::to_string(n) + " bytes at " +
                                            gemu::describe(p) + ": not inside a device allocation");
-  gemu::enqueue([p, value, n] { std::memset(p, value, n); });
+  gemu::enqueue("cudaMemsetAsync", [p, value, n] { std::memset(p, value, n); });
   return ok();
 }
 cudaError_t cudaMemset(void* p, int value, std::size_t n) {

@@ -190,10 +190,11 @@ void set_kernel_name(const char* name);
 // For the models of cuDNN and cuBLAS (emu_cudnn.cpp, emu_cublas.cpp): whether [p, p + n) lies
 // inside one live device allocation; a library fault (a device pointer that is not one, as
 // compute-sanitizer reports an illegal address), which ends the process with exit code 3;
-// and the library's work, queued on the stream in order with the kernels and copies.
+// and the library's work, queued on the stream in order with the kernels and copies (`call`
+// names it in the GANTRY_EMU_STATS counts).
 bool device_range(const void* p, std::size_t n);
 [[noreturn]] void library_fault(const char* call, const char* what);
-void enqueue_library_work(std::function<void()> work);
+void enqueue_library_work(const char* call, std::function<void()> work);
 
 // A kernel argument that is a pointer must point at device (or pinned) memory: a host pointer
 // handed to a kernel is an illegal address on a GPU.
