@@ -93,7 +93,11 @@ std::string describe(const void* p) {
 // GANTRY_EMU_ASYNC=0 runs everything at its call instead.
 struct Queue {
   std::recursive_mutex mu;
-  std::deque<std::function<void()>> ops;
+  struct Op {
+    std::function<void()> run;
+    bool work;  // device work (a kernel, library call, copy or memset), not bookkeeping
+  };
+  std::deque<Op> ops;
   uint64_t enqueued = 0, executed = 0;
   bool deferred = true;
   Queue() {
@@ -164,7 +168,12 @@ void enqueue(const char* what, std::function<void()> op) {
     ++q.executed;
     return;
   }
-  q.ops.push_back(std::move(op));
+  // Event records and destroys and stream-ordered frees are bookkeeping: a wait behind them
+  // alone (a loader thread recording an event for a pinned buffer) costs the device nothing.
+  const bool work = std::strcmp(what, "cudaEventRecord") != 0 &&
+                    std::strcmp(what, "cudaEventDestroy") != 0 &&
+                    std::strcmp(what, "cudaFreeAsync") != 0;
+  q.ops.push_back({std::move(op), work});
 }
 
 // Runs the queued work up to position `until` (all of it by default); `why` names the call
@@ -172,14 +181,19 @@ void enqueue(const char* what, std::function<void()> op) {
 void flush(const char* why, uint64_t until = UINT64_MAX) {
   Queue& q = queue();
   std::lock_guard<std::recursive_mutex> lock(q.mu);
-  if (stats_on() && q.executed < until && !q.ops.empty()) {
-    WaitStats& w = wait_stats();
-    std::lock_guard<std::mutex> wl(w.mu);
-    ++w.by_call[why];
-    ++w.total;
+  if (stats_on()) {  // a wait counts when device work is queued before `until`
+    bool work = false;
+    const uint64_t pending = until > q.executed ? until - q.executed : 0;
+    for (std::size_t i = 0; i < q.ops.size() && i < pending && !work; ++i) work = q.ops[i].work;
+    if (work) {
+      WaitStats& w = wait_stats();
+      std::lock_guard<std::mutex> wl(w.mu);
+      ++w.by_call[why];
+      ++w.total;
+    }
   }
   while (q.executed < until && !q.ops.empty()) {
-    std::function<void()> op = std::move(q.ops.front());
+    std::function<void()> op = std::move(q.ops.front().run);
     q.ops.pop_front();
     op();
     ++q.executed;
