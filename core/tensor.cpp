@@ -343,33 +343,30 @@ Tensor& Tensor::uniform_(float low, float high, Generator* gen) {
   return *this;
 }
 
-// In place, in one pass: on a GPU one launch, not an op into a temporary and a copy back
-// (gradient accumulation, EMA and BN's batch counter call these every step).
-Tensor& Tensor::mul_(float s) {
-  bump_version();
-  const int64_t n = numel();
-  float* d = data();
-  if (device().is_cpu()) {
-    for (int64_t i = 0; i < n; ++i) d[i] *= s;
+namespace {
+// x = a * x + b in place, in one pass: on a GPU one launch, not an op into a temporary and a
+// copy back (gradient accumulation, EMA and BN's batch counter run these every step).
+void affine_in_place(const Tensor& t, float a, float b) {
+  t.bump_version();
+  const int64_t n = t.numel();
+  float* d = t.data();
+  if (t.device().is_cpu()) {
+    for (int64_t i = 0; i < n; ++i) d[i] = a * d[i] + b;
   } else {
 #ifdef GANTRY_WITH_CUDA
-    cuda::affine(d, d, n, s, 0.f);
+    cuda::affine(d, d, n, a, b);
 #endif
   }
+}
+}  // namespace
+
+Tensor& Tensor::mul_(float s) {
+  affine_in_place(*this, s, 0.f);
   return *this;
 }
 
 Tensor& Tensor::add_(float value) {
-  bump_version();
-  const int64_t n = numel();
-  float* d = data();
-  if (device().is_cpu()) {
-    for (int64_t i = 0; i < n; ++i) d[i] += value;
-  } else {
-#ifdef GANTRY_WITH_CUDA
-    cuda::affine(d, d, n, 1.f, value);
-#endif
-  }
+  affine_in_place(*this, 1.f, value);
   return *this;
 }
 

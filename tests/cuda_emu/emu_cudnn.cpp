@@ -185,10 +185,9 @@ struct Problem {
   bool tf32 = false;
 };
 
-cudnnStatus_t make_problem(const char* call, cudnnTensorDescriptor_t x, cudnnFilterDescriptor_t w,
+cudnnStatus_t make_problem(cudnnTensorDescriptor_t x, cudnnFilterDescriptor_t w,
                            cudnnConvolutionDescriptor_t conv, cudnnTensorDescriptor_t y,
                            Problem* p) {
-  (void)call;
   if (!x || !w || !conv || !y || !x->set || !w->set || !conv->set || !y->set)
     return CUDNN_STATUS_BAD_PARAM;
   // fp32 data with fp32 compute ("TRUE_FLOAT_CONFIG") is what the model covers.
@@ -557,7 +556,7 @@ cudnnStatus_t cudnnGetConvolutionForwardAlgorithm_v7(
     const int requestedAlgoCount, int* returnedAlgoCount, cudnnConvolutionFwdAlgoPerf_t* perf) {
   Problem p;
   if (!handle) return CUDNN_STATUS_BAD_PARAM;
-  if (cudnnStatus_t s = make_problem("", xDesc, wDesc, convDesc, yDesc, &p)) return s;
+  if (cudnnStatus_t s = make_problem(xDesc, wDesc, convDesc, yDesc, &p)) return s;
   return heuristics<cudnnConvolutionFwdAlgoPerf_t, cudnnConvolutionFwdAlgo_t>(
       Dir::Forward, p, requestedAlgoCount, returnedAlgoCount, perf, convDesc->math);
 }
@@ -570,7 +569,7 @@ cudnnStatus_t cudnnFindConvolutionForwardAlgorithmEx(
     std::size_t workSpaceSizeInBytes) {
   Problem p;
   if (!handle) return CUDNN_STATUS_BAD_PARAM;
-  if (cudnnStatus_t s = make_problem("", xDesc, wDesc, convDesc, yDesc, &p)) return s;
+  if (cudnnStatus_t s = make_problem(xDesc, wDesc, convDesc, yDesc, &p)) return s;
   return find_ex<cudnnConvolutionFwdAlgoPerf_t, cudnnConvolutionFwdAlgo_t>(
       "cudnnFindConvolutionForwardAlgorithmEx", Dir::Forward, p, static_cast<const float*>(x),
       static_cast<const float*>(w), static_cast<float*>(y), requestedAlgoCount, returnedAlgoCount,
@@ -585,7 +584,7 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t handle, const void* alpha,
                                       std::size_t workSpaceSizeInBytes, const void* beta,
                                       const cudnnTensorDescriptor_t yDesc, void* y) {
   Problem p;
-  if (cudnnStatus_t s = make_problem("", xDesc, wDesc, convDesc, yDesc, &p)) return s;
+  if (cudnnStatus_t s = make_problem(xDesc, wDesc, convDesc, yDesc, &p)) return s;
   return run("cudnnConvolutionForward", Dir::Forward, handle, alpha, p, algo, x, w, y, workSpace,
              workSpaceSizeInBytes, beta);
 }
@@ -596,7 +595,7 @@ cudnnStatus_t cudnnGetConvolutionBackwardDataAlgorithm_v7(
     const int requestedAlgoCount, int* returnedAlgoCount, cudnnConvolutionBwdDataAlgoPerf_t* perf) {
   Problem p;
   if (!handle) return CUDNN_STATUS_BAD_PARAM;
-  if (cudnnStatus_t s = make_problem("", dxDesc, wDesc, convDesc, dyDesc, &p)) return s;
+  if (cudnnStatus_t s = make_problem(dxDesc, wDesc, convDesc, dyDesc, &p)) return s;
   return heuristics<cudnnConvolutionBwdDataAlgoPerf_t, cudnnConvolutionBwdDataAlgo_t>(
       Dir::BackwardData, p, requestedAlgoCount, returnedAlgoCount, perf, convDesc->math);
 }
@@ -609,7 +608,7 @@ cudnnStatus_t cudnnFindConvolutionBackwardDataAlgorithmEx(
     void* workSpace, std::size_t workSpaceSizeInBytes) {
   Problem p;
   if (!handle) return CUDNN_STATUS_BAD_PARAM;
-  if (cudnnStatus_t s = make_problem("", dxDesc, wDesc, convDesc, dyDesc, &p)) return s;
+  if (cudnnStatus_t s = make_problem(dxDesc, wDesc, convDesc, dyDesc, &p)) return s;
   return find_ex<cudnnConvolutionBwdDataAlgoPerf_t, cudnnConvolutionBwdDataAlgo_t>(
       "cudnnFindConvolutionBackwardDataAlgorithmEx", Dir::BackwardData, p,
       static_cast<const float*>(w), static_cast<const float*>(dy), static_cast<float*>(dx),
@@ -624,7 +623,7 @@ cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t handle, const void* alp
                                            std::size_t workSpaceSizeInBytes, const void* beta,
                                            const cudnnTensorDescriptor_t dxDesc, void* dx) {
   Problem p;
-  if (cudnnStatus_t s = make_problem("", dxDesc, wDesc, convDesc, dyDesc, &p)) return s;
+  if (cudnnStatus_t s = make_problem(dxDesc, wDesc, convDesc, dyDesc, &p)) return s;
   return run("cudnnConvolutionBackwardData", Dir::BackwardData, handle, alpha, p, algo, w, dy, dx,
              workSpace, workSpaceSizeInBytes, beta);
 }
@@ -636,7 +635,7 @@ cudnnStatus_t cudnnGetConvolutionBackwardFilterAlgorithm_v7(
     cudnnConvolutionBwdFilterAlgoPerf_t* perf) {
   Problem p;
   if (!handle) return CUDNN_STATUS_BAD_PARAM;
-  if (cudnnStatus_t s = make_problem("", xDesc, dwDesc, convDesc, dyDesc, &p)) return s;
+  if (cudnnStatus_t s = make_problem(xDesc, dwDesc, convDesc, dyDesc, &p)) return s;
   return heuristics<cudnnConvolutionBwdFilterAlgoPerf_t, cudnnConvolutionBwdFilterAlgo_t>(
       Dir::BackwardFilter, p, requestedAlgoCount, returnedAlgoCount, perf, convDesc->math);
 }
@@ -649,7 +648,7 @@ cudnnStatus_t cudnnFindConvolutionBackwardFilterAlgorithmEx(
     cudnnConvolutionBwdFilterAlgoPerf_t* perf, void* workSpace, std::size_t workSpaceSizeInBytes) {
   Problem p;
   if (!handle) return CUDNN_STATUS_BAD_PARAM;
-  if (cudnnStatus_t s = make_problem("", xDesc, dwDesc, convDesc, dyDesc, &p)) return s;
+  if (cudnnStatus_t s = make_problem(xDesc, dwDesc, convDesc, dyDesc, &p)) return s;
   return find_ex<cudnnConvolutionBwdFilterAlgoPerf_t, cudnnConvolutionBwdFilterAlgo_t>(
       "cudnnFindConvolutionBackwardFilterAlgorithmEx", Dir::BackwardFilter, p,
       static_cast<const float*>(x), static_cast<const float*>(dy), static_cast<float*>(dw),
@@ -664,7 +663,7 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t handle, const void* a
                                              std::size_t workSpaceSizeInBytes, const void* beta,
                                              const cudnnFilterDescriptor_t dwDesc, void* dw) {
   Problem p;
-  if (cudnnStatus_t s = make_problem("", xDesc, dwDesc, convDesc, dyDesc, &p)) return s;
+  if (cudnnStatus_t s = make_problem(xDesc, dwDesc, convDesc, dyDesc, &p)) return s;
   return run("cudnnConvolutionBackwardFilter", Dir::BackwardFilter, handle, alpha, p, algo, x, dy,
              dw, workSpace, workSpaceSizeInBytes, beta);
 }
