@@ -111,10 +111,10 @@ Queue& queue() {
   return *q;
 }
 
-// Host waits: how often the host stopped for queued work, by the call that made it wait. On a
-// GPU each one is a round trip (the device drains, the host wakes, the device idles until the
-// next launch), so a training step should have as few as it has values to read back.
-// GANTRY_EMU_STATS=1 prints them at exit (tests/cuda_emu/host_waits.sh checks dcgan_step's).
+// Host waits: how often the host stopped for queued device work, by the call that made it
+// wait. On a GPU each one is a round trip (the device drains, the host wakes, the device idles
+// until the next launch), so a training step should have as few as it has values to read back.
+// GANTRY_EMU_STATS=1 prints them at exit (the apps test case host_waits checks dcgan_train's).
 // With it, the operations queued are counted too, by kernel, library call or runtime call.
 struct WaitStats {
   std::mutex mu;
@@ -151,7 +151,6 @@ bool stats_on() {
   }();
   return on;
 }
-
 
 // Queues `op` (`what` names it for the statistics).
 void enqueue(const char* what, std::function<void()> op) {
