@@ -115,11 +115,14 @@ Queue& queue() {
 // wait. On a GPU each one is a round trip (the device drains, the host wakes, the device idles
 // until the next launch), so a training step should have as few as it has values to read back.
 // GANTRY_EMU_STATS=1 prints them at exit (the apps test case host_waits checks dcgan_train's).
-// With it, the operations queued are counted too, by kernel, library call or runtime call.
+// With it, the operations queued are counted too, by kernel, library call or runtime call, and
+// in all (device work, without the bookkeeping below: what a step costs in launches).
+// GANTRY_EMU_TRACE=1 prints each operation's name as it is queued (what a step launches, in order).
 struct WaitStats {
   std::mutex mu;
   std::map<std::string, uint64_t> by_call, queued;
   uint64_t total = 0;
+  uint64_t work = 0;  // queued operations that are device work, not bookkeeping
 };
 WaitStats& wait_stats() {
   static WaitStats* w = new WaitStats();
@@ -131,9 +134,12 @@ void print_wait_stats() {
   std::string parts;
   for (const auto& [call, n] : w.by_call)
     parts += (parts.empty() ? "" : ", ") + call + " " + std::to_string(n);
-  std::fprintf(stderr, "gantry-cuda-emu: host waits for queued work: %llu (%s); operations queued: %llu\n",
+  std::fprintf(stderr,
+               "gantry-cuda-emu: host waits for queued work: %llu (%s); operations queued: %llu, "
+               "device work: %llu\n",
                static_cast<unsigned long long>(w.total), parts.c_str(),
-               static_cast<unsigned long long>(queue().enqueued));
+               static_cast<unsigned long long>(queue().enqueued),
+               static_cast<unsigned long long>(w.work));
   std::vector<std::pair<uint64_t, std::string>> ops;
   for (const auto& [what, n] : w.queued) ops.emplace_back(n, what);
   std::sort(ops.rbegin(), ops.rend());
@@ -154,10 +160,21 @@ bool stats_on() {
 
 // Queues `op` (`what` names it for the statistics).
 void enqueue(const char* what, std::function<void()> op) {
+  static const bool trace = [] {
+    const char* v = std::getenv("GANTRY_EMU_TRACE");
+    return v && *v && std::strcmp(v, "0") != 0;
+  }();
+  if (trace) std::fprintf(stderr, "gantry-cuda-emu: queue %s\n", what);
+  // Event records and destroys and stream-ordered frees are bookkeeping: a wait behind them
+  // alone (a loader thread recording an event for a pinned buffer) costs the device nothing.
+  const bool work = std::strcmp(what, "cudaEventRecord") != 0 &&
+                    std::strcmp(what, "cudaEventDestroy") != 0 &&
+                    std::strcmp(what, "cudaFreeAsync") != 0;
   if (stats_on()) {
     WaitStats& w = wait_stats();
     std::lock_guard<std::mutex> wl(w.mu);
     ++w.queued[what];
+    if (work) ++w.work;
   }
   Queue& q = queue();
   std::lock_guard<std::recursive_mutex> lock(q.mu);
@@ -167,11 +184,6 @@ void enqueue(const char* what, std::function<void()> op) {
     ++q.executed;
     return;
   }
-  // Event records and destroys and stream-ordered frees are bookkeeping: a wait behind them
-  // alone (a loader thread recording an event for a pinned buffer) costs the device nothing.
-  const bool work = std::strcmp(what, "cudaEventRecord") != 0 &&
-                    std::strcmp(what, "cudaEventDestroy") != 0 &&
-                    std::strcmp(what, "cudaFreeAsync") != 0;
   q.ops.push_back({std::move(op), work});
 }
 
