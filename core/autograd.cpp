@@ -110,7 +110,9 @@ void Tensor::backward(const Tensor& gradient, bool retain_graph) const {
   }
 
   std::unordered_map<Node*, std::shared_ptr<TensorImpl>> pending;
-  pending[grad_fn().get()] = seed.clone().impl();
+  // No copy of the seed: pending gradients are summed out of place, and a leaf takes one
+  // over only when nothing else (here: `seed`, or the caller's `gradient`) holds it.
+  pending[grad_fn().get()] = seed.impl();
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
     Node* node = it->get();
     auto found = pending.find(node);

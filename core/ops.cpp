@@ -41,7 +41,7 @@ void check_same_device(const char* op, std::initializer_list<const Tensor*> ts) 
 }
 
 // An op with no GPU implementation (or a build without CUDA) reached by a GPU tensor.
-[[noreturn]] void no_cuda(const char* op) {
+[[noreturn, maybe_unused]] void no_cuda(const char* op) {
   throw std::runtime_error(std::string(op) +
                            ": a CUDA tensor reached a build without the CUDA backend (gantry was "
                            "built without CUDA; configure with -DGANTRY_CUDA=ON)");
@@ -297,7 +297,15 @@ Tensor sum(const Tensor& x) {
 Tensor mean(const Tensor& x) {
   check_defined("mean", x, "input");
   if (x.numel() == 0) fail("mean", "of an empty tensor " + shape_str(x.shape()));
-  return mul(sum(x), 1.f / static_cast<float>(x.numel()));
+  const float scale = 1.f / static_cast<float>(x.numel());
+  if (!x.is_cuda()) return mul(sum(x), scale);
+  // On the GPU the 1/n goes into the reduction's last stage: two launches, not three.
+  Tensor out = Tensor::empty({}, x.device());
+  ON_CUDA("mean", cuda::sum_all(x.data(), x.numel(), out.data(), scale));
+  const Shape xs = x.shape();
+  return record(out, "mean", {x}, [xs, scale](const Tensor& g) {
+    return std::vector<Tensor>{broadcast_to(mul(g, scale), xs)};
+  });
 }
 
 Tensor sum(const Tensor& x, const std::vector<int64_t>& dims, bool keepdim) {
@@ -354,15 +362,23 @@ Tensor cat(const std::vector<Tensor>& xs, int64_t dim) {
   for (int64_t k = d + 1; k < first.dim(); ++k) inner *= out_shape[k];
   Tensor out = Tensor::empty(out_shape, first.device());
   const int64_t out_row = out_shape[d] * inner;
-  int64_t offset = 0;
-  for (const Tensor& t : xs) {
-    const int64_t row = t.shape()[d] * inner;
-    if (t.is_cuda())
-      ON_CUDA("cat", cuda::copy_2d(out.data() + offset, out_row, t.data(), row, outer, row));
-    else
+  if (first.is_cuda()) {  // one launch for all the inputs
+    std::vector<const float*> srcs;
+    std::vector<int64_t> widths;
+    for (const Tensor& t : xs) {
+      srcs.push_back(t.data());
+      widths.push_back(t.shape()[d] * inner);
+    }
+    ON_CUDA("cat", cuda::cat_rows(out.data(), srcs.data(), widths.data(),
+                                  static_cast<int>(xs.size()), outer));
+  } else {
+    int64_t offset = 0;
+    for (const Tensor& t : xs) {
+      const int64_t row = t.shape()[d] * inner;
       for (int64_t o = 0; o < outer; ++o)
         std::copy(t.data() + o * row, t.data() + (o + 1) * row, out.data() + o * out_row + offset);
-    offset += row;
+      offset += row;
+    }
   }
   std::vector<Shape> shapes;
   for (const Tensor& t : xs) shapes.push_back(t.shape());

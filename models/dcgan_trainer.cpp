@@ -36,7 +36,12 @@ StepStats DCGANTrainer::step(const Tensor& real_in, Generator& noise_gen) {
   StepStats st;
   g_->train();
   d_->train();
-  const Tensor ones = Tensor::ones({n}, device_), zeros = Tensor::zeros({n}, device_);
+  if (!real_labels_.defined() || real_labels_.numel() != n) {
+    real_labels_ = Tensor::ones({n}, device_);
+    fake_labels_ = Tensor::zeros({n}, device_);
+  }
+  const Tensor& ones = real_labels_;
+  const Tensor& zeros = fake_labels_;
   // D sees every image through the augmentation when ADA is on (differentiably, so G's
   // gradient passes through it in (2)).
   auto D = [&](const Tensor& x) { return d_->forward(ada_ ? ada_->apply(x) : x); };

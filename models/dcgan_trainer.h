@@ -83,6 +83,8 @@ class DCGANTrainer {
   std::shared_ptr<DCGANGenerator> g_ema_;
   std::unique_ptr<EMA> ema_;
   std::unique_ptr<AdaptiveAugment> ada_;
+  // BCE's targets (all ones, all zeros) for the last batch size: made once, not twice a step.
+  Tensor real_labels_, fake_labels_;
 };
 
 }  // namespace gantry

@@ -4,6 +4,10 @@
 
 #include "gantry/core/autograd.h"
 
+#ifdef GANTRY_WITH_CUDA
+#include "gantry/kernels/cuda/cuda_kernels.h"
+#endif
+
 namespace gantry {
 
 namespace {
@@ -42,6 +46,25 @@ void EMA::copy_from_source() {
 
 void EMA::update() {
   NoGradGuard guard;
+#ifdef GANTRY_WITH_CUDA
+  // A model on the GPU: every parameter and buffer in one launch, not one or two per tensor.
+  auto on_gpu = [](const std::pair<Tensor, Tensor>& st) {
+    return st.first.is_cuda() && st.second.device() == st.first.device();
+  };
+  bool all_gpu = !params_.empty() || !buffers_.empty();
+  for (const auto& st : params_) all_gpu = all_gpu && on_gpu(st);
+  for (const auto& st : buffers_) all_gpu = all_gpu && on_gpu(st);
+  if (all_gpu) {
+    std::vector<cuda::EmaTensor> tensors;
+    for (auto* group : {&params_, &buffers_})
+      for (auto& [s, t] : *group) {
+        t.bump_version();  // written in place, as mul_/add_/copy_ would
+        tensors.push_back({t.data(), s.data(), t.numel(), group == &buffers_});
+      }
+    cuda::ema_multi_tensor(tensors.data(), static_cast<int>(tensors.size()), decay_);
+    return;
+  }
+#endif
   const float d = static_cast<float>(decay_);
   for (auto& [s, t] : params_) {
     t.mul_(d);

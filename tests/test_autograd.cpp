@@ -175,6 +175,14 @@ TEST_CASE("a leaf's first gradient is taken without a copy only when nothing els
   e.backward(g);
   REQUIRE(d.grad().to_vector() == std::vector<float>{2, 2, 2, 2});
   REQUIRE(g.to_vector() == std::vector<float>{1, 1, 1, 1});
+  // The caller's gradient, passed through add unchanged, is not taken over either: changing it
+  // afterwards leaves x.grad alone.
+  Tensor x = Tensor::from_vector({1, 2}, {2}).requires_grad_();
+  Tensor gy = Tensor::from_vector({0.5f, 2}, {2});
+  (x + Tensor::from_vector({3, 3}, {2})).backward(gy);
+  REQUIRE(x.grad().data() != gy.data());
+  gy.fill_(9.f);
+  REQUIRE(x.grad().to_vector() == std::vector<float>{0.5f, 2});
 }
 
 TEST_CASE("in-place add_ and mul_ write through, bump the version and check their input",

@@ -4,9 +4,8 @@
 // tensor (x4 for param, grad and two moments) would be dominated by launch overhead; instead
 // the host packs the pointers and sizes of up to 64 tensors into the kernel's argument block
 // (4 KiB of __grid_constant__ parameter space, no copy to device memory) and each CUDA block
-// updates one 4096-element chunk of one tensor. A block finds its tensor from a prefix sum of
-// chunk counts (a short search over <= 64 entries). Adam is elementwise, so chunks are
-// independent and the launch is as wide as the whole model.
+// updates one 4096-element chunk of one tensor (ChunkedTensors in common.cuh). Adam is
+// elementwise, so chunks are independent and the launch is as wide as the whole model.
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -19,13 +18,8 @@ using namespace kern;
 
 namespace {
 
-constexpr int kMaxTensors = 64;
-constexpr int64_t kChunk = 4096;
-
 struct AdamBatch {
-  AdamTensor t[kMaxTensors];
-  int64_t first_block[kMaxTensors + 1];  // prefix sum of chunk counts
-  int count;
+  ChunkedTensors<AdamTensor> chunks;
   // Float factors formed in double on the host, as adam_update_cpu (optim/adam.cpp) does.
   float beta2, one_minus_beta1, one_minus_beta2, eps, weight_decay;
   float step_size;             // lr / (1 - beta1^t)
@@ -39,11 +33,8 @@ __device__ __forceinline__ float lerp(float start, float end, float w) {
 }
 
 __global__ void adam_kernel(const __grid_constant__ AdamBatch b) {
-  int k = 0;
-  while (k + 1 < b.count && blockIdx.x >= b.first_block[k + 1]) ++k;
-  const AdamTensor& t = b.t[k];
-  const int64_t begin = (blockIdx.x - b.first_block[k]) * kChunk;
-  const int64_t end = begin + kChunk < t.numel ? begin + kChunk : t.numel;
+  int64_t begin, end;
+  const AdamTensor& t = b.chunks.mine(begin, end);
   for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
     float g = t.grad[i];
     const float p = t.param[i];
@@ -66,8 +57,10 @@ void adam_multi_tensor(const AdamTensor* tensors, int count, const AdamConfig& c
   // The bias corrections in double on the host, as PyTorch computes them in Python floats.
   const double bc1 = 1.0 - std::pow(cfg.beta1, static_cast<double>(cfg.step));
   const double bc2 = 1.0 - std::pow(cfg.beta2, static_cast<double>(cfg.step));
-  for (int start = 0; start < count; start += kMaxTensors) {
+  for (int next = 0; next < count;) {
     AdamBatch b{};
+    const int64_t blocks = b.chunks.pack(tensors, count, next);
+    if (blocks == 0) continue;
     b.beta2 = static_cast<float>(cfg.beta2);
     b.one_minus_beta1 = static_cast<float>(1.0 - cfg.beta1);
     b.one_minus_beta2 = static_cast<float>(1.0 - cfg.beta2);
@@ -75,17 +68,6 @@ void adam_multi_tensor(const AdamTensor* tensors, int count, const AdamConfig& c
     b.weight_decay = static_cast<float>(cfg.weight_decay);
     b.step_size = static_cast<float>(cfg.lr / bc1);
     b.bias_correction2_sqrt = static_cast<float>(std::sqrt(bc2));
-    int64_t blocks = 0;
-    const int stop = count - start < kMaxTensors ? count : start + kMaxTensors;
-    for (int i = start; i < stop; ++i) {
-      if (tensors[i].numel <= 0) continue;
-      b.t[b.count] = tensors[i];
-      b.first_block[b.count] = blocks;
-      blocks += (tensors[i].numel + kChunk - 1) / kChunk;
-      ++b.count;
-    }
-    b.first_block[b.count] = blocks;
-    if (blocks == 0) continue;
     adam_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream()>>>(b);
     GANTRY_CUDA_LAUNCH_CHECK();
   }

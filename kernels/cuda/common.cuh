@@ -50,6 +50,45 @@ __device__ __forceinline__ float block_sum(float v) {
   return r;
 }
 
+// Multi-tensor launches (Adam, EMA): the descriptors of up to kMaxChunkedTensors tensors travel
+// in the kernel's argument block (__grid_constant__, no copy to device memory), each tensor is
+// cut into kChunk-element chunks, and one CUDA block handles one chunk. A block finds its
+// tensor from the prefix sum of chunk counts (a short scan over <= 64 entries).
+constexpr int kMaxChunkedTensors = 64;
+constexpr int64_t kChunk = 4096;
+
+template <class T>
+struct ChunkedTensors {
+  T t[kMaxChunkedTensors];
+  int64_t first_block[kMaxChunkedTensors + 1];  // prefix sum of chunk counts
+  int count;
+
+  // Host: packs tensors[next..] (skipping empty ones) until the block is full; advances `next`
+  // and returns the number of CUDA blocks to launch (0: nothing left to do).
+  int64_t pack(const T* tensors, int total, int& next) {
+    count = 0;
+    int64_t blocks = 0;
+    for (; next < total && count < kMaxChunkedTensors; ++next) {
+      if (tensors[next].numel <= 0) continue;
+      t[count] = tensors[next];
+      first_block[count] = blocks;
+      blocks += (tensors[next].numel + kChunk - 1) / kChunk;
+      ++count;
+    }
+    first_block[count] = blocks;
+    return blocks;
+  }
+
+  // Device: this block's tensor and its element range [begin, end).
+  __device__ const T& mine(int64_t& begin, int64_t& end) const {
+    int k = 0;
+    while (k + 1 < count && blockIdx.x >= first_block[k + 1]) ++k;
+    begin = (blockIdx.x - first_block[k]) * kChunk;
+    end = begin + kChunk < t[k].numel ? begin + kChunk : t[k].numel;
+    return t[k];
+  }
+};
+
 // Up to 8 dims of sizes and strides, passed to kernels by value.
 constexpr int kMaxDims = 8;
 struct Dims {

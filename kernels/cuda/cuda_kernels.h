@@ -49,8 +49,13 @@ void binary_broadcast(Binary op, const float* a, const int64_t* a_shape, const f
 void dropout_apply(const float* x, const float* u, float* y, float* mask, int64_t n, float p);
 // y[N, M] = x[M, N] transposed.
 void transpose2d(const float* x, float* y, int64_t M, int64_t N);
+// A concatenation along the columns of `rows` rows, in one launch per 64 inputs: input i is
+// [rows, widths[i]] (contiguous), out is [rows, sum of widths]; cat along any dim is this with
+// rows = the product of the dims before it and widths = size along it times the dims after.
+void cat_rows(float* out, const float* const* srcs, const int64_t* widths, int count,
+              int64_t rows);
 // Copies `rows` rows of `cols` floats from src (row pitch src_pitch) to dst (row pitch
-// dst_pitch), all in floats: one input's slab of a concatenation.
+// dst_pitch), all in floats: one input's slab of a split (cat's backward).
 void copy_2d(float* dst, int64_t dst_pitch, const float* src, int64_t src_pitch, int64_t rows,
              int64_t cols);
 
@@ -124,6 +129,17 @@ struct AdamConfig {
 // torch.optim.Adam (amsgrad off): g += wd*p; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
 // p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps). Up to 64 tensors per launch.
 void adam_multi_tensor(const AdamTensor* tensors, int count, const AdamConfig& cfg);
+
+// ---- EMA of a model, all tensors in one launch (kernels/cuda/ema.cu) -----------------------
+struct EmaTensor {
+  float* average;
+  const float* source;
+  int64_t numel;
+  bool copy;  // a buffer: average = source; a parameter: the EMA step below
+};
+// Per parameter average = float(decay) * average + float(1 - decay) * source (the two roundings
+// of EMA::update's mul_ then add_); per buffer an exact copy. Up to 64 tensors per launch.
+void ema_multi_tensor(const EmaTensor* tensors, int count, double decay);
 
 // ---- one implementation, explicitly -------------------------------------------------------
 // Hand-written: kernels/cuda/gemm.cu, conv.cu, batchnorm.cu.

@@ -223,6 +223,34 @@ __global__ void transpose_kernel(const float* __restrict__ x, float* __restrict_
   }
 }
 
+// A whole concatenation in one launch, not one copy per input: the inputs' pointers and their
+// column ranges in the output row travel in the argument block (as multi-tensor Adam's), and
+// thread i of the grid-stride loop writes output element i of this batch of inputs, reading
+// from the input whose range holds its column (a binary search over <= 64 offsets). Writes
+// are coalesced; each input's reads are contiguous within a row.
+constexpr int kMaxCatParts = 64;
+struct CatParts {
+  const float* src[kMaxCatParts];
+  int64_t first_col[kMaxCatParts + 1];  // column of the output row where each input starts
+  int count;
+};
+
+__global__ void cat_kernel(float* __restrict__ out, int64_t out_row, int64_t rows,
+                           const __grid_constant__ CatParts b) {
+  const int64_t width = b.first_col[b.count] - b.first_col[0];
+  GANTRY_GRID_LOOP(i, rows * width) {
+    const int64_t r = i / width, c = b.first_col[0] + i % width;
+    int lo = 0, hi = b.count;
+    while (hi - lo > 1) {
+      const int mid = (lo + hi) / 2;
+      if (c >= b.first_col[mid]) lo = mid;
+      else hi = mid;
+    }
+    const int64_t w = b.first_col[lo + 1] - b.first_col[lo];
+    out[r * out_row + c] = b.src[lo][r * w + (c - b.first_col[lo])];
+  }
+}
+
 }  // namespace
 
 // ---- entry points --------------------------------------------------------------------------
@@ -340,6 +368,28 @@ void transpose2d(const float* x, float* y, int64_t M, int64_t N) {
                   static_cast<unsigned>(row_tiles < 65535 ? row_tiles : 65535));
   transpose_kernel<<<grid, block, 0, stream()>>>(x, y, M, N);
   GANTRY_CUDA_LAUNCH_CHECK();
+}
+
+void cat_rows(float* out, const float* const* srcs, const int64_t* widths, int count,
+              int64_t rows) {
+  int64_t out_row = 0;
+  for (int i = 0; i < count; ++i) out_row += widths[i];
+  if (rows <= 0 || out_row <= 0) return;
+  int64_t col = 0;
+  for (int start = 0; start < count; start += kMaxCatParts) {
+    CatParts b{};
+    b.first_col[0] = col;
+    for (int i = start; i < count && i < start + kMaxCatParts; ++i) {
+      if (widths[i] <= 0) continue;  // an empty input has no columns to write
+      b.src[b.count] = srcs[i];
+      col += widths[i];
+      b.first_col[++b.count] = col;
+    }
+    if (b.count == 0) continue;
+    const int64_t n = rows * (col - b.first_col[0]);
+    cat_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(out, out_row, rows, b);
+    GANTRY_CUDA_LAUNCH_CHECK();
+  }
 }
 
 void copy_2d(float* dst, int64_t dst_pitch, const float* src, int64_t src_pitch, int64_t rows,

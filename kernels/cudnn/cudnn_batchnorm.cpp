@@ -28,13 +28,13 @@ struct Params {
   Scratch ones, zeros;
   const float* gamma;
   const float* beta;
-  Params(const float* g, const float* b, int64_t C) : gamma(g), beta(b) {
+  Params(const float* g, const float* b, int64_t C, bool need_beta = true) : gamma(g), beta(b) {
     if (!gamma) {
       ones = Scratch(static_cast<size_t>(C) * sizeof(float));
       fill(ones.f(), C, 1.f);
       gamma = ones.f();
     }
-    if (!beta) {
+    if (!beta && need_beta) {
       zeros = Scratch(static_cast<size_t>(C) * sizeof(float));
       fill(zeros.f(), C, 0.f);
       beta = zeros.f();
@@ -97,7 +97,9 @@ void batch_norm_backward_train(const float* x, const float* dy, const float* gam
                                float* dgamma, float* dbeta, int64_t N, int64_t C, int64_t S) {
   if (C <= 0) return;
   Desc xd(N, C, S, 1), pd(1, C, 1, 1);
-  Params p(gamma, nullptr, C);
+  // The backward reads no beta: a zeros stand-in here cost a memset and a pool block per batch
+  // norm per step.
+  Params p(gamma, nullptr, C, /*need_beta=*/false);
   Scratch tmp_dg, tmp_db;  // cuDNN always writes both parameter gradients
   if (!dgamma) {
     tmp_dg = Scratch(static_cast<size_t>(C) * sizeof(float));

@@ -171,6 +171,37 @@ TEST_CASE("ops on CUDA tensors match the CPU end to end (forward, backward, runn
   }
 }
 
+TEST_CASE("cat and mean on CUDA tensors match the CPU, forward and backward", "[cuda][ops]") {
+  // cat along each dim (one launch for all inputs on the GPU, an empty input among them) and
+  // mean (the 1/n inside the reduction), with their gradients.
+  for (int64_t dim : {0, 1, 2}) {
+    INFO("cat along dim " << dim);
+    std::vector<std::vector<float>> results[2];
+    for (int side = 0; side < 2; ++side) {
+      const Device dev = side ? Device::cuda(0) : Device::cpu();
+      std::vector<Tensor> xs;
+      for (int i = 0; i < 4; ++i) {
+        Shape s{2, 3, 5};
+        s[dim] = i == 2 ? 0 : i + 1;
+        Tensor t = Tensor::from_vector(test::randn(shape_numel(s), 60 + i), s).to(dev);
+        xs.push_back(t.requires_grad_(true));
+      }
+      Tensor y = cat(xs, dim);
+      Tensor w = Tensor::from_vector(test::randn(y.numel(), 70), y.shape()).to(dev);
+      Tensor loss = mean(y * w);
+      loss.backward();
+      results[side] = {y.to_vector(), loss.to_vector()};
+      for (const Tensor& t : xs) results[side].push_back(t.grad().to_vector());
+    }
+    REQUIRE(results[1].size() == results[0].size());
+    CHECK(results[1][0] == results[0][0]);  // a copy: exact
+    for (size_t i = 1; i < results[0].size(); ++i) {
+      INFO("value " << i);
+      CHECK(rel_error(results[1][i], results[0][i]) < 1e-6);
+    }
+  }
+}
+
 TEST_CASE("Tensor basics on CUDA: to/from, fill, copy_, add_, mul_, item", "[cuda][ops]") {
   Tensor a = Tensor::arange(10).reshape({2, 5});
   Tensor g = a.to(Device::cuda(0));

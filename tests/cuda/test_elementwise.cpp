@@ -12,7 +12,10 @@
 
 #include "cuda/cuda_test_util.h"
 #include "gantry/core/tensor.h"
+#include "gantry/core/autograd.h"
+#include "gantry/models/dcgan.h"
 #include "gantry/optim/adam.h"
+#include "gantry/optim/ema.h"
 
 using namespace gantry;
 using test::DevBuf;
@@ -250,6 +253,36 @@ TEST_CASE("transpose2d, copy_2d and dropout_apply", "[cuda][elementwise]") {
   }
 }
 
+TEST_CASE("cat_rows writes every element of a concatenation in one launch per 64 inputs",
+          "[cuda][elementwise]") {
+  // 70 inputs (two batches of the argument block), some of width 0, over 3 rows; and one
+  // wide input in one row. The output starts poisoned, so a column left unwritten is NaN.
+  for (auto [count, rows] : {std::pair<int, int64_t>{70, 3}, {1, 1}, {2, 1000}}) {
+    INFO(count << " inputs, " << rows << " rows");
+    std::vector<std::vector<float>> parts;
+    std::vector<std::unique_ptr<DevBuf>> bufs;
+    std::vector<const float*> srcs;
+    std::vector<int64_t> widths;
+    int64_t out_row = 0;
+    for (int i = 0; i < count; ++i) {
+      const int64_t w = count == 1 ? 100003 : (i * 7) % 5;
+      parts.push_back(test::randn(rows * w, 40 + static_cast<uint64_t>(i)));
+      bufs.push_back(std::make_unique<DevBuf>(rows * w));
+      if (w) bufs.back()->upload(parts.back());
+      srcs.push_back(bufs.back()->p);
+      widths.push_back(w);
+      out_row += w;
+    }
+    std::vector<float> ref;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int i = 0; i < count; ++i)
+        ref.insert(ref.end(), parts[i].begin() + r * widths[i], parts[i].begin() + (r + 1) * widths[i]);
+    DevBuf out(rows * out_row);
+    cuda::cat_rows(out.p, srcs.data(), widths.data(), count, rows);
+    CHECK(rel_error(out.download(), ref) == 0.0);
+  }
+}
+
 TEST_CASE("Philox fills on the GPU reproduce the CPU stream", "[cuda][random]") {
   for (int64_t n : {int64_t(1), int64_t(3), int64_t(4), int64_t(1001), int64_t(1 << 20) + 3}) {
     for (uint64_t base : {uint64_t(0), uint64_t(12345), (uint64_t(1) << 32) - 2}) {
@@ -349,6 +382,66 @@ TEST_CASE("multi-tensor Adam matches torch.optim.Adam's formula", "[cuda][adam]"
       CHECK(rel_error(dm[i]->download(), m[i]) < 1e-5);
       CHECK(rel_error(dv[i]->download(), v[i]) < 1e-5);
     }
+  }
+}
+
+TEST_CASE("multi-tensor EMA: parameters averaged, buffers copied, one launch per 64",
+          "[cuda][ema]") {
+  // 70 tensors across chunk boundaries, one empty; every third is a buffer whose average starts
+  // poisoned (NaN): its copy must be exact all the same.
+  const double decay = 0.999;
+  const float d = static_cast<float>(decay), w = static_cast<float>(1.0 - decay);
+  std::vector<int64_t> sizes;
+  for (int i = 0; i < 70; ++i) sizes.push_back((i * 977) % 9000);
+  sizes[4] = 4097;
+  sizes[7] = 0;
+  std::vector<std::vector<float>> avg, src;
+  std::vector<std::unique_ptr<DevBuf>> davg, dsrc;
+  std::vector<cuda::EmaTensor> ts;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    const bool copy = i % 3 == 0;
+    avg.push_back(test::randn(sizes[i], 200 + i));
+    src.push_back(test::randn(sizes[i], 300 + i));
+    davg.emplace_back(copy ? new DevBuf(sizes[i]) : new DevBuf(avg.back()));
+    dsrc.emplace_back(new DevBuf(src.back()));
+    ts.push_back({davg[i]->p, dsrc[i]->p, sizes[i], copy});
+    for (int64_t k = 0; k < sizes[i]; ++k) {
+      const float scaled = avg[i][k] * d;
+      avg[i][k] = copy ? src[i][k] : scaled + w * src[i][k];
+    }
+  }
+  cuda::ema_multi_tensor(ts.data(), static_cast<int>(ts.size()), decay);
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    INFO("tensor " << i << " size " << sizes[i] << (ts[i].copy ? " (copy)" : ""));
+    if (ts[i].copy) CHECK(rel_error(davg[i]->download(), avg[i]) == 0.0);
+    else CHECK(rel_error(davg[i]->download(), avg[i]) < 1e-6);
+  }
+}
+
+TEST_CASE("EMA of a generator on the GPU follows the same average as on the CPU", "[cuda][ema]") {
+  std::vector<std::vector<float>> results[2];
+  for (int side = 0; side < 2; ++side) {
+    const Device dev = side ? Device::cuda(0) : Device::cpu();
+    Generator init(5);
+    auto g = make_generator(8, 4, 1, 32, &init), avg = make_generator(8, 4, 1, 32, &init);
+    g->to(dev);
+    avg->to(dev);
+    EMA ema(*g, *avg, 0.9);
+    for (int step = 0; step < 3; ++step) {
+      NoGradGuard guard;
+      for (Tensor p : g->parameters()) p.add_(1.f);  // a stand-in for an optimizer step
+      for (auto& [name, b] : g->named_buffers()) {
+        Tensor handle = b;
+        handle.add_(0.5f);
+      }
+      ema.update();
+    }
+    for (const auto& e : avg->state_dict()) results[side].push_back(e.tensor.to_vector());
+  }
+  REQUIRE(results[1].size() == results[0].size());
+  for (size_t i = 0; i < results[0].size(); ++i) {
+    INFO("tensor " << i);
+    CHECK(rel_error(results[1][i], results[0][i]) < 1e-6);
   }
 }
 

@@ -1,0 +1,48 @@
+// Multi-tensor EMA: a model's average updated by one kernel launch.
+//
+// EMA::update (optim/ema.h) runs after every optimizer step: per parameter
+// avg = decay * avg + (1 - decay) * param, and per buffer (BN's running statistics) avg = buffer.
+// Done tensor by tensor that is two launches per parameter and one per buffer (29 for the
+// 32x32 DCGAN generator); here it is one, with the same chunking as multi-tensor Adam
+// (ChunkedTensors in common.cuh).
+#include "gantry/kernels/cuda/common.cuh"
+#include "gantry/kernels/cuda/cuda_kernels.h"
+
+namespace gantry::cuda {
+using namespace kern;
+
+namespace {
+
+struct EmaBatch {
+  ChunkedTensors<EmaTensor> chunks;
+  float decay, one_minus_decay;
+};
+
+__global__ void ema_kernel(const __grid_constant__ EmaBatch b) {
+  int64_t begin, end;
+  const EmaTensor& t = b.chunks.mine(begin, end);
+  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
+    if (t.copy) {
+      t.average[i] = t.source[i];  // exact, whatever the average held (even NaN)
+    } else {
+      const float scaled = t.average[i] * b.decay;  // the two roundings of mul_ then add_
+      t.average[i] = scaled + b.one_minus_decay * t.source[i];
+    }
+  }
+}
+
+}  // namespace
+
+void ema_multi_tensor(const EmaTensor* tensors, int count, double decay) {
+  for (int next = 0; next < count;) {
+    EmaBatch b{};
+    const int64_t blocks = b.chunks.pack(tensors, count, next);
+    if (blocks == 0) continue;
+    b.decay = static_cast<float>(decay);
+    b.one_minus_decay = static_cast<float>(1.0 - decay);  // in double, as EMA::update on the CPU
+    ema_kernel<<<static_cast<unsigned>(blocks), kThreads, 0, stream()>>>(b);
+    GANTRY_CUDA_LAUNCH_CHECK();
+  }
+}
+
+}  // namespace gantry::cuda
