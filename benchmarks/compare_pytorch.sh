@@ -11,15 +11,17 @@
 #
 # Usage: benchmarks/compare_pytorch.sh [--device cpu|cuda] [--config 64rgb_b128[,..]|all]
 #          [--threads N] [--rounds N] [--steps N] [--warmup N] [--build DIR] [--compile]
-#          [--out results.jsonl]
+#          [--cudnn-benchmark] [--out results.jsonl]
 # CPU: PyTorch is Debian's python3-torch (/usr/bin/python3) on OpenBLAS' OpenMP build
 # (scripts/install-deps.sh --optional installs both). GPU: the python3 on PATH with a CUDA
-# PyTorch; --compile adds torch.compile rows where PyTorch >= 2.
+# PyTorch; --compile adds torch.compile rows where PyTorch >= 2; --cudnn-benchmark adds rows
+# with torch.backends.cudnn.benchmark on (cuDNN's algorithms timed once per shape, as gantry's
+# cuDNN paths always do; PyTorch's default, off, takes cuDNN's heuristic choice).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
-device=cpu config=64rgb_b128 threads=2 rounds=3 steps=5 warmup=2 build="" compile=0 out=""
+device=cpu config=64rgb_b128 threads=2 rounds=3 steps=5 warmup=2 build="" compile=0 cudnn_bench=0 out=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --device) device=$2; shift 2 ;;
@@ -30,6 +32,7 @@ while [[ $# -gt 0 ]]; do
     --warmup) warmup=$2; shift 2 ;;
     --build) build=$2; shift 2 ;;
     --compile) compile=1; shift ;;
+    --cudnn-benchmark) cudnn_bench=1; shift ;;
     --out) out=$2; shift 2 ;;
     -h|--help) sed -n 2,20p "$0"; exit 0 ;;
     *) echo "compare_pytorch.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
@@ -69,6 +72,11 @@ for ((r = 1; r <= rounds; ++r)); do
     "$py" "$here/pytorch_dcgan_step.py" --device "$device" --config "$config" --threads "$threads" \
         --steps "$steps" --warmup "$warmup" --mode "$mode" --json \
       | sed 's/^{/{"side": "pytorch-'"$mode"'", "round": '"$r"', /' >> "$results"
+    if [[ $cudnn_bench == 1 ]]; then
+      "$py" "$here/pytorch_dcgan_step.py" --device "$device" --config "$config" --threads "$threads" \
+          --steps "$steps" --warmup "$warmup" --mode "$mode" --cudnn-benchmark --json \
+        | sed 's/^{/{"side": "pytorch-'"$mode"'-cudnn-benchmark", "round": '"$r"', /' >> "$results"
+    fi
     if [[ $compile == 1 ]]; then
       "$py" "$here/pytorch_dcgan_step.py" --device "$device" --config "$config" --threads "$threads" \
           --steps "$steps" --warmup "$warmup" --mode "$mode" --compile --json \

@@ -161,6 +161,7 @@ def run(config, mode, args, device):
         "images_per_s": batch / (med * 1e-3), "cpu_ms_per_step": statistics.median(cpu_times), "peak_mib": peak, "peak_kind": peak_kind,
         "loss_d": losses[0], "loss_g": losses[1], "mode": mode,
         "torch": torch.__version__, "compiled": bool(args.compile),
+        "cudnn_benchmark": bool(args.cudnn_benchmark),
     }
 
 
@@ -176,6 +177,9 @@ def main():
     ap.add_argument("--batch", type=int, default=0)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--compile", action="store_true", help="torch.compile G and D (PyTorch >= 2)")
+    ap.add_argument("--cudnn-benchmark", action="store_true",
+                    help="torch.backends.cudnn.benchmark = True: cuDNN's algorithms timed once per "
+                         "shape, as gantry's cuDNN paths always do (PyTorch's default is off)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.threads > 0:
@@ -188,6 +192,7 @@ def main():
         # fp32 like gantry's defaults: TF32 in cuDNN convolutions, not in matmuls.
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = args.cudnn_benchmark
     names = list(CONFIGS) if args.config == "all" else args.config.split(",")
     for n in names:
         if n not in CONFIGS:

@@ -48,10 +48,13 @@ void EMA::update() {
   NoGradGuard guard;
 #ifdef GANTRY_WITH_CUDA
   // A model on the GPU: every parameter and buffer in one launch, not one or two per tensor.
-  auto on_gpu = [](const std::pair<Tensor, Tensor>& st) {
-    return st.first.is_cuda() && st.second.device() == st.first.device();
+  // (all on one GPU: the launch runs on the current device's stream)
+  const Device dev = !params_.empty() ? params_[0].first.device()
+                     : !buffers_.empty() ? buffers_[0].first.device() : Device::cpu();
+  auto on_gpu = [dev](const std::pair<Tensor, Tensor>& st) {
+    return dev.is_cuda() && st.first.device() == dev && st.second.device() == dev;
   };
-  bool all_gpu = !params_.empty() || !buffers_.empty();
+  bool all_gpu = dev.is_cuda();
   for (const auto& st : params_) all_gpu = all_gpu && on_gpu(st);
   for (const auto& st : buffers_) all_gpu = all_gpu && on_gpu(st);
   if (all_gpu) {

@@ -5,7 +5,8 @@
 //   ema_buffer = buffer                                          (every buffer, e.g. BN stats)
 // `target` is a second model of the same architecture (same state_dict keys and shapes) that
 // holds the average; it starts as an exact copy of `source`. Updates run outside autograd, in
-// place, on the models' device (Tensor::mul_/add_/copy_ have CUDA paths).
+// place, on the models' device: on the CPU tensor by tensor (mul_, add_, copy_), on a GPU in
+// one launch for the whole model (cuda::ema_multi_tensor, the same roundings).
 #include <string>
 #include <utility>
 #include <vector>

@@ -11,7 +11,8 @@
 #             without a GPU to ask), GANTRY_DEPS_PREFIX=stage (scripts/stage-deps.sh), CUDNN_ROOT
 #   test      ctest -L cuda (the GPU parity tests), then the rest of the suite (-LE cuda)
 #   bench     dcgan_step --device cuda --config all, kernel_bench --impl all, and with PyTorch
-#             benchmarks/compare_pytorch.sh --device cuda --config 64rgb_b128 (+ --compile)
+#             benchmarks/compare_pytorch.sh --device cuda --config 64rgb_b128 --cudnn-benchmark
+#             (+ --compile)
 #   sanitize  compute-sanitizer memcheck, then racecheck, on each tests/cuda_* executable
 #   all       probe build test bench sanitize (the sanitizer last: its runs fill what is left)
 #
@@ -255,8 +256,9 @@ do_bench() {
     "$build/benchmarks/dcgan_step" --device cuda --config all
   step "kernel_bench --impl all" "$bench_timeout" "$build/benchmarks/kernel_bench" --impl all
   if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
-    step "compare_pytorch (eager)" "$bench_timeout" benchmarks/compare_pytorch.sh --device cuda \
-      --config 64rgb_b128 --build "$build" --out "$out/compare.jsonl"
+    step "compare_pytorch (eager, cudnn.benchmark off and on)" "$bench_timeout" \
+      benchmarks/compare_pytorch.sh --device cuda --config 64rgb_b128 --build "$build" \
+      --cudnn-benchmark --out "$out/compare.jsonl"
     if python3 -c 'import torch, sys; sys.exit(0 if hasattr(torch, "compile") else 1)' 2>/dev/null; then
       step "compare_pytorch --compile (1 round)" "$bench_timeout" benchmarks/compare_pytorch.sh \
         --device cuda --config 64rgb_b128 --build "$build" --compile --rounds 1 \
