@@ -39,6 +39,7 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
+[[ $cudnn_bench == 1 && $device != cuda ]] && { echo "compare_pytorch.sh: --cudnn-benchmark needs --device cuda (it is a cuDNN setting)" >&2; exit 2; }
 # gantry's benchmark binary: --build, else the first build dir that has one.
 bin=""
 for d in "$build" "$root/build" "$root/build-bench" "$root/build-release"; do

@@ -161,7 +161,7 @@ def run(config, mode, args, device):
         "images_per_s": batch / (med * 1e-3), "cpu_ms_per_step": statistics.median(cpu_times), "peak_mib": peak, "peak_kind": peak_kind,
         "loss_d": losses[0], "loss_g": losses[1], "mode": mode,
         "torch": torch.__version__, "compiled": bool(args.compile),
-        "cudnn_benchmark": bool(args.cudnn_benchmark),
+        "cudnn_benchmark": bool(args.cudnn_benchmark) and device.type == "cuda",
     }
 
 

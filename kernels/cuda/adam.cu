@@ -25,6 +25,7 @@ struct AdamBatch {
   float step_size;             // lr / (1 - beta1^t)
   float bias_correction2_sqrt;  // sqrt(1 - beta2^t)
 };
+static_assert(sizeof(AdamBatch) <= 4096, "a kernel's parameters must fit in 4 KiB");
 
 // PyTorch's lerp: start + w (end - start) for w < 0.5, else end - (end - start)(1 - w); used by
 // torch.optim.Adam for the first moment (exp_avg.lerp_(grad, 1 - beta1)).

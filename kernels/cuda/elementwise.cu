@@ -234,6 +234,8 @@ struct CatParts {
   int64_t first_col[kMaxCatParts + 1];  // column of the output row where each input starts
   int count;
 };
+static_assert(sizeof(CatParts) + 3 * sizeof(int64_t) <= 4096,
+              "a kernel's parameters must fit in 4 KiB");
 
 __global__ void cat_kernel(float* __restrict__ out, int64_t out_row, int64_t rows,
                            const __grid_constant__ CatParts b) {

@@ -17,6 +17,7 @@ struct EmaBatch {
   ChunkedTensors<EmaTensor> chunks;
   float decay, one_minus_decay;
 };
+static_assert(sizeof(EmaBatch) <= 4096, "a kernel's parameters must fit in 4 KiB");
 
 __global__ void ema_kernel(const __grid_constant__ EmaBatch b) {
   int64_t begin, end;
