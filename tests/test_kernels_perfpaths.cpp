@@ -76,6 +76,17 @@ void conv_naive_backward(const std::vector<double>& x, const std::vector<double>
 
 }  // namespace
 
+TEST_CASE("the AVX-512 GEMM is chosen for Intel and AMD Zen 5, not Zen 4", "[perf][gemm]") {
+  // CPUID leaf 1 EAX of real parts: Zen 4 EPYC (family 19h), Zen 5 EPYC (1Ah), a Xeon (6).
+  CHECK(gantry::cpu::detail::x86_family(0x00A10F11u) == 0x19);
+  CHECK(gantry::cpu::detail::x86_family(0x00B00F21u) == 0x1A);
+  CHECK(gantry::cpu::detail::x86_family(0x000806F8u) == 6);
+  CHECK_FALSE(gantry::cpu::detail::avx512_pays(false, true, 0x19));
+  CHECK(gantry::cpu::detail::avx512_pays(false, true, 0x1A));
+  CHECK(gantry::cpu::detail::avx512_pays(true, false, 6));
+  CHECK_FALSE(gantry::cpu::detail::avx512_pays(false, false, 6));
+}
+
 TEST_CASE("gemm: every transposition against the naive product", "[perf][gemm]") {
   INFO("GEMM build: " << gemm_isa());
   for (int64_t M : {1, 7, 33, 130})

@@ -13,9 +13,16 @@ namespace gantry::cpu {
 template <class T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
           const T* B, T beta, T* C);
-// Which build of the GEMM runs: "Eigen AVX-512" (x86 CPUs with AVX-512 where it pays) or
-// "Eigen AVX2"; the environment variable GANTRY_CPU_GEMM=avx2|avx512|auto overrides it.
+// Which build of the GEMM runs: "Eigen AVX-512" (x86 CPUs with AVX-512 where it pays: Intel,
+// AMD Zen 5 and later) or "Eigen AVX2"; the environment variable GANTRY_CPU_GEMM=avx2|avx512|auto
+// overrides it.
 const char* gemm_isa();
+namespace detail {
+// The x86 family from CPUID leaf 1's EAX (base family, plus the extended family when it is Fh),
+// and whether the AVX-512 GEMM pays on such a CPU (Intel; AMD from family 1Ah, Zen 5).
+unsigned x86_family(uint32_t cpuid1_eax);
+bool avx512_pays(bool intel, bool amd, unsigned family);
+}  // namespace detail
 
 // ---- elementwise --------------------------------------------------------------------------
 enum class Unary { Neg, Square, Sqrt, Exp, Log, Abs, Relu, Tanh, Sigmoid };
