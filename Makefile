@@ -32,9 +32,12 @@ test-release: build
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
 
 # The CPU suite again under AddressSanitizer + UndefinedBehaviorSanitizer (no CUDA, no apps'
-# long runs): memory errors and undefined behaviour fail the build.
+# long runs): memory errors and undefined behaviour fail the build. -O1 (ASan's advice): the
+# instrumented build took about 12.5 minutes of CI's 2 cores at -O2 (most of it Eigen's GEMM
+# instances) and takes 8.7 at -O1; the tests ran as fast (51 vs 52 s).
 test-asan: deps
-	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DGANTRY_CUDA=OFF \
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g -DNDEBUG" -DGANTRY_CUDA=OFF \
 	  -DGANTRY_BUILD_BENCHMARKS=OFF -DGANTRY_SANITIZE=ON $(CMAKE_FLAGS)
 	cmake --build $(ASAN_BUILD) -j$(JOBS)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
