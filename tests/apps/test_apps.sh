@@ -225,9 +225,10 @@ PYEOF
     # per value: the CUDA emulator counts the host's waits for queued work (GANTRY_EMU_STATS),
     # and 4 more steps may add 4 of them, with and without --ema --ada.
     # It counts the device work queued too (kernels, library calls, copies, memsets): this tiny
-    # model's step queues 131 operations, 134 with --ema --ada (2026-12-02; it was about 153 and
-    # 162 before BN's backward stopped zeroing a stand-in beta, the seeds' copies, the per-step
-    # labels, mean's extra scale, cat's copy per input and EMA's two launches per tensor went).
+    # model's step queues 131 operations, 134 with --ema --ada (2026-12-02; at ff3b1a5 it was 153
+    # and 185, before BN's backward stopped zeroing a stand-in beta, the seeds' copies, the
+    # per-step labels, mean's extra scale, cat's copy per input and EMA's two launches per
+    # tensor went).
     # The budget below leaves a few operations of slack; a change that adds more per step
     # should say why in docs/cuda.md and raise it.
     GPU=("${TINY[@]:0:${#TINY[@]}-2}")
