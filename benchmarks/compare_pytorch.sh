@@ -65,24 +65,22 @@ results=${out:-$(mktemp /tmp/compare_pytorch.XXXXXX.jsonl)}
 : > "$results"
 echo "machine: $machine; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "gantry: $bin ($(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?'))"
+# torch_run SIDE [FLAGS...]: one PyTorch run of this round's $mode, its JSON tagged as SIDE.
+torch_run() {
+  local side=$1
+  shift
+  "$py" "$here/pytorch_dcgan_step.py" --device "$device" --config "$config" --threads "$threads" \
+      --steps "$steps" --warmup "$warmup" --mode "$mode" --json "$@" \
+    | sed 's/^{/{"side": "'"$side"'", "round": '"$r"', /' >> "$results"
+}
 for ((r = 1; r <= rounds; ++r)); do
   echo "round $r/$rounds ..." >&2
   "$bin" --device "$device" --config "$config" --threads "$threads" --steps "$steps" \
       --warmup "$warmup" --json | sed 's/^{/{"side": "gantry", "round": '"$r"', /' >> "$results"
   for mode in example freeze; do
-    "$py" "$here/pytorch_dcgan_step.py" --device "$device" --config "$config" --threads "$threads" \
-        --steps "$steps" --warmup "$warmup" --mode "$mode" --json \
-      | sed 's/^{/{"side": "pytorch-'"$mode"'", "round": '"$r"', /' >> "$results"
-    if [[ $cudnn_bench == 1 ]]; then
-      "$py" "$here/pytorch_dcgan_step.py" --device "$device" --config "$config" --threads "$threads" \
-          --steps "$steps" --warmup "$warmup" --mode "$mode" --cudnn-benchmark --json \
-        | sed 's/^{/{"side": "pytorch-'"$mode"'-cudnn-benchmark", "round": '"$r"', /' >> "$results"
-    fi
-    if [[ $compile == 1 ]]; then
-      "$py" "$here/pytorch_dcgan_step.py" --device "$device" --config "$config" --threads "$threads" \
-          --steps "$steps" --warmup "$warmup" --mode "$mode" --compile --json \
-        | sed 's/^{/{"side": "pytorch-'"$mode"'-compile", "round": '"$r"', /' >> "$results" || true
-    fi
+    torch_run "pytorch-$mode"
+    if [[ $cudnn_bench == 1 ]]; then torch_run "pytorch-$mode-cudnn-benchmark" --cudnn-benchmark; fi
+    if [[ $compile == 1 ]]; then torch_run "pytorch-$mode-compile" --compile || true; fi
   done
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg); raw results: $results"

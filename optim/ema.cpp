@@ -47,23 +47,18 @@ void EMA::copy_from_source() {
 void EMA::update() {
   NoGradGuard guard;
 #ifdef GANTRY_WITH_CUDA
-  // A model on the GPU: every parameter and buffer in one launch, not one or two per tensor.
-  // (all on one GPU: the launch runs on the current device's stream)
-  const Device dev = !params_.empty() ? params_[0].first.device()
-                     : !buffers_.empty() ? buffers_[0].first.device() : Device::cpu();
-  auto on_gpu = [dev](const std::pair<Tensor, Tensor>& st) {
-    return dev.is_cuda() && st.first.device() == dev && st.second.device() == dev;
-  };
-  bool all_gpu = dev.is_cuda();
-  for (const auto& st : params_) all_gpu = all_gpu && on_gpu(st);
-  for (const auto& st : buffers_) all_gpu = all_gpu && on_gpu(st);
-  if (all_gpu) {
-    std::vector<cuda::EmaTensor> tensors;
+  // A model on one GPU: every parameter and buffer in one launch, not one or two per tensor.
+  const Device dev = params_.empty() ? Device::cpu() : params_[0].first.device();
+  bool one_gpu = dev.is_cuda();
+  std::vector<cuda::EmaTensor> tensors;
+  for (auto* group : {&params_, &buffers_})
+    for (auto& [s, t] : *group) {
+      one_gpu = one_gpu && s.device() == dev && t.device() == dev;
+      tensors.push_back({t.data(), s.data(), t.numel(), group == &buffers_});
+    }
+  if (one_gpu) {
     for (auto* group : {&params_, &buffers_})
-      for (auto& [s, t] : *group) {
-        t.bump_version();  // written in place, as mul_/add_/copy_ would
-        tensors.push_back({t.data(), s.data(), t.numel(), group == &buffers_});
-      }
+      for (auto& st : *group) st.second.bump_version();  // written in place, as mul_/add_/copy_
     cuda::ema_multi_tensor(tensors.data(), static_cast<int>(tensors.size()), decay_);
     return;
   }

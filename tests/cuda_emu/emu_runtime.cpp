@@ -117,7 +117,8 @@ Queue& queue() {
 // GANTRY_EMU_STATS=1 prints them at exit (the apps test case host_waits checks dcgan_train's).
 // With it, the operations queued are counted too, by kernel, library call or runtime call, and
 // in all (device work, without the bookkeeping below: what a step costs in launches).
-// GANTRY_EMU_TRACE=1 prints each operation's name as it is queued (what a step launches, in order).
+// GANTRY_EMU_TRACE=1 prints each operation's name as it is queued (what a step launches, in
+// order).
 struct WaitStats {
   std::mutex mu;
   std::map<std::string, uint64_t> by_call, queued;
