@@ -32,14 +32,15 @@ std::string find_run_dir(const std::string& checkpoint) {
 }
 
 int run(int argc, char** argv) {
-  std::string checkpoint, features, dataset, data_path, json_out, device_choice = "auto", bn = "batch";
+  std::string checkpoint, key, features, dataset, data_path, json_out, device_choice = "auto", bn = "batch";
   int64_t num = 1000, subset_size = 0;
   int subsets = 100, threads = 0;
   uint64_t seed = 0;
   bool no_ema = false;
   CLI::App app{"dcgan_eval: KID and FID of a DCGAN generator (gantry " + std::string(version()) + ")"};
   app.option_defaults()->always_capture_default();
-  app.add_option("--checkpoint", checkpoint, "a dcgan_train run directory (its latest checkpoint, EMA generator when present) or a generator .safetensors file")->required();
+  app.add_option("--checkpoint", checkpoint, "a dcgan_train run directory (its latest checkpoint, EMA generator when present) or a generator file (.safetensors, or .pth/.pt from torch.save)")->required();
+  app.add_option("--key", key, "the generator's name inside a checkpoint that holds several models (--key netG)");
   app.add_option("--features", features, "the feature classifier (.safetensors from gantry_classifier_train)")->required();
   app.add_option("--num", num, "images: generated, and real ones from the dataset")->check(CLI::Range(int64_t{2}, int64_t{1000000}));
   app.add_option("--dataset", dataset, "real data: fashion-mnist, mnist, cifar10 or folder (default: the run's config)");
@@ -72,7 +73,7 @@ int run(int argc, char** argv) {
   if (dataset.empty())
     throw CLI::ValidationError("--checkpoint " + checkpoint + " is not inside a dcgan_train run directory; give --dataset (and --data)");
 
-  auto g = generator_from_state_dict(load_safetensors(gen_file).tensors);
+  auto g = generator_from_state_dict(apps::load_model_weights(gen_file, key));
   g->to(device);
   g->train(bn == "batch");
   auto net = load_classifier(features);

@@ -1,7 +1,7 @@
-// dcgan_generate: images from a trained DCGAN generator, gantry's or PyTorch's (safetensors,
-// PyTorch DCGAN example layout): one PNG per image, a grid, or latent interpolations; optionally
-// the best of M by the run's discriminator, and the seed's post-processing (bicubic upscale,
-// median blur, sharpen).
+// dcgan_generate: images from a trained DCGAN generator, gantry's or PyTorch's (safetensors or
+// torch.save .pth, PyTorch DCGAN example layout): one PNG per image, a grid, or latent
+// interpolations; optionally the best of M by the run's discriminator, and the seed's
+// post-processing (bicubic upscale, median blur, sharpen).
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <numeric>
@@ -14,6 +14,7 @@
 #include "gantry/core/autograd.h"
 #include "gantry/core/ops.h"
 #include "gantry/core/random.h"
+#include "gantry/core/torch_checkpoint.h"
 #include "gantry/core/version.h"
 #include "gantry/data/grid.h"
 #include "gantry/data/postprocess.h"
@@ -48,7 +49,7 @@ std::vector<float> slerp(const std::vector<float>& a, const std::vector<float>& 
 }
 
 Tensor load_latents(const std::string& path, int64_t nz) {
-  SafetensorsContents c = load_safetensors(path);
+  SafetensorsContents c = load_tensor_file(path);
   const NamedTensor* z = find_tensor(c.tensors, "z");
   if (!z)
     throw std::invalid_argument("--latent " + path + ": no tensor named 'z' (found " +
@@ -62,7 +63,7 @@ Tensor load_latents(const std::string& path, int64_t nz) {
 }
 
 int run(int argc, char** argv) {
-  std::string checkpoint, latent, out_dir, grid, device_choice = "auto", bn = "eval";
+  std::string checkpoint, key, latent, out_dir, grid, device_choice = "auto", bn = "eval";
   int64_t num = 64, batch_size = 256, nrow = 8;
   uint64_t seed = 0;
   int interpolate = 0;
@@ -71,10 +72,11 @@ int run(int argc, char** argv) {
   bool sharpen = false, no_ema = false;
   CLI::App app{"dcgan_generate: images from a DCGAN generator (gantry " + std::string(version()) + ")"};
   app.option_defaults()->always_capture_default();
-  app.add_option("--checkpoint", checkpoint, "a generator .safetensors file (gantry's or PyTorch's DCGAN example, saved with safetensors) or a dcgan_train run directory (its latest generator)")->required();
+  app.add_option("--checkpoint", checkpoint, "a generator file: .safetensors (gantry's, or PyTorch's saved with safetensors) or .pth/.pt (torch.save(netG.state_dict()), as the PyTorch DCGAN example writes), or a dcgan_train run directory (its latest generator)")->required();
+  app.add_option("--key", key, "the generator's name inside a checkpoint that holds several models (a torch training checkpoint {'netG': ..., 'netD': ...}: --key netG)");
   app.add_option("--num", num, "number of images (with --interpolate: number of interpolation rows)")->check(CLI::PositiveNumber);
   app.add_option("--seed", seed, "seed of the latent vectors");
-  app.add_option("--latent", latent, "a safetensors file with a tensor z of shape [N, nz] or [N, nz, 1, 1]; images come out in that order");
+  app.add_option("--latent", latent, "a safetensors or torch.save file with a tensor z of shape [N, nz] or [N, nz, 1, 1] (torch.save({'z': z}, 'z.pt')); images come out in that order");
   app.add_option("--out", out_dir, "write one PNG per image (000000.png, 000001.png, ...) into this folder");
   app.add_option("--grid", grid, "write all images as one grid PNG");
   app.add_option("--nrow", nrow, "images per grid row")->check(CLI::PositiveNumber);
@@ -107,7 +109,7 @@ int run(int argc, char** argv) {
       throw std::runtime_error("--best-of needs the run's discriminator, but there is no discriminator.safetensors next to " +
                                gen_file + "; give a dcgan_train run directory or checkpoint folder (or drop --best-of)");
   }
-  auto g = generator_from_state_dict(load_safetensors(gen_file).tensors);
+  auto g = generator_from_state_dict(apps::load_model_weights(gen_file, key));
   g->to(device);
   g->train(bn == "batch");
   std::cerr << "generator " << gen_file << ": nz " << g->nz << ", ngf " << g->ngf << ", " << g->image_size << "x"
@@ -145,7 +147,7 @@ int run(int argc, char** argv) {
   int64_t n_out = n;
 
   if (best_of) {  // score all M with D (eval mode: running statistics) and keep the top --num
-    auto d = discriminator_from_state_dict(load_safetensors(disc_file).tensors);
+    auto d = discriminator_from_state_dict(apps::load_model_weights(disc_file, ""));
     d->to(device);
     d->eval();
     std::vector<float> scores;

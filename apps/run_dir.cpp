@@ -11,6 +11,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "gantry/core/torch_checkpoint.h"
+
 namespace fs = std::filesystem;
 
 namespace gantry::apps {
@@ -153,8 +155,9 @@ TrainState read_train_state(const std::string& checkpoint_dir) {
 
 std::string resolve_generator_file(const std::string& path, bool prefer_ema) {
   if (!fs::exists(path))
-    throw std::runtime_error("checkpoint " + path + " does not exist: give a generator "
-                             ".safetensors file or a run directory of dcgan_train");
+    throw std::runtime_error("checkpoint " + path + " does not exist: give a generator file "
+                             "(.safetensors, or .pth/.pt from torch.save) or a run directory of "
+                             "dcgan_train");
   if (!fs::is_directory(path)) return path;
   fs::path dir = path;
   // A run directory, or a checkpoint folder itself.
@@ -169,6 +172,29 @@ std::string resolve_generator_file(const std::string& path, bool prefer_ema) {
 std::string sibling_discriminator_file(const std::string& generator_file) {
   const fs::path p = fs::path(generator_file).parent_path() / "discriminator.safetensors";
   return fs::exists(p) ? p.string() : std::string();
+}
+
+StateDict load_model_weights(const std::string& file, const std::string& key,
+                             const std::string& key_flag) {
+  StateDict sd = load_tensor_file(file).tensors;
+  if (!key.empty()) {
+    try {
+      sd = sub_state_dict(sd, key);
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(key_flag + " " + key + ": " + file + " has " + e.what());
+    }
+  }
+  const auto under_module = [](const NamedTensor& e) { return e.name.rfind("module.", 0) == 0; };
+  if (!sd.empty() && std::all_of(sd.begin(), sd.end(), under_module)) sd = sub_state_dict(sd, "module");
+  if (!find_tensor(sd, "main.0.weight")) {
+    const std::string tail = ".main.0.weight";
+    for (const auto& e : sd)
+      if (e.name.size() > tail.size() && e.name.compare(e.name.size() - tail.size(), tail.size(), tail) == 0)
+        throw std::invalid_argument(file + " has no main.0.weight at its top level, but has a model under '" +
+                                    e.name.substr(0, e.name.size() - tail.size()) + "': give " + key_flag +
+                                    " " + e.name.substr(0, e.name.size() - tail.size()));
+  }
+  return sd;
 }
 
 }  // namespace gantry::apps

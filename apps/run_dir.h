@@ -53,6 +53,14 @@ std::string resolve_generator_file(const std::string& path, bool prefer_ema = tr
 // The discriminator next to a resolved generator file ("" when there is none).
 std::string sibling_discriminator_file(const std::string& generator_file);
 
+// A DCGAN model's state_dict from a file of either format (safetensors, or torch.save's
+// .pth/.pt): the entries under `key` when one is given (a torch training checkpoint such as
+// {"netG": ..., "netD": ..., "epoch": 5}), and without DataParallel's "module." prefix. When the
+// file has no main.0.weight at its top but has one under some key, the error says which key to
+// give (`key_flag`, e.g. "--key netG").
+StateDict load_model_weights(const std::string& file, const std::string& key,
+                             const std::string& key_flag = "--key");
+
 // Text file helpers: atomic replace (temp file in the same folder, fsync, rename).
 void write_text_atomic(const std::string& path, const std::string& text);
 std::string read_text(const std::string& path);

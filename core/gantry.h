@@ -7,6 +7,7 @@
 #include "gantry/core/tensor.h"
 #include "gantry/core/version.h"
 #include "gantry/core/safetensors.h"
+#include "gantry/core/torch_checkpoint.h"
 #include "gantry/layers/init.h"
 #include "gantry/layers/layers.h"
 #include "gantry/layers/loss.h"

@@ -1,12 +1,9 @@
 // safetensors reader and writer. See safetensors.h for the format and the contract.
 #include "gantry/core/safetensors.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
+#include "gantry/core/file_bytes.h"
 
 #include <algorithm>
-#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -198,15 +195,31 @@ const NamedTensor* find_tensor(const StateDict& sd, const std::string& name) {
   return nullptr;
 }
 
+StateDict sub_state_dict(const StateDict& sd, const std::string& prefix) {
+  const std::string head = prefix + ".";
+  StateDict out;
+  std::set<std::string> tops;
+  for (const auto& e : sd) {
+    if (e.name.compare(0, head.size(), head) == 0 && e.name.size() > head.size())
+      out.push_back({e.name.substr(head.size()), e.tensor, e.dtype});
+    tops.insert(e.name.substr(0, e.name.find('.')));
+  }
+  if (out.empty()) {
+    std::string names;
+    for (const auto& t : tops) names += (names.empty() ? "" : ", ") + t;
+    throw std::invalid_argument("no tensors under '" + prefix + "'; the top-level names are: " +
+                                (names.empty() ? "(none)" : names));
+  }
+  return out;
+}
+
 // ---- writer ---------------------------------------------------------------------------------
 
-namespace {
-
-// Encodes one float as `dtype` into out; throws when the value does not fit.
-void encode(float v, DType dtype, uint8_t* out, const std::string& tensor, int64_t index) {
+void encode_element(float v, DType dtype, uint8_t* out, const char* who, const std::string& tensor,
+                    int64_t index) {
   auto bad = [&](const char* why) {
     std::ostringstream os;
-    os << "save_safetensors: tensor '" << tensor << "' element " << index << " = " << v
+    os << who << ": tensor '" << tensor << "' element " << index << " = " << v
        << " cannot be stored as " << dtype_name(dtype) << " (" << why << ")";
     throw std::invalid_argument(os.str());
   };
@@ -252,7 +265,7 @@ void encode(float v, DType dtype, uint8_t* out, const std::string& tensor, int64
   }
 }
 
-float decode(const uint8_t* p, DType dtype) {
+float decode_element(const uint8_t* p, DType dtype) {
   switch (dtype) {
     case DType::F64: {
       // Out-of-range doubles become +-inf explicitly (the plain cast is undefined behaviour).
@@ -273,8 +286,6 @@ float decode(const uint8_t* p, DType dtype) {
   }
   return 0.f;
 }
-
-}  // namespace
 
 std::vector<uint8_t> serialize_safetensors(const StateDict& tensors, const Metadata& metadata) {
   json header = json::object();
@@ -313,63 +324,14 @@ std::vector<uint8_t> serialize_safetensors(const StateDict& tensors, const Metad
     const std::vector<float> values = e.tensor.to_vector();  // host copy from any device
     const std::size_t sz = dtype_size(e.dtype);
     for (std::size_t i = 0; i < values.size(); ++i, p += sz)
-      encode(values[i], e.dtype, p, e.name, static_cast<int64_t>(i));
+      encode_element(values[i], e.dtype, p, "save_safetensors", e.name, static_cast<int64_t>(i));
   }
   return out;
 }
 
 void save_safetensors(const std::string& path, const StateDict& tensors, const Metadata& metadata) {
   const std::vector<uint8_t> bytes = serialize_safetensors(tensors, metadata);
-  auto sys_fail = [&](const std::string& what) {
-    throw std::runtime_error("save_safetensors '" + path + "': " + what + ": " +
-                             std::strerror(errno));
-  };
-  // The temporary sits next to the destination so that rename() stays within one file system
-  // (and is therefore atomic).
-  std::string tmpl = path + ".tmp-XXXXXX";
-  std::vector<char> tmp(tmpl.begin(), tmpl.end());
-  tmp.push_back('\0');
-  const int fd = ::mkstemp(tmp.data());
-  if (fd < 0) sys_fail("cannot create a temporary file next to it");
-  const std::string tmp_path(tmp.data());
-  auto cleanup_fail = [&](const std::string& what) {
-    const int saved = errno;
-    ::close(fd);
-    ::unlink(tmp_path.c_str());
-    errno = saved;
-    sys_fail(what);
-  };
-  ::fchmod(fd, 0644);  // mkstemp makes 0600; a checkpoint is an ordinary file
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      cleanup_fail("write to " + tmp_path + " failed");
-    }
-    done += static_cast<std::size_t>(n);
-  }
-  if (::fsync(fd) != 0) cleanup_fail("fsync of " + tmp_path + " failed");
-  if (::close(fd) != 0) {
-    const int saved = errno;
-    ::unlink(tmp_path.c_str());
-    errno = saved;
-    sys_fail("close of " + tmp_path + " failed");
-  }
-  if (::rename(tmp_path.c_str(), path.c_str()) != 0) {
-    const int saved = errno;
-    ::unlink(tmp_path.c_str());
-    errno = saved;
-    sys_fail("rename from " + tmp_path + " failed");
-  }
-  // Make the rename itself durable (best effort: some file systems refuse to fsync a folder).
-  const auto slash = path.find_last_of('/');
-  const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  write_file_atomic(path, bytes.data(), bytes.size(), "save_safetensors");
 }
 
 // ---- reader ---------------------------------------------------------------------------------
@@ -501,34 +463,14 @@ SafetensorsContents parse_safetensors(const uint8_t* data, std::size_t size,
     const std::size_t sz = dtype_size(e.dtype);
     const uint8_t* src = payload + e.begin;
     const int64_t n = t.numel();
-    for (int64_t i = 0; i < n; ++i) dst[i] = decode(src + i * sz, e.dtype);
+    for (int64_t i = 0; i < n; ++i) dst[i] = decode_element(src + i * sz, e.dtype);
     out.tensors.push_back({e.name, t, e.dtype});
   }
   return out;
 }
 
 SafetensorsContents load_safetensors(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail(path, std::string("cannot open: ") + std::strerror(errno));
-  struct stat st;
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    fail(path, "not a regular file");
-  }
-  std::vector<uint8_t> bytes(static_cast<std::size_t>(st.st_size));
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::read(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const int saved = errno;
-      ::close(fd);
-      fail(path, n == 0 ? "file shrank while being read"
-                        : std::string("read failed: ") + std::strerror(saved));
-    }
-    done += static_cast<std::size_t>(n);
-  }
-  ::close(fd);
+  const std::vector<uint8_t> bytes = read_file_bytes(path, "safetensors");
   return parse_safetensors(bytes.data(), bytes.size(), path);
 }
 

@@ -60,8 +60,23 @@ struct SafetensorsContents {
   Metadata metadata;
 };
 
+// One element as `dtype`, little-endian (the byte order of safetensors and of torch.save).
+// decode_element widens to float (F64 beyond float's range becomes +-inf; I64 rounds to the
+// nearest float). encode_element throws std::invalid_argument "<who>: tensor '<tensor>' element
+// <index> = <v> cannot be stored as <dtype> (<why>)" when the value does not fit (a non-integer
+// or out-of-range value for an integer type, beyond F16's range, not 0/1 for BOOL).
+float decode_element(const uint8_t* p, DType dtype);
+void encode_element(float v, DType dtype, uint8_t* out, const char* who, const std::string& tensor,
+                    int64_t index);
+
 // Returns the entry called `name`, or null.
 const NamedTensor* find_tensor(const StateDict& sd, const std::string& name);
+
+// The entries under `prefix` ("netG" selects "netG.main.0.weight", ...) with "prefix." taken off
+// their names, in order: one model's state_dict out of a checkpoint that holds several (torch
+// training checkpoints nest them: {"netG": ..., "netD": ..., "epoch": 5}). Throws
+// std::invalid_argument naming the prefix and the top-level names there are, when none match.
+StateDict sub_state_dict(const StateDict& sd, const std::string& prefix);
 
 // Serializes to the bytes of a safetensors file (the header padded with spaces to a multiple
 // of 8 bytes, as the reference writer does). Throws std::invalid_argument for a duplicate or

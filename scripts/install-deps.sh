@@ -14,6 +14,7 @@ required=(
   libcli11-dev         # command-line flags
   nlohmann-json3-dev   # config.json, safetensors headers
   zlib1g-dev           # gzipped IDX files
+  libzip-dev           # torch.save checkpoints (.pth): ZIP archives
   dataset-fashion-mnist  # the built-in default dataset
 )
 optional=(python3-torch libopenblas0-openmp chromium)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end tests of dcgan_train and dcgan_generate on tiny data.
 # Usage: test_apps.sh BIN_DIR WORK_DIR [case...]
-#   (cases: flags folder resume sigint pytorch report nan ema_ada generate_post quality gpu_parity
-#    host_waits)
+#   (cases: flags folder resume sigint pytorch report nan ema_ada generate_post quality convert
+#    gpu_parity host_waits)
 # gpu_parity exits 77 (skipped) where --device cuda cannot run; host_waits where the CUDA
 # emulator cannot count (any build but GANTRY_CUDA_EMU).
 set -uo pipefail
@@ -11,6 +11,7 @@ CASES=${*:-flags folder resume sigint pytorch report nan}
 HERE=$(cd "$(dirname "$0")" && pwd)
 PY=$(command -v python3)
 TRAIN="$BIN/dcgan_train"; GEN="$BIN/dcgan_generate"; EVAL="$BIN/dcgan_eval"; CLF="$BIN/gantry_classifier_train"
+CONV="$BIN/gantry_convert"
 # A tiny model: 32x32, widths 8, so each case runs in seconds.
 TINY=(--image-size 32 --ngf 8 --ndf 8 --nz 16 --batch-size 16 --workers 1 --device cpu)
 failures=0
@@ -95,6 +96,31 @@ for case in $CASES; do
     expect_in "$WORK/o" "\[3, 21\]"
     "$GEN" --checkpoint "$WORK/netG.safetensors" --interpolate 6 --num 2 --grid "$WORK/interp.png" >"$WORK/o" 2>&1 || fail "--interpolate failed"
     [ -s "$WORK/interp.png" ] || fail "no interpolation grid"
+    ;;
+  convert)
+    # safetensors -> .pth -> safetensors: the same generator each way (the same PNGs, bit for
+    # bit), and the errors a user meets on the way.
+    "$TRAIN" "${TINY[@]}" --max-steps 2 --out "$WORK/rc" >"$WORK/o" 2>&1 || fail "setup run failed"
+    ck="$WORK/rc/checkpoints/$(cat "$WORK/rc/checkpoints/latest")"
+    "$CONV" "$ck/generator.safetensors" "$WORK/g.pth" >"$WORK/o" 2>&1 || fail "to .pth failed: $(tail -2 "$WORK/o")"
+    expect_in "$WORK/o" "g.pth: 19 tensors (16 F32, 3 I64)"
+    head -c 4 "$WORK/g.pth" | od -An -c | grep -q "P   K 003 004" || fail "g.pth is not a ZIP archive"
+    "$CONV" "$WORK/g.pth" "$WORK/g2.safetensors" >"$WORK/o" 2>&1 || fail "back to safetensors failed: $(tail -2 "$WORK/o")"
+    for g in "$ck/generator.safetensors" "$WORK/g.pth" "$WORK/g2.safetensors"; do
+      "$GEN" --checkpoint "$g" --num 3 --seed 5 --device cpu --out "$WORK/img_$(basename "$g")" >"$WORK/o" 2>&1 \
+        || fail "dcgan_generate --checkpoint $g failed: $(tail -2 "$WORK/o")"
+    done
+    for i in 0 1 2; do
+      cmp -s "$WORK/img_generator.safetensors/00000$i.png" "$WORK/img_g.pth/00000$i.png" || fail "image $i differs through .pth"
+      cmp -s "$WORK/img_generator.safetensors/00000$i.png" "$WORK/img_g2.safetensors/00000$i.png" || fail "image $i differs after the round trip"
+    done
+    "$CONV" "$WORK/g.pth" "$WORK/g.txt" >"$WORK/o" 2>&1 && fail "an output without a known extension was accepted"
+    expect_in "$WORK/o" "use .safetensors, or .pth"
+    "$GEN" --checkpoint "$WORK/g.pth" --key netG --num 1 --device cpu --grid "$WORK/k.png" >"$WORK/o" 2>&1 && fail "a missing --key was accepted"
+    expect_in "$WORK/o" "--key netG: .*no tensors under 'netG'; the top-level names are: main"
+    echo "not a checkpoint" >"$WORK/text.pth"
+    "$GEN" --checkpoint "$WORK/text.pth" --num 1 --device cpu --grid "$WORK/t.png" >"$WORK/o" 2>&1 && fail "a text file was accepted"
+    expect_in "$WORK/o" "text.pth.*not a torch.save archive"
     ;;
   report)
     [ -d "$WORK/ra" ] || "$TRAIN" "${TINY[@]}" --max-steps 12 --sample-every 6 --out "$WORK/ra" >"$WORK/o" 2>&1

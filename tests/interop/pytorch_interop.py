@@ -10,6 +10,11 @@ Runs only where Debian's python3-torch is installed (scripts/install-deps.sh --o
     latent batch gives the images dcgan_generate writes for the same latents (8-bit, +-1).
  2. PyTorch -> gantry: a PyTorch netG state_dict saved as safetensors generates, in
     dcgan_generate, the images PyTorch's netG.eval() generates.
+ 3. torch.save files, both ways: the PyTorch DCGAN example's netG_epoch_N.pth
+    (torch.save(netG.state_dict())) and a training checkpoint {"netG": ..., "netD": ...,
+    "epoch": N} (--key netG) generate PyTorch's images in dcgan_generate; gantry_convert turns
+    gantry's checkpoint into .pth files that torch.load(weights_only=True) reads, strict, with
+    PyTorch's dtypes, and whose generator gives gantry's images in PyTorch.
 Usage: pytorch_interop.py BIN_DIR WORK_DIR
 """
 import json
@@ -203,4 +208,32 @@ with torch.no_grad():
 run(os.path.join(BIN, "dcgan_generate"), "--checkpoint", os.path.join(WORK, "netG.safetensors"), "--latent",
     os.path.join(WORK, "z.safetensors"), "--out", os.path.join(WORK, "gantry_from_pytorch"), "--device", "cpu")
 compare(ref2, os.path.join(WORK, "gantry_from_pytorch"), "PyTorch G in gantry")
+
+# 3. torch.save files, both ways
+torch.save(netG2.state_dict(), os.path.join(WORK, "netG_epoch_24.pth"))
+torch.save({"netG": netG2.state_dict(), "netD": NetD().state_dict(), "epoch": 24},
+           os.path.join(WORK, "training.pth"))
+torch.save({"z": z}, os.path.join(WORK, "z.pt"))
+run(os.path.join(BIN, "dcgan_generate"), "--checkpoint", os.path.join(WORK, "netG_epoch_24.pth"), "--latent",
+    os.path.join(WORK, "z.pt"), "--out", os.path.join(WORK, "gantry_from_pth"), "--device", "cpu")
+compare(ref2, os.path.join(WORK, "gantry_from_pth"), "PyTorch G from torch.save in gantry")
+run(os.path.join(BIN, "dcgan_generate"), "--checkpoint", os.path.join(WORK, "training.pth"), "--key", "netG",
+    "--latent", os.path.join(WORK, "z.pt"), "--out", os.path.join(WORK, "gantry_from_training_pth"), "--device", "cpu")
+compare(ref2, os.path.join(WORK, "gantry_from_training_pth"), "netG of a torch training checkpoint in gantry")
+for name, net in (("generator", NetG()), ("discriminator", NetD())):
+    pth = os.path.join(WORK, name + ".pth")
+    run(os.path.join(BIN, "gantry_convert"), os.path.join(ck, name + ".safetensors"), pth)
+    kw = {"weights_only": True} if "weights_only" in torch.load.__code__.co_varnames else {}
+    sd = torch.load(pth, **kw)
+    assert list(sd) == list(net.state_dict()), "%s: keys or order differ" % name
+    for k, v in net.state_dict().items():
+        assert sd[k].dtype == v.dtype and sd[k].shape == v.shape, "%s: %s is %s %s" % (name, k, sd[k].dtype, sd[k].shape)
+    net.load_state_dict(sd, strict=True)
+    ref_sd = load_safetensors(os.path.join(ck, name + ".safetensors"))
+    assert all(torch.equal(sd[k], ref_sd[k]) for k in sd), name + ": values differ from the safetensors file"
+    if name == "generator":
+        net.eval()
+        with torch.no_grad():
+            compare(net(z), os.path.join(WORK, "gantry_from_gantry"), "gantry G through .pth, in PyTorch")
+print("torch.save files: read (plain, --key netG, latents) and written (torch.load weights_only=True, strict)")
 print("PASS")

@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""Writes the torch.save files that tests/test_torch_checkpoint.cpp reads (tests/data/torch_*).
+
+They are written once with real PyTorch (Debian's python3-torch 1.13) and committed, so the
+reader is tested against PyTorch's own output on machines without PyTorch. Every value is
+exact (small integers, halves, quarters), so the C++ test can assert it without PyTorch.
+Usage: /usr/bin/python3 tests/interop/make_torch_fixtures.py tests/data
+"""
+import collections
+import os
+import sys
+
+import torch
+import torch.nn as nn
+
+out = sys.argv[1]
+
+# A state_dict with PyTorch's names and dtypes (conv + batch norm, num_batches_tracked int64).
+net = collections.OrderedDict([
+    ("main.0.weight", torch.arange(18, dtype=torch.float32).reshape(2, 1, 3, 3) / 8),
+    ("main.1.weight", torch.tensor([1.0, 0.5])),
+    ("main.1.bias", torch.tensor([-0.25, 0.125])),
+    ("main.1.running_mean", torch.tensor([0.5, -0.5])),
+    ("main.1.running_var", torch.tensor([2.0, 4.0])),
+    ("main.1.num_batches_tracked", torch.tensor(7)),
+])
+base = torch.arange(12, dtype=torch.float64).reshape(3, 4)
+checkpoint = {
+    "netG": net,
+    "epoch": 5,
+    "lr": 0.0002,
+    "name": "dcgan",
+    "flag": True,
+    "none": None,
+    "betas": (0.5, 0.999),
+    "view": base.t()[1:],          # offset 1, strides (1, 4): a view, not a copy
+    "row0": base[0],               # two views of one storage
+    "row2": base[2],
+    "param": nn.Parameter(torch.tensor([1.0, -1.0])),
+    "bf16": torch.tensor([1.5, -2.0], dtype=torch.bfloat16),
+    "f16": torch.tensor([0.5, 65504.0], dtype=torch.float16),
+    "bool": torch.tensor([True, False, True]),
+    "u8": torch.tensor([0, 7, 255], dtype=torch.uint8),
+    "i8": torch.tensor([-128, 127], dtype=torch.int8),
+    "i16": torch.tensor([-300], dtype=torch.int16),
+    "i32": torch.tensor([-3, 4], dtype=torch.int32),
+    "empty": torch.zeros(0, 3),
+    "optG": {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.full((2,), 0.25)}},
+             "param_groups": [{"lr": 0.0002, "params": [0]}]},
+}
+torch.save(checkpoint, os.path.join(out, "torch_1_13_checkpoint.pth"))
+# What gantry cannot read, each for its own reason.
+torch.save(nn.Sequential(nn.Conv2d(1, 1, 1)), os.path.join(out, "torch_1_13_whole_model.pth"))
+torch.save(net, os.path.join(out, "torch_1_13_legacy.pth"), _use_new_zipfile_serialization=False)
+print("wrote", out, torch.__version__)

@@ -1,0 +1,331 @@
+// torch.save files: PyTorch 1.13's own output read back exactly (tests/data, written by
+// tests/interop/make_torch_fixtures.py), round trips of every dtype, and the reader's refusal
+// of malformed archives and pickles, each with an error naming the file and the problem.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "gantry/core/torch_checkpoint.h"
+
+#if defined(GANTRY_HAVE_LIBZIP)
+#include <zip.h>
+#endif
+
+using namespace gantry;
+using Catch::Matchers::Contains;
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path temp_dir() {
+  const char* env = std::getenv("GANTRY_TEST_TMP");
+  fs::path p = fs::path(env ? env : fs::temp_directory_path().string()) / "torch_checkpoint";
+  fs::create_directories(p);
+  return p;
+}
+
+std::string fixture(const std::string& name) { return std::string(GANTRY_TEST_DATA) + "/" + name; }
+
+std::vector<uint8_t> read_all(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  return std::vector<uint8_t>(std::istreambuf_iterator<char>(f), {});
+}
+
+}  // namespace
+
+#if !defined(GANTRY_HAVE_LIBZIP)
+
+TEST_CASE("torch checkpoint: a build without libzip says so, naming what still works") {
+  CHECK_FALSE(torch_checkpoint_supported());
+  CHECK_THROWS_WITH(load_torch_checkpoint(fixture("torch_1_13_checkpoint.pth")),
+                    Contains("built without libzip") && Contains("Safetensors files work"));
+  StateDict sd{{"w", Tensor::zeros({2}), DType::F32}};
+  CHECK_THROWS_WITH(serialize_torch_checkpoint(sd), Contains("built without libzip"));
+}
+
+#else
+
+namespace {
+
+// A stored ZIP archive of the given entries, with libzip, for archives torch.save would never
+// write (the malformed cases below).
+std::vector<uint8_t> zip_of(const std::vector<std::pair<std::string, std::string>>& entries) {
+  zip_error_t ze;
+  zip_error_init(&ze);
+  zip_source_t* mem = zip_source_buffer_create(nullptr, 0, 0, &ze);
+  REQUIRE(mem);
+  zip_t* za = zip_open_from_source(mem, ZIP_TRUNCATE, &ze);
+  REQUIRE(za);
+  zip_source_keep(mem);
+  for (const auto& [name, bytes] : entries) {
+    zip_source_t* s = zip_source_buffer(za, bytes.data(), bytes.size(), 0);
+    REQUIRE(zip_file_add(za, name.c_str(), s, 0) >= 0);
+  }
+  REQUIRE(zip_close(za) == 0);
+  REQUIRE(zip_source_open(mem) == 0);
+  zip_source_seek(mem, 0, SEEK_END);
+  std::vector<uint8_t> out(static_cast<std::size_t>(zip_source_tell(mem)));
+  zip_source_seek(mem, 0, SEEK_SET);
+  REQUIRE(zip_source_read(mem, out.data(), out.size()) == static_cast<zip_int64_t>(out.size()));
+  zip_source_close(mem);
+  zip_source_free(mem);
+  return out;
+}
+
+SafetensorsContents parse(const std::vector<uint8_t>& b, const std::string& name = "bad.pth") {
+  return parse_torch_checkpoint(b.data(), b.size(), name);
+}
+
+// Pickle pieces (protocol 2), to write data.pkl by hand.
+std::string u32(uint32_t v) {
+  std::string s(4, '\0');
+  for (int k = 0; k < 4; ++k) s[k] = static_cast<char>(v >> (8 * k));
+  return s;
+}
+std::string str(const std::string& s) { return "X" + u32(static_cast<uint32_t>(s.size())) + s; }
+std::string int1(int v) { return std::string("K") + static_cast<char>(v); }
+
+// {"w": tensor} whose storage is `key` (`numel` elements of `storage_class`), viewed at
+// `offset` with `size`/`stride` (K-encoded ints).
+std::string one_tensor_pickle(const std::string& key, int numel, int offset, const std::vector<int>& size,
+                              const std::vector<int>& stride, const std::string& storage_class = "FloatStorage") {
+  std::string p = "\x80\x02}(" + str("w") + "ctorch._utils\n_rebuild_tensor_v2\n((" + str("storage") +
+                  "ctorch\n" + storage_class + "\n" + str(key) + str("cpu") + int1(numel) + "tQ" + int1(offset) + "(";
+  for (int s : size) p += int1(s);
+  p += "t(";
+  for (int s : stride) p += int1(s);
+  p += "t\x89)tRu.";
+  return p;
+}
+
+std::string floats(std::initializer_list<float> v) {
+  std::string s;
+  for (float f : v) s.append(reinterpret_cast<const char*>(&f), 4);
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("torch checkpoint: PyTorch 1.13's torch.save output reads back exactly") {
+  REQUIRE(torch_checkpoint_supported());
+  const std::string path = fixture("torch_1_13_checkpoint.pth");
+  SafetensorsContents c = load_torch_checkpoint(path);
+  // The pickle's order: the nested state_dict first, its names joined with '.'.
+  std::vector<std::string> names;
+  for (const auto& e : c.tensors) names.push_back(e.name);
+  CHECK(names == std::vector<std::string>{
+                     "netG.main.0.weight", "netG.main.1.weight", "netG.main.1.bias", "netG.main.1.running_mean",
+                     "netG.main.1.running_var", "netG.main.1.num_batches_tracked", "view", "row0", "row2",
+                     "param", "bf16", "f16", "bool", "u8", "i8", "i16", "i32", "empty",
+                     "optG.state.0.step", "optG.state.0.exp_avg"});
+  auto get = [&](const std::string& n) {
+    const NamedTensor* e = find_tensor(c.tensors, n);
+    REQUIRE(e);
+    return *e;
+  };
+  std::vector<float> conv(18);
+  for (int i = 0; i < 18; ++i) conv[i] = i / 8.f;
+  CHECK(get("netG.main.0.weight").tensor.shape() == Shape{2, 1, 3, 3});
+  CHECK(get("netG.main.0.weight").tensor.to_vector() == conv);
+  CHECK(get("netG.main.1.bias").tensor.to_vector() == std::vector<float>{-0.25f, 0.125f});
+  CHECK(get("netG.main.1.running_var").tensor.to_vector() == std::vector<float>{2.f, 4.f});
+  const NamedTensor nbt = get("netG.main.1.num_batches_tracked");
+  CHECK(nbt.dtype == DType::I64);
+  CHECK(nbt.tensor.shape().empty());
+  CHECK(nbt.tensor.to_vector() == std::vector<float>{7.f});
+  // base.t()[1:] of arange(12).reshape(3, 4): offset 1, strides (1, 4).
+  CHECK(get("view").dtype == DType::F64);
+  CHECK(get("view").tensor.shape() == Shape{3, 3});
+  CHECK(get("view").tensor.to_vector() == std::vector<float>{1, 5, 9, 2, 6, 10, 3, 7, 11});
+  CHECK(get("row0").tensor.to_vector() == std::vector<float>{0, 1, 2, 3});
+  CHECK(get("row2").tensor.to_vector() == std::vector<float>{8, 9, 10, 11});
+  CHECK(get("param").tensor.to_vector() == std::vector<float>{1.f, -1.f});
+  CHECK(get("bf16").dtype == DType::BF16);
+  CHECK(get("bf16").tensor.to_vector() == std::vector<float>{1.5f, -2.f});
+  CHECK(get("f16").dtype == DType::F16);
+  CHECK(get("f16").tensor.to_vector() == std::vector<float>{0.5f, 65504.f});
+  CHECK(get("bool").dtype == DType::BOOL);
+  CHECK(get("bool").tensor.to_vector() == std::vector<float>{1, 0, 1});
+  CHECK(get("u8").tensor.to_vector() == std::vector<float>{0, 7, 255});
+  CHECK(get("i8").tensor.to_vector() == std::vector<float>{-128, 127});
+  CHECK(get("i16").tensor.to_vector() == std::vector<float>{-300});
+  CHECK(get("i32").dtype == DType::I32);
+  CHECK(get("i32").tensor.to_vector() == std::vector<float>{-3, 4});
+  CHECK(get("empty").tensor.shape() == Shape{0, 3});
+  CHECK(get("optG.state.0.step").tensor.to_vector() == std::vector<float>{3.f});
+  // Everything that is not a tensor, as text (Python's repr of the numbers).
+  CHECK(c.metadata == Metadata{{"epoch", "5"}, {"lr", "0.0002"}, {"name", "dcgan"}, {"flag", "True"},
+                               {"none", "None"}, {"betas.0", "0.5"}, {"betas.1", "0.999"},
+                               {"optG.param_groups.0.lr", "0.0002"}, {"optG.param_groups.0.params.0", "0"}});
+  // One model out of the training checkpoint, as dcgan_generate --key netG takes it.
+  StateDict g = sub_state_dict(c.tensors, "netG");
+  REQUIRE(g.size() == 6);
+  CHECK(g[0].name == "main.0.weight");
+  CHECK_THROWS_WITH(sub_state_dict(c.tensors, "netD"), Contains("no tensors under 'netD'") && Contains("netG"));
+}
+
+TEST_CASE("torch checkpoint: what is not a state_dict is refused with what to save instead") {
+  CHECK_THROWS_WITH(load_torch_checkpoint(fixture("torch_1_13_whole_model.pth")),
+                    Contains("torch_1_13_whole_model.pth") && Contains("torch.nn.modules.container.Sequential") &&
+                        Contains("save model.state_dict() instead"));
+  CHECK_THROWS_WITH(load_tensor_file(fixture("torch_1_13_legacy.pth")),
+                    Contains("torch_1_13_legacy.pth") && Contains("legacy format"));
+  CHECK_THROWS_WITH(parse(zip_of({{"m/data.pkl", "\x80\x02}."}, {"m/constants.pkl", "\x80\x02)."}})),
+                    Contains("TorchScript archive"));
+  CHECK_THROWS_WITH(parse(zip_of({{"m/other.txt", "x"}})), Contains("without <folder>/data.pkl"));
+  const std::vector<uint8_t> text = {'h', 'e', 'l', 'l', 'o'};
+  CHECK_THROWS_WITH(parse(text, "notes.pth"), Contains("'notes.pth'") && Contains("does not start with a ZIP header"));
+  // A tensor alone, or a list, is not a dict of named tensors.
+  const std::string t = one_tensor_pickle("0", 2, 0, {2}, {1});
+  CHECK_THROWS_WITH(parse(zip_of({{"a/data.pkl", "\x80\x02]."}})), Contains("holds a list, not a dict"));
+  CHECK_NOTHROW(parse(zip_of({{"a/data.pkl", t}, {"a/data/0", floats({1, 2})}})));
+}
+
+TEST_CASE("torch checkpoint: round trip of every dtype keeps names, order, shapes and values") {
+  StateDict sd;
+  sd.push_back({"conv.weight", Tensor::from_vector({1, -2, 3.5f, 0.25f, -0.125f, 6, 7, 8}, {2, 1, 2, 2}), DType::F32});
+  sd.push_back({"bn.num_batches_tracked", Tensor::from_vector({123456784.f}, {}), DType::I64});
+  sd.push_back({"f64", Tensor::from_vector({1e30f, -1e-30f}, {2}), DType::F64});
+  sd.push_back({"f16", Tensor::from_vector({0.5f, -65504.f}, {2}), DType::F16});
+  sd.push_back({"bf16", Tensor::from_vector({1.5f, -256.f}, {2, 1}), DType::BF16});
+  sd.push_back({"i32", Tensor::from_vector({-70000.f, 70000.f}, {2}), DType::I32});
+  sd.push_back({"i16", Tensor::from_vector({-300}, {1}), DType::I16});
+  sd.push_back({"i8", Tensor::from_vector({-128, 127}, {2}), DType::I8});
+  sd.push_back({"u8", Tensor::from_vector({0, 255}, {2}), DType::U8});
+  sd.push_back({"bool", Tensor::from_vector({1, 0, 1}, {3}), DType::BOOL});
+  sd.push_back({"empty", Tensor::zeros({0, 4}), DType::F32});
+  sd.push_back({"big", Tensor::from_vector(std::vector<float>(70000, 0.75f), {70000}), DType::F32});
+  const std::vector<uint8_t> bytes = serialize_torch_checkpoint(sd);
+  SafetensorsContents back = parse(bytes, "roundtrip.pth");
+  REQUIRE(back.tensors.size() == sd.size());
+  CHECK(back.metadata.empty());
+  for (std::size_t i = 0; i < sd.size(); ++i) {
+    INFO(sd[i].name);
+    CHECK(back.tensors[i].name == sd[i].name);
+    CHECK(back.tensors[i].dtype == sd[i].dtype);
+    CHECK(back.tensors[i].tensor.shape() == sd[i].tensor.shape());
+    CHECK(back.tensors[i].tensor.to_vector() == sd[i].tensor.to_vector());
+  }
+  // The same tensors give the same bytes (fixed dates in the archive).
+  CHECK(serialize_torch_checkpoint(sd) == bytes);
+}
+
+TEST_CASE("torch checkpoint: the writer refuses what torch.load could not give back") {
+  StateDict dup{{"a", Tensor::zeros({1}), DType::F32}, {"a", Tensor::zeros({1}), DType::F32}};
+  CHECK_THROWS_WITH(serialize_torch_checkpoint(dup), Contains("duplicate tensor name 'a'"));
+  StateDict empty_name{{"", Tensor::zeros({1}), DType::F32}};
+  CHECK_THROWS_WITH(serialize_torch_checkpoint(empty_name), Contains("empty name"));
+  StateDict undefined{{"u", Tensor(), DType::F32}};
+  CHECK_THROWS_WITH(serialize_torch_checkpoint(undefined), Contains("'u' is undefined"));
+  StateDict frac{{"n", Tensor::from_vector({1.5f}, {1}), DType::I64}};
+  CHECK_THROWS_WITH(serialize_torch_checkpoint(frac),
+                    Contains("save_torch_checkpoint") && Contains("'n'") && Contains("not an integer"));
+}
+
+TEST_CASE("torch checkpoint: save is atomic, and load_tensor_file tells the formats apart") {
+  const fs::path dir = temp_dir();
+  const std::string pth = (dir / "netG.pth").string(), st = (dir / "netG.safetensors").string();
+  StateDict sd{{"main.0.weight", Tensor::from_vector({1, 2, 3, 4}, {1, 1, 2, 2}), DType::F32},
+               {"main.1.num_batches_tracked", Tensor::from_vector({3}, {}), DType::I64}};
+  { std::ofstream(pth) << "an older file"; }
+  save_tensor_file(pth, sd);  // .pth: torch.save's format
+  save_tensor_file(st, sd, {{"model", "dcgan"}});
+  CHECK(is_zip_file(pth));
+  CHECK_FALSE(is_zip_file(st));
+  for (const auto& e : fs::directory_iterator(dir))
+    CHECK(e.path().filename().string().find(".tmp-") == std::string::npos);
+  for (const std::string& p : {pth, st}) {
+    SafetensorsContents c = load_tensor_file(p);
+    REQUIRE(c.tensors.size() == 2);
+    CHECK(c.tensors[0].tensor.to_vector() == std::vector<float>{1, 2, 3, 4});
+    CHECK(c.tensors[1].dtype == DType::I64);
+  }
+  CHECK(load_tensor_file(st).metadata.at("model") == "dcgan");
+  CHECK(read_all(pth) == serialize_torch_checkpoint(sd));
+  CHECK_THROWS_WITH(load_torch_checkpoint((dir / "missing.pth").string()),
+                    Contains("missing.pth") && Contains("cannot open"));
+  CHECK_THROWS_WITH(save_torch_checkpoint((dir / "no" / "such" / "dir.pth").string(), sd),
+                    Contains("dir.pth") && Contains("temporary file"));
+}
+
+TEST_CASE("torch checkpoint: views are read through their offset and strides, and checked") {
+  const std::string data = floats({0, 1, 2, 3, 4, 5});
+  // [2, 2] at offset 1 with strides (3, 1): elements 1, 2, 4, 5.
+  SafetensorsContents c = parse(zip_of({{"a/data.pkl", one_tensor_pickle("0", 6, 1, {2, 2}, {3, 1})}, {"a/data/0", data}}));
+  REQUIRE(c.tensors.size() == 1);
+  CHECK(c.tensors[0].tensor.to_vector() == std::vector<float>{1, 2, 4, 5});
+  // Transposed: strides (1, 3) over [3, 2] -> 0 3 1 4 2 5.
+  c = parse(zip_of({{"a/data.pkl", one_tensor_pickle("0", 6, 0, {3, 2}, {1, 3})}, {"a/data/0", data}}));
+  CHECK(c.tensors[0].tensor.to_vector() == std::vector<float>{0, 3, 1, 4, 2, 5});
+  // Past the storage's end: 2 + (2-1)*3 + (2-1)*1 = 6, of a 6-element storage.
+  CHECK_THROWS_WITH(parse(zip_of({{"a/data.pkl", one_tensor_pickle("0", 6, 2, {2, 2}, {3, 1})}, {"a/data/0", data}})),
+                    Contains("reaches element 6 of storage '0', which has 6"));
+  // The storage record is missing, or shorter than its element count.
+  CHECK_THROWS_WITH(parse(zip_of({{"a/data.pkl", one_tensor_pickle("7", 6, 0, {6}, {1})}, {"a/data/0", data}})),
+                    Contains("no record data/7"));
+  CHECK_THROWS_WITH(parse(zip_of({{"a/data.pkl", one_tensor_pickle("0", 8, 0, {6}, {1})}, {"a/data/0", data}})),
+                    Contains("holds 24 bytes") && Contains("8 F32 elements need 32"));
+  CHECK_THROWS_WITH(parse(zip_of({{"a/data.pkl", one_tensor_pickle("0", 6, 0, {6}, {1}, "ComplexFloatStorage")},
+                                  {"a/data/0", data}})),
+                    Contains("torch.ComplexFloatStorage is not supported"));
+  CHECK_THROWS_WITH(parse(zip_of({{"a/data.pkl", one_tensor_pickle("0", 6, 0, {6}, {1})}, {"a/data/0", data},
+                                  {"a/byteorder", "big"}})),
+                    Contains("big-endian"));
+  // A stride-0 view repeating one element would decode to far more than the file holds.
+  std::string huge = "\x80\x02}(" + str("w") + "ctorch._utils\n_rebuild_tensor_v2\n((" + str("storage") +
+                     "ctorch\nFloatStorage\n" + str("0") + str("cpu") + int1(1) + "tQ" + int1(0) +
+                     "(J" + u32(1u << 30) + "t(" + int1(0) + "t\x89)tRu.";
+  CHECK_THROWS_WITH(parse(zip_of({{"a/data.pkl", huge}, {"a/data/0", floats({1})}})),
+                    Contains("would take") && Contains("views repeating their storage"));
+}
+
+TEST_CASE("torch checkpoint: malformed pickles are errors naming the byte and the problem") {
+  const std::string data = floats({1, 2});
+  auto with = [&](const std::string& pkl) { return zip_of({{"a/data.pkl", pkl}, {"a/data/0", data}}); };
+  CHECK_THROWS_WITH(parse(with("\x80\x02}\xff.")), Contains("data.pkl at byte 3") && Contains("opcode 0xff"));
+  CHECK_THROWS_WITH(parse(with("\x80\x02}")), Contains("ends without STOP"));
+  CHECK_THROWS_WITH(parse(with("\x80\x02}}.")), Contains("STOP with 2 values"));
+  CHECK_THROWS_WITH(parse(with("\x80\x02h\x05.")), Contains("memo entry 5 was never stored"));
+  CHECK_THROWS_WITH(parse(with("\x80\x02u.")), Contains("no MARK"));
+  const std::string one_point_oh("G\x3f\xf0\0\0\0\0\0\0", 9);  // BINFLOAT 1.0 (big-endian)
+  CHECK_THROWS_WITH(parse(with("\x80\x02}(" + one_point_oh + int1(1) + "u.")),
+                    Contains("dict key of type float"));
+  // A list that holds itself (through the memo) nests without end.
+  CHECK_THROWS_WITH(parse(with("\x80\x02}(" + str("x") + "]q\x01h\x01" "au.")), Contains("deeper than 64 levels"));
+  CHECK_THROWS_WITH(parse(with("\x80\x02}(" + str("w") + "ctorch._utils\n_rebuild_tensor_v2\n(" + str("oops") +
+                               int1(0) + ")" ")tRu.")),
+                    Contains("storage is a str"));
+  // Every truncation of a valid pickle is an error, never a crash or a partial load.
+  const std::string good = one_tensor_pickle("0", 2, 0, {2}, {1});
+  REQUIRE(parse(with(good)).tensors.size() == 1);
+  for (std::size_t n = 0; n < good.size(); ++n) {
+    INFO("data.pkl cut to " << n << " bytes");
+    CHECK_THROWS_AS(parse(with(good.substr(0, n))), std::runtime_error);
+  }
+}
+
+TEST_CASE("torch checkpoint: every truncation of a real archive is an error naming the file") {
+  const std::vector<uint8_t> good = read_all(fixture("torch_1_13_checkpoint.pth"));
+  REQUIRE(good.size() > 1000);
+  for (std::size_t n = 0; n < good.size(); n += 97) {
+    INFO("cut to " << n << " bytes");
+    std::vector<uint8_t> cut(good.begin(), good.begin() + static_cast<std::ptrdiff_t>(n));
+    CHECK_THROWS_WITH(parse(cut, "cut.pth"), Contains("'cut.pth'"));
+  }
+  // One flipped bit inside a storage (the conv weight's 0.125, 0.25, 0.375): the CRC catches it.
+  std::vector<uint8_t> flipped = good;
+  const std::string weights = floats({0.125f, 0.25f, 0.375f});
+  const std::vector<uint8_t> marker(weights.begin(), weights.end());
+  auto at = std::search(flipped.begin(), flipped.end(), marker.begin(), marker.end());
+  REQUIRE(at != flipped.end());
+  at[5] ^= 0x40;
+  CHECK_THROWS_WITH(parse(flipped, "flipped.pth"), Contains("'flipped.pth'"));
+}
+
+#endif
