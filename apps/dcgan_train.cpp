@@ -16,6 +16,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <type_traits>
 
 #include "app_common.h"
 #include "gantry/core/threads.h"
@@ -70,6 +71,9 @@ struct Settings {
   int64_t eval_every = 0;  // 0 = no KID/FID during training
   int64_t eval_num = 500;
   std::string features;    // classifier for KID/FID
+  // Starting weights (the PyTorch DCGAN example's --netG/--netD): .pth or .safetensors files,
+  // and the model's name inside a file that holds several.
+  std::string net_g, net_d, net_g_key, net_d_key;
 };
 
 json settings_json(const Settings& s) {
@@ -86,7 +90,9 @@ json settings_json(const Settings& s) {
           {"ema", s.ema},               {"ada", s.ada},
           {"ada_target", s.ada_target}, {"ada_speed", s.ada_speed},
           {"ada_interval", s.ada_interval}, {"eval_every", s.eval_every},
-          {"eval_num", s.eval_num},     {"features", s.features}};
+          {"eval_num", s.eval_num},     {"features", s.features},
+          {"net_g", s.net_g},           {"net_g_key", s.net_g_key},
+          {"net_d", s.net_d},           {"net_d_key", s.net_d_key}};
 }
 
 // Settings from a run's config.json (for --resume).
@@ -121,10 +127,46 @@ Settings settings_from_json(const json& j, const std::string& path) {
     s.eval_every = j.value("eval_every", int64_t{0});
     s.eval_num = j.value("eval_num", int64_t{500});
     s.features = j.value("features", std::string());
+    s.net_g = j.value("net_g", std::string());
+    s.net_g_key = j.value("net_g_key", std::string());
+    s.net_d = j.value("net_d", std::string());
+    s.net_d_key = j.value("net_d_key", std::string());
   } catch (const json::exception& e) {
     throw std::runtime_error(path + " is not a dcgan_train config: " + e.what());
   }
   return s;
+}
+
+// Loads --netG/--netD into the run's freshly built model. A file of another architecture is an
+// error that says which flags would build the file's.
+template <class Model>
+void load_start_weights(Model& model, const std::string& file, const std::string& key, const std::string& flag,
+                        const Settings& s) {
+  const StateDict sd = apps::load_model_weights(file, key, flag + "-key");
+  try {
+    model.load_state_dict(sd);
+  } catch (const std::invalid_argument& e) {
+    std::string theirs;
+    try {
+      if constexpr (std::is_same_v<Model, DCGANGenerator>) {
+        auto g = generator_from_state_dict(sd);
+        theirs = "--image-size " + std::to_string(g->image_size) + " --nz " + std::to_string(g->nz) + " --ngf " +
+                 std::to_string(g->ngf) + " --channels " + std::to_string(g->nc);
+      } else {
+        auto d = discriminator_from_state_dict(sd);
+        theirs = "--image-size " + std::to_string(d->image_size) + " --ndf " + std::to_string(d->ndf) +
+                 " --channels " + std::to_string(d->nc);
+      }
+    } catch (const std::invalid_argument& not_dcgan) {
+      throw std::invalid_argument(flag + " " + file + ": " + not_dcgan.what());
+    }
+    throw std::invalid_argument(flag + " " + file + " holds a model built with " + theirs + ", but this run builds --image-size " +
+                                std::to_string(s.image_size) + " --nz " + std::to_string(s.nz) + " --ngf " +
+                                std::to_string(s.ngf) + " --ndf " + std::to_string(s.ndf) + " --channels " +
+                                std::to_string(s.channels) + ": give the file's values\n" + e.what());
+  }
+  std::cout << flag.substr(2) << " starts from " << file << (key.empty() ? "" : " (" + key + ")") << ": " << sd.size()
+            << " tensors\n";
 }
 
 std::string now_stamp() {
@@ -231,13 +273,18 @@ int run(int argc, char** argv) {
   auto* o_eval_every = app.add_option("--eval-every", s.eval_every, "compute KID and FID every N steps (0 = never); needs --features");
   auto* o_eval_num = app.add_option("--eval-num", s.eval_num, "images (real and generated) per KID/FID evaluation");
   auto* o_features = app.add_option("--features", s.features, "feature classifier for KID/FID (gantry_classifier_train output)");
+  auto* o_net_g = app.add_option("--netG", s.net_g, "start G from these weights instead of the random init, as the PyTorch DCGAN example's --netG: its netG_epoch_N.pth, or any generator .pth/.safetensors of this architecture")->check(CLI::ExistingFile);
+  auto* o_net_d = app.add_option("--netD", s.net_d, "start D from these weights (as --netG)")->check(CLI::ExistingFile);
+  auto* o_net_g_key = app.add_option("--netG-key", s.net_g_key, "--netG's model inside a file that holds several (a torch training checkpoint {'netG': ..., 'netD': ...}: --netG-key netG)");
+  auto* o_net_d_key = app.add_option("--netD-key", s.net_d_key, "--netD's model inside such a file (--netD-key netD)");
   app.add_option("--resume", resume, "continue the run in this directory from its latest checkpoint, with its config (--epochs/--max-steps may extend it)");
   try {
     app.parse(argc, argv);
     if (!resume.empty()) {
       // The run's own settings win; only the length, device, workers and logging may change.
       for (CLI::Option* o : {o_dataset, o_data, o_size, o_channels, o_batch, o_lr, o_b1, o_b2, o_nz, o_ngf, o_ndf, o_seed, o_strict, o_flip,
-                             o_ema, o_ada, o_ada_target, o_ada_speed, o_ada_interval, o_eval_every, o_eval_num, o_features})
+                             o_ema, o_ada, o_ada_target, o_ada_speed, o_ada_interval, o_eval_every, o_eval_num, o_features,
+                             o_net_g, o_net_d, o_net_g_key, o_net_d_key})
         if (o->count() > 0)
           throw CLI::ValidationError(o->get_name() + " cannot change when resuming: --resume takes the settings from " + resume + "/config.json");
       if (!fs::exists(fs::path(resume) / "config.json"))
@@ -284,6 +331,12 @@ int run(int argc, char** argv) {
   mc.lr = s.lr; mc.beta1 = s.beta1; mc.beta2 = s.beta2;
   Generator init_gen(s.seed);
   DCGANTrainer trainer(mc, device, &init_gen);
+  // Starting weights: loaded before the EMA copy is taken, and only when the run starts (a
+  // resumed run continues from its own checkpoint).
+  if (resume.empty()) {
+    if (!s.net_g.empty()) load_start_weights(trainer.generator(), s.net_g, s.net_g_key, "--netG", s);
+    if (!s.net_d.empty()) load_start_weights(trainer.discriminator(), s.net_d, s.net_d_key, "--netD", s);
+  }
   if (s.ema > 0) trainer.enable_ema(s.ema);
   if (s.ada) {
     AdaOptions ao;

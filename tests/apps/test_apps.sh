@@ -118,6 +118,22 @@ for case in $CASES; do
     expect_in "$WORK/o" "use .safetensors, or .pth"
     "$GEN" --checkpoint "$WORK/g.pth" --key netG --num 1 --device cpu --grid "$WORK/k.png" >"$WORK/o" 2>&1 && fail "a missing --key was accepted"
     expect_in "$WORK/o" "--key netG: .*no tensors under 'netG'; the top-level names are: main"
+    # --netG/--netD start a run from those weights: the same first step from the .pth files as
+    # from the safetensors they came from, and not the step of the random init.
+    "$CONV" "$ck/discriminator.safetensors" "$WORK/d.pth" >"$WORK/o" 2>&1 || fail "D to .pth failed"
+    "$TRAIN" "${TINY[@]}" --max-steps 1 --seed 7 --netG "$WORK/g.pth" --netD "$WORK/d.pth" --out "$WORK/rp" >"$WORK/o" 2>&1 \
+      || fail "--netG/--netD .pth failed: $(tail -3 "$WORK/o")"
+    expect_in "$WORK/o" "netG starts from .*g.pth: 19 tensors"
+    "$TRAIN" "${TINY[@]}" --max-steps 1 --seed 7 --netG "$ck/generator.safetensors" --netD "$ck/discriminator.safetensors" \
+      --out "$WORK/rs" >"$WORK/o" 2>&1 || fail "--netG/--netD .safetensors failed: $(tail -3 "$WORK/o")"
+    "$TRAIN" "${TINY[@]}" --max-steps 1 --seed 7 --out "$WORK/ri" >"$WORK/o" 2>&1 || fail "plain run failed"
+    [ "$(cut -d, -f1-7 "$WORK/rp/metrics.csv")" = "$(cut -d, -f1-7 "$WORK/rs/metrics.csv")" ] || fail "first step from .pth differs from .safetensors"
+    [ "$(cut -d, -f1-7 "$WORK/rp/metrics.csv")" = "$(cut -d, -f1-7 "$WORK/ri/metrics.csv")" ] && fail "--netG/--netD changed nothing"
+    "$TRAIN" --image-size 32 --ngf 16 --ndf 8 --nz 16 --batch-size 16 --workers 1 --device cpu --max-steps 1 \
+      --netG "$WORK/g.pth" --out "$WORK/rw" >"$WORK/o" 2>&1 && fail "--netG of another width was accepted"
+    expect_in "$WORK/o" "holds a model built with --image-size 32 --nz 16 --ngf 8 --channels 1"
+    "$TRAIN" --resume "$WORK/rp" --netG "$WORK/g.pth" >"$WORK/o" 2>&1 && fail "--netG with --resume was accepted"
+    expect_in "$WORK/o" "netG cannot change when resuming"
     echo "not a checkpoint" >"$WORK/text.pth"
     "$GEN" --checkpoint "$WORK/text.pth" --num 1 --device cpu --grid "$WORK/t.png" >"$WORK/o" 2>&1 && fail "a text file was accepted"
     expect_in "$WORK/o" "text.pth.*not a torch.save archive"

@@ -6,7 +6,7 @@
 // the narrow dtype cannot hold again, e.g. an I64 beyond float's exact range) and give the
 // same names and shapes.
 //
-// Built only with clang (tests/extra.cmake); scripts/fuzz-safetensors.sh configures such a
+// Built only with clang (tests/extra.cmake); scripts/fuzz.sh configures such a
 // build and runs it with the seed corpus in tests/fuzz/corpus/.
 #include <cstddef>
 #include <cstdint>
