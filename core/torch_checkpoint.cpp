@@ -106,7 +106,7 @@ bool storage_dtype(const std::string& module, const std::string& name, DType* ou
   return true;
 }
 
-const char* storage_class(DType t) {
+[[maybe_unused]] const char* storage_class(DType t) {  // unused without libzip
   switch (t) {
     case DType::F32: return "FloatStorage";
     case DType::F64: return "DoubleStorage";
