@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "gantry/core/torch_checkpoint.h"
+#include "test_data_util.h"
 
 #if defined(GANTRY_HAVE_LIBZIP)
 #include <zip.h>
@@ -22,13 +23,6 @@ using Catch::Matchers::Contains;
 namespace fs = std::filesystem;
 
 namespace {
-
-fs::path temp_dir() {
-  const char* env = std::getenv("GANTRY_TEST_TMP");
-  fs::path p = fs::path(env ? env : fs::temp_directory_path().string()) / "torch_checkpoint";
-  fs::create_directories(p);
-  return p;
-}
 
 std::string fixture(const std::string& name) { return std::string(GANTRY_TEST_DATA) + "/" + name; }
 
@@ -229,7 +223,7 @@ TEST_CASE("torch checkpoint: the writer refuses what torch.load could not give b
 }
 
 TEST_CASE("torch checkpoint: save is atomic, and load_tensor_file tells the formats apart") {
-  const fs::path dir = temp_dir();
+  const fs::path dir = testdata::fresh_dir("torch_checkpoint");
   const std::string pth = (dir / "netG.pth").string(), st = (dir / "netG.safetensors").string();
   StateDict sd{{"main.0.weight", Tensor::from_vector({1, 2, 3, 4}, {1, 1, 2, 2}), DType::F32},
                {"main.1.num_batches_tracked", Tensor::from_vector({3}, {}), DType::I64}};
