@@ -53,9 +53,11 @@ enum Op : uint8_t {
 };
 
 // A pickled value. Only what a state_dict is made of; any other object is an Object that
-// records its class name (nothing of it is ever run).
+// records its class name (nothing of it is ever run). Values belong to the Unpickler that made
+// them (an arena): a pickle can make cycles (a list holding itself, through the memo), which
+// shared ownership would leak.
 struct Py;
-using PyRef = std::shared_ptr<Py>;
+using PyRef = Py*;
 struct Py {
   enum class Kind { None, Bool, Int, Float, Str, Bytes, Tuple, List, Dict, Global, Storage, Tensor, Object };
   Kind kind = Kind::None;
@@ -66,12 +68,6 @@ struct Py {
   DType dtype = DType::F32;      // Storage, Tensor
   Tensor tensor;                 // Tensor
 };
-
-PyRef make(Py::Kind k) {
-  auto p = std::make_shared<Py>();
-  p->kind = k;
-  return p;
-}
 
 const char* kind_name(Py::Kind k) {
   switch (k) {
@@ -132,6 +128,7 @@ class Unpickler {
             std::string name, std::size_t decoded_limit)
       : p_(pkl), records_(records), name_(std::move(name)), decoded_limit_(decoded_limit) {}
 
+  // The object data.pkl builds; it lives as long as this Unpickler.
   PyRef run() {
     for (;;) {
       const std::size_t at = pos_;
@@ -270,6 +267,11 @@ class Unpickler {
   }
 
  private:
+  PyRef make(Py::Kind k) {
+    arena_.push_back(std::make_unique<Py>());
+    arena_.back()->kind = k;
+    return arena_.back().get();
+  }
   [[noreturn]] void bad(std::size_t at, const std::string& what) const {
     fail(name_, "data.pkl at byte " + std::to_string(at) + ": " + what);
   }
@@ -340,12 +342,12 @@ class Unpickler {
     p->s.assign(reinterpret_cast<const char*>(b), static_cast<std::size_t>(n));
     stack_.push_back(p);
   }
-  void set_items(std::size_t at, const PyRef& d, const std::vector<PyRef>& kv) {
+  void set_items(std::size_t at, PyRef d, const std::vector<PyRef>& kv) {
     if (d->kind == Py::Kind::Object) return;  // a custom class's items: not read
     if (d->kind != Py::Kind::Dict) bad(at, std::string("SETITEM(S) on a ") + kind_name(d->kind));
     d->items.insert(d->items.end(), kv.begin(), kv.end());
   }
-  static PyRef object_of(const PyRef& cls) {
+  PyRef object_of(PyRef cls) {
     auto o = make(Py::Kind::Object);
     if (cls->kind == Py::Kind::Global) {
       o->s = cls->s;
@@ -358,7 +360,7 @@ class Unpickler {
   }
 
   // ("storage", torch.FloatStorage, "<key>", "<location>", numel) -> a Storage.
-  PyRef storage(std::size_t at, const PyRef& pid) {
+  PyRef storage(std::size_t at, PyRef pid) {
     const auto& t = pid->items;
     if (pid->kind != Py::Kind::Tuple || t.size() < 5 || t[0]->kind != Py::Kind::Str || t[0]->s != "storage")
       bad(at, "a persistent id that is not ('storage', type, key, location, numel)");
@@ -382,9 +384,9 @@ class Unpickler {
     return s;
   }
 
-  static std::string global_name(const PyRef& g) { return g->s + "." + g->s2; }
+  static std::string global_name(PyRef g) { return g->s + "." + g->s2; }
 
-  PyRef reduce(std::size_t at, const PyRef& fn, const PyRef& args) {
+  PyRef reduce(std::size_t at, PyRef fn, PyRef args) {
     if (fn->kind != Py::Kind::Global) bad(at, std::string("REDUCE of a ") + kind_name(fn->kind));
     if (args->kind != Py::Kind::Tuple) bad(at, "REDUCE with arguments that are not a tuple");
     const std::string g = global_name(fn);
@@ -409,10 +411,10 @@ class Unpickler {
     return object_of(fn);  // any other call: an object we do not open
   }
 
-  PyRef rebuild_tensor(std::size_t at, const PyRef& st, const PyRef& off, const PyRef& size, const PyRef& stride) {
+  PyRef rebuild_tensor(std::size_t at, PyRef st, PyRef off, PyRef size, PyRef stride) {
     if (st->kind != Py::Kind::Storage) bad(at, "a tensor whose storage is a " + std::string(kind_name(st->kind)));
     if (off->kind != Py::Kind::Int || off->i < 0) bad(at, "a tensor with a bad storage offset");
-    auto ints = [&](const PyRef& t, const char* what) {
+    auto ints = [&](PyRef t, const char* what) {
       if (t->kind != Py::Kind::Tuple) bad(at, std::string("a tensor whose ") + what + " is not a tuple");
       std::vector<int64_t> v;
       for (const auto& e : t->items) {
@@ -477,6 +479,7 @@ class Unpickler {
   std::size_t decoded_limit_;
   std::size_t decoded_ = 0;
   std::size_t pos_ = 0;
+  std::vector<std::unique_ptr<Py>> arena_;
   std::vector<PyRef> stack_;
   std::vector<std::size_t> marks_;
   std::unordered_map<uint64_t, PyRef> memo_;
@@ -505,7 +508,7 @@ std::string scalar_text(const Py& v) {
 }
 
 // Dicts (and lists/tuples inside them) -> "a.b.c" names; tensors to `out`, the rest to `meta`.
-void flatten(const std::string& file, const PyRef& v, const std::string& prefix, int depth,
+void flatten(const std::string& file, PyRef v, const std::string& prefix, int depth,
              SafetensorsContents& out, std::set<std::string>& names) {
   if (depth > 64) fail(file, "the object nests deeper than 64 levels at '" + prefix + "' (a cycle?)");
   auto child = [&](const std::string& key) { return prefix.empty() ? key : prefix + "." + key; };
