@@ -386,7 +386,7 @@ class Unpickler {
 
   static std::string global_name(PyRef g) { return g->s + "." + g->s2; }
 
-  PyRef reduce(std::size_t at, PyRef fn, PyRef args) {
+  PyRef reduce(std::size_t at, PyRef fn, PyRef args, int depth = 0) {
     if (fn->kind != Py::Kind::Global) bad(at, std::string("REDUCE of a ") + kind_name(fn->kind));
     if (args->kind != Py::Kind::Tuple) bad(at, "REDUCE with arguments that are not a tuple");
     const std::string g = global_name(fn);
@@ -406,7 +406,8 @@ class Unpickler {
     if (g == "torch._utils._rebuild_from_type_v2" || g == "torch._tensor._rebuild_from_type_v2") {
       // (func, type, args, state): a tensor subclass; the tensor is func(*args).
       if (a.size() < 3 || a[2]->kind != Py::Kind::Tuple) bad(at, g + " with malformed arguments");
-      return reduce(at, a[0], a[2]);
+      if (depth >= 4) bad(at, g + " nested more than 4 deep");  // bounded recursion on any input
+      return reduce(at, a[0], a[2], depth + 1);
     }
     return object_of(fn);  // any other call: an object we do not open
   }

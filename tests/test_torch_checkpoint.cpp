@@ -295,6 +295,18 @@ TEST_CASE("torch checkpoint: malformed pickles are errors naming the byte and th
   CHECK_THROWS_WITH(parse(with("\x80\x02}(" + str("w") + "ctorch._utils\n_rebuild_tensor_v2\n(" + str("oops") +
                                int1(0) + ")" ")tRu.")),
                     Contains("storage is a str"));
+  // A tensor subclass: _rebuild_from_type_v2(func, type, args, state) calls func(*args); nested
+  // calls are followed 4 deep, no further (the reader's recursion is bounded on any input).
+  const std::string from_type = "ctorch._utils\n_rebuild_from_type_v2\n";
+  const std::string tensor_args = "((" + str("storage") + "ctorch\nFloatStorage\n" + str("0") + str("cpu") + int1(2) +
+                                  "tQ" + int1(0) + "(" + int1(2) + "t(" + int1(1) + "t\x89)t";
+  auto subclass = [&](int levels) {
+    std::string args = "(ctorch._utils\n_rebuild_tensor_v2\nctorch\nTensor\n" + tensor_args + "}t";
+    for (int k = 1; k < levels; ++k) args = "(" + from_type + "ctorch\nTensor\n" + args + "}t";
+    return with("\x80\x02}(" + str("w") + from_type + args + "Ru.");
+  };
+  CHECK(parse(subclass(4)).tensors.at(0).tensor.to_vector() == std::vector<float>{1, 2});
+  CHECK_THROWS_WITH(parse(subclass(5)), Contains("nested more than 4 deep"));
   // Every truncation of a valid pickle is an error, never a crash or a partial load.
   const std::string good = one_tensor_pickle("0", 2, 0, {2}, {1});
   REQUIRE(parse(with(good)).tensors.size() == 1);
