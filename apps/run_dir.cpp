@@ -187,12 +187,15 @@ StateDict load_model_weights(const std::string& file, const std::string& key,
   const auto under_module = [](const NamedTensor& e) { return e.name.rfind("module.", 0) == 0; };
   if (!sd.empty() && std::all_of(sd.begin(), sd.end(), under_module)) sd = sub_state_dict(sd, "module");
   if (!find_tensor(sd, "main.0.weight")) {
+    // A training checkpoint: name the models it holds, so the error says which key to give.
     const std::string tail = ".main.0.weight";
+    std::string models;
     for (const auto& e : sd)
       if (e.name.size() > tail.size() && e.name.compare(e.name.size() - tail.size(), tail.size(), tail) == 0)
-        throw std::invalid_argument(file + " has no main.0.weight at its top level, but has a model under '" +
-                                    e.name.substr(0, e.name.size() - tail.size()) + "': give " + key_flag +
-                                    " " + e.name.substr(0, e.name.size() - tail.size()));
+        models += (models.empty() ? "'" : ", '") + e.name.substr(0, e.name.size() - tail.size()) + "'";
+    if (!models.empty())
+      throw std::invalid_argument(file + " has no main.0.weight at its top level, but holds models under " +
+                                  models + ": give " + key_flag + " with one of them");
   }
   return sd;
 }

@@ -134,6 +134,10 @@ for case in $CASES; do
     expect_in "$WORK/o" "holds a model built with --image-size 32 --nz 16 --ngf 8 --channels 1"
     "$TRAIN" --resume "$WORK/rp" --netG "$WORK/g.pth" >"$WORK/o" 2>&1 && fail "--netG with --resume was accepted"
     expect_in "$WORK/o" "netG cannot change when resuming"
+    # PyTorch's own training checkpoint (tests/data): the error names the models it holds.
+    "$GEN" --checkpoint "$HERE/../data/torch_1_13_checkpoint.pth" --num 1 --device cpu --grid "$WORK/n.png" >"$WORK/o" 2>&1 \
+      && fail "a nested checkpoint without --key was accepted"
+    expect_in "$WORK/o" "holds models under 'netG': give --key with one of them"
     echo "not a checkpoint" >"$WORK/text.pth"
     "$GEN" --checkpoint "$WORK/text.pth" --num 1 --device cpu --grid "$WORK/t.png" >"$WORK/o" 2>&1 && fail "a text file was accepted"
     expect_in "$WORK/o" "text.pth.*not a torch.save archive"
