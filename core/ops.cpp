@@ -651,7 +651,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
   if (x.is_cuda()) {
     // r = (1 - momentum) r + momentum * stat inside the same call (one launch, or cuDNN's own
     // running average), not four more launches per batch norm.
-    const bool track = running_mean.defined();
+    [[maybe_unused]] const bool track = running_mean.defined();  // unused in a CPU-only build
     ON_CUDA(op, cuda::batch_norm_forward_train(
                     x.data(), gamma, beta, y.data(), save_mean.data(), save_invstd.data(),
                     /*var_unbiased=*/nullptr, N, C, S, eps, track ? running_mean.data() : nullptr,
