@@ -248,6 +248,46 @@ TEST_CASE("torch checkpoint: save is atomic, and load_tensor_file tells the form
                     Contains("dir.pth") && Contains("temporary file"));
 }
 
+TEST_CASE("torch checkpoint: the records newer PyTorch adds are accepted, the folder name is any") {
+  // PyTorch 2.x writes byteorder, .data/version and .data/serialization_id beside data.pkl, and
+  // PyTorch < 1.9 named the folder after the file ("netG_epoch_24/").
+  const std::string pkl = one_tensor_pickle("0", 2, 0, {2}, {1});
+  SafetensorsContents c = parse(zip_of({{"netG_epoch_24/data.pkl", pkl}, {"netG_epoch_24/byteorder", "little"},
+                                        {"netG_epoch_24/data/0", floats({1.5f, -2.f})},
+                                        {"netG_epoch_24/version", "3\n"}, {"netG_epoch_24/.data/version", "3\n"},
+                                        {"netG_epoch_24/.data/serialization_id", "1234567890123456789012345678901234567890"}}));
+  REQUIRE(c.tensors.size() == 1);
+  CHECK(c.tensors[0].name == "w");
+  CHECK(c.tensors[0].tensor.to_vector() == std::vector<float>{1.5f, -2.f});
+  // Deflated entries (an archive re-zipped by hand) read the same.
+  zip_error_t ze;
+  zip_error_init(&ze);
+  std::vector<uint8_t> stored = zip_of({{"a/data.pkl", pkl}, {"a/data/0", floats({3.f, 4.f})}});
+  zip_source_t* mem = zip_source_buffer_create(nullptr, 0, 0, &ze);
+  zip_t* za = zip_open_from_source(mem, ZIP_TRUNCATE, &ze);
+  REQUIRE(za);
+  zip_source_keep(mem);
+  // libzip reads the buffers at zip_close, so they outlive the loop.
+  const std::vector<std::pair<std::string, std::string>> entries = {{"a/data.pkl", pkl}, {"a/data/0", floats({3.f, 4.f})}};
+  for (const auto& [name, bytes] : entries) {
+    const zip_int64_t idx = zip_file_add(za, name.c_str(), zip_source_buffer(za, bytes.data(), bytes.size(), 0), 0);
+    REQUIRE(idx >= 0);
+    REQUIRE(zip_set_file_compression(za, static_cast<zip_uint64_t>(idx), ZIP_CM_DEFLATE, 9) == 0);
+  }
+  REQUIRE(zip_close(za) == 0);
+  REQUIRE(zip_source_open(mem) == 0);
+  zip_source_seek(mem, 0, SEEK_END);
+  std::vector<uint8_t> deflated(static_cast<std::size_t>(zip_source_tell(mem)));
+  zip_source_seek(mem, 0, SEEK_SET);
+  REQUIRE(zip_source_read(mem, deflated.data(), deflated.size()) == static_cast<zip_int64_t>(deflated.size()));
+  zip_source_close(mem);
+  zip_source_free(mem);
+  REQUIRE(deflated.size() > 30);
+  CHECK(deflated[8] == 8);  // the first local header's method: deflate
+  CHECK(parse(deflated).tensors.at(0).tensor.to_vector() == std::vector<float>{3.f, 4.f});
+  CHECK(parse(stored).tensors.at(0).tensor.to_vector() == std::vector<float>{3.f, 4.f});
+}
+
 TEST_CASE("torch checkpoint: views are read through their offset and strides, and checked") {
   const std::string data = floats({0, 1, 2, 3, 4, 5});
   // [2, 2] at offset 1 with strides (3, 1): elements 1, 2, 4, 5.
