@@ -14,10 +14,6 @@ using namespace gantry;
 
 namespace {
 
-bool ends_with(const std::string& s, const std::string& tail) {
-  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
-}
-
 int run(int argc, char** argv) {
   std::string in, out, key;
   CLI::App app{"gantry_convert: safetensors <-> torch.save checkpoints (gantry " + std::string(version()) + ")"};
@@ -27,8 +23,9 @@ int run(int argc, char** argv) {
   app.add_option("--key", key, "keep only the tensors under this name, without it (a torch training checkpoint {'netG': ..., 'netD': ...}: --key netG)");
   try {
     app.parse(argc, argv);
-    const bool to_torch = ends_with(out, ".pth") || ends_with(out, ".pt") || ends_with(out, ".bin");
-    if (!to_torch && !ends_with(out, ".safetensors"))
+    const std::string tail = ".safetensors";
+    const bool safetensors = out.size() >= tail.size() && out.compare(out.size() - tail.size(), tail.size(), tail) == 0;
+    if (!is_torch_checkpoint_path(out) && !safetensors)
       throw CLI::ValidationError("output " + out + ": the extension says the format; use .safetensors, or .pth/.pt/.bin for torch.save");
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
@@ -42,7 +39,7 @@ int run(int argc, char** argv) {
       throw std::invalid_argument("--key " + key + ": " + in + " has " + e.what());
     }
   }
-  const bool to_torch = !ends_with(out, ".safetensors");
+  const bool to_torch = is_torch_checkpoint_path(out);
   Metadata meta;
   if (key.empty()) {
     meta = c.metadata;

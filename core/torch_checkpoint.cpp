@@ -2,9 +2,6 @@
 // container through libzip. See torch_checkpoint.h for the format and the contract.
 #include "gantry/core/torch_checkpoint.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -88,33 +85,30 @@ const char* kind_name(Py::Kind k) {
   return "?";
 }
 
-// torch.<X>Storage -> the element type it holds.
+// torch.<X>Storage <-> the element type it holds (both directions from one table).
+struct StorageType {
+  DType dtype;
+  const char* name;
+};
+constexpr StorageType kStorageTypes[] = {
+    {DType::F32, "FloatStorage"}, {DType::F64, "DoubleStorage"}, {DType::F16, "HalfStorage"},
+    {DType::BF16, "BFloat16Storage"}, {DType::I64, "LongStorage"}, {DType::I32, "IntStorage"},
+    {DType::I16, "ShortStorage"}, {DType::I8, "CharStorage"}, {DType::U8, "ByteStorage"},
+    {DType::BOOL, "BoolStorage"}};
+
 bool storage_dtype(const std::string& module, const std::string& name, DType* out) {
   if (module != "torch") return false;
-  static const std::map<std::string, DType> kTypes = {
-      {"FloatStorage", DType::F32}, {"DoubleStorage", DType::F64}, {"HalfStorage", DType::F16},
-      {"BFloat16Storage", DType::BF16}, {"LongStorage", DType::I64}, {"IntStorage", DType::I32},
-      {"ShortStorage", DType::I16}, {"CharStorage", DType::I8}, {"ByteStorage", DType::U8},
-      {"BoolStorage", DType::BOOL}};
-  auto it = kTypes.find(name);
-  if (it == kTypes.end()) return false;
-  *out = it->second;
-  return true;
+  for (const auto& t : kStorageTypes)
+    if (name == t.name) {
+      *out = t.dtype;
+      return true;
+    }
+  return false;
 }
 
-[[maybe_unused]] const char* storage_class(DType t) {  // unused without libzip
-  switch (t) {
-    case DType::F32: return "FloatStorage";
-    case DType::F64: return "DoubleStorage";
-    case DType::F16: return "HalfStorage";
-    case DType::BF16: return "BFloat16Storage";
-    case DType::I64: return "LongStorage";
-    case DType::I32: return "IntStorage";
-    case DType::I16: return "ShortStorage";
-    case DType::I8: return "CharStorage";
-    case DType::U8: return "ByteStorage";
-    case DType::BOOL: return "BoolStorage";
-  }
+[[maybe_unused]] const char* storage_class(DType dtype) {  // unused without libzip
+  for (const auto& t : kStorageTypes)
+    if (t.dtype == dtype) return t.name;
   return "FloatStorage";
 }
 
@@ -720,7 +714,7 @@ SafetensorsContents parse_torch_checkpoint(const uint8_t* data, std::size_t size
 #if !defined(GANTRY_HAVE_LIBZIP)
   fail(name, kNoLibzip);
 #else
-  const auto entries = read_zip(data, size, name);
+  auto entries = read_zip(data, size, name);
   // The archive's one top folder ("archive/" now, the file's stem in older PyTorch).
   for (const auto& [entry, bytes] : entries)
     if (ends_with(entry, "/constants.pkl") || entry.find("/code/") != std::string::npos)
@@ -735,9 +729,9 @@ SafetensorsContents parse_torch_checkpoint(const uint8_t* data, std::size_t size
     }
   }
   if (prefix.empty()) fail(name, "is a ZIP archive without <folder>/data.pkl, so not one torch.save wrote");
-  std::map<std::string, std::vector<uint8_t>> records;
-  for (const auto& [entry, bytes] : entries)
-    if (entry.compare(0, prefix.size(), prefix) == 0) records.emplace(entry.substr(prefix.size()), bytes);
+  std::map<std::string, std::vector<uint8_t>> records;  // moved, not copied: storages can be large
+  for (auto& [entry, bytes] : entries)
+    if (entry.compare(0, prefix.size(), prefix) == 0) records.emplace(entry.substr(prefix.size()), std::move(bytes));
   auto order = records.find("byteorder");
   if (order != records.end()) {
     std::string bo(order->second.begin(), order->second.end());
@@ -840,21 +834,14 @@ void save_torch_checkpoint(const std::string& path, const StateDict& tensors) {
   write_file_atomic(path, bytes.data(), bytes.size(), "save_torch_checkpoint");
 }
 
-bool is_zip_file(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  uint8_t head[4] = {0, 0, 0, 0};
-  const ssize_t n = ::read(fd, head, sizeof head);
-  ::close(fd);
-  return n == 4 && std::memcmp(head, "PK\x03\x04", 4) == 0;
-}
+bool is_torch_checkpoint_path(const std::string& path) { return torch_extension(path); }
 
 SafetensorsContents load_tensor_file(const std::string& path) {
-  if (is_zip_file(path)) return load_torch_checkpoint(path);
-  // Not a ZIP: safetensors, or a torch file gantry cannot read, which says why (so does a file
-  // named .pth that is neither).
+  // One read; the first bytes say which format. A file named .pth that is neither goes to the
+  // torch reader too, which says why it is not one.
   const std::vector<uint8_t> bytes = read_file_bytes(path, "checkpoint");
-  if (is_legacy_torch(bytes.data(), bytes.size()) || torch_extension(path))
+  const bool zip = bytes.size() >= 4 && std::memcmp(bytes.data(), "PK\x03\x04", 4) == 0;
+  if (zip || is_legacy_torch(bytes.data(), bytes.size()) || torch_extension(path))
     return parse_torch_checkpoint(bytes.data(), bytes.size(), path);
   return parse_safetensors(bytes.data(), bytes.size(), path);
 }

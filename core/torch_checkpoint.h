@@ -58,8 +58,8 @@ std::vector<uint8_t> serialize_torch_checkpoint(const StateDict& tensors);
 // Writes it atomically; torch.load(path) gives the state_dict back.
 void save_torch_checkpoint(const std::string& path, const StateDict& tensors);
 
-// Whether the file starts like a ZIP archive (what torch.save writes), by its first bytes.
-bool is_zip_file(const std::string& path);
+// Whether save_tensor_file writes `path` as a torch.save archive: it ends in .pth, .pt or .bin.
+bool is_torch_checkpoint_path(const std::string& path);
 
 // Reads either checkpoint format, told apart by the file's first bytes: a torch.save archive
 // (.pth/.pt) or safetensors. What every app loads weights with.
