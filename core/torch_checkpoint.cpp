@@ -14,6 +14,7 @@
 #include <unordered_map>
 
 #include "gantry/core/file_bytes.h"
+#include "gantry/core/pickle.h"
 
 #if defined(GANTRY_HAVE_LIBZIP)
 #include <zip.h>
@@ -36,54 +37,8 @@ bool torch_extension(const std::string& path) {
   return ends_with(path, ".pth") || ends_with(path, ".pt") || ends_with(path, ".bin");
 }
 
-// The pickle opcodes this reader and writer use (Python's Lib/pickletools.py documents them).
-enum Op : uint8_t {
-  MARK = '(', STOP = '.', POP = '0', POP_MARK = '1', DUP = '2', NONE = 'N', BININT = 'J',
-  BININT1 = 'K', BININT2 = 'M', BINFLOAT = 'G', BINSTRING = 'T', SHORT_BINSTRING = 'U',
-  BINUNICODE = 'X', BINBYTES = 'B', SHORT_BINBYTES = 'C', EMPTY_TUPLE = ')', TUPLE = 't',
-  EMPTY_LIST = ']', APPEND = 'a', APPENDS = 'e', EMPTY_DICT = '}', SETITEM = 's',
-  SETITEMS = 'u', GLOBAL = 'c', REDUCE = 'R', BUILD = 'b', BINPERSID = 'Q', BINPUT = 'q',
-  LONG_BINPUT = 'r', BINGET = 'h', LONG_BINGET = 'j', PROTO = 0x80, NEWOBJ = 0x81,
-  TUPLE1 = 0x85, TUPLE2 = 0x86, TUPLE3 = 0x87, NEWTRUE = 0x88, NEWFALSE = 0x89, LONG1 = 0x8a,
-  LONG4 = 0x8b, SHORT_BINUNICODE = 0x8c, BINUNICODE8 = 0x8d, BINBYTES8 = 0x8e,
-  NEWOBJ_EX = 0x92, STACK_GLOBAL = 0x93, MEMOIZE = 0x94, FRAME = 0x95,
-};
-
-// A pickled value. Only what a state_dict is made of; any other object is an Object that
-// records its class name (nothing of it is ever run). Values belong to the Unpickler that made
-// them (an arena): a pickle can make cycles (a list holding itself, through the memo), which
-// shared ownership would leak.
-struct Py;
-using PyRef = Py*;
-struct Py {
-  enum class Kind { None, Bool, Int, Float, Str, Bytes, Tuple, List, Dict, Global, Storage, Tensor, Object };
-  Kind kind = Kind::None;
-  int64_t i = 0;                 // Bool, Int; Storage: element count
-  double f = 0;                  // Float
-  std::string s, s2;             // Str/Bytes: s; Global/Object: module s, name s2; Storage: key s
-  std::vector<PyRef> items;      // Tuple/List; Dict: key, value, key, value, ...
-  DType dtype = DType::F32;      // Storage, Tensor
-  Tensor tensor;                 // Tensor
-};
-
-const char* kind_name(Py::Kind k) {
-  switch (k) {
-    case Py::Kind::None: return "None";
-    case Py::Kind::Bool: return "bool";
-    case Py::Kind::Int: return "int";
-    case Py::Kind::Float: return "float";
-    case Py::Kind::Str: return "str";
-    case Py::Kind::Bytes: return "bytes";
-    case Py::Kind::Tuple: return "tuple";
-    case Py::Kind::List: return "list";
-    case Py::Kind::Dict: return "dict";
-    case Py::Kind::Global: return "global";
-    case Py::Kind::Storage: return "storage";
-    case Py::Kind::Tensor: return "tensor";
-    case Py::Kind::Object: return "object";
-  }
-  return "?";
-}
+using pickle::Value;
+using namespace pickle;  // the opcodes, for the writer
 
 // torch.<X>Storage <-> the element type it holds (both directions from one table).
 struct StorageType {
@@ -111,348 +66,128 @@ bool storage_dtype(const std::string& module, const std::string& name, DType* ou
     if (t.dtype == dtype) return t.name;
   return "FloatStorage";
 }
+// ---- reading: torch's storages and tensors on top of the generic unpickler ----------------
 
-// ---- the unpickler ------------------------------------------------------------------------
-
-// Runs data.pkl. Storages are looked up in `records` (entry name under the archive's folder ->
-// bytes) when a tensor is rebuilt from them.
-class Unpickler {
+// Storages are looked up in `records` (entry name under the archive's folder -> bytes) when a
+// tensor is rebuilt from them. Storage and tensor values are Extension values whose handle
+// indexes `storages` / `tensors`.
+class TorchHooks : public Hooks {
  public:
-  Unpickler(const std::vector<uint8_t>& pkl, const std::map<std::string, std::vector<uint8_t>>& records,
-            std::string name, std::size_t decoded_limit)
-      : p_(pkl), records_(records), name_(std::move(name)), decoded_limit_(decoded_limit) {}
+  struct StorageRef {
+    std::string key;
+    int64_t numel = 0;
+    DType dtype = DType::F32;
+  };
+  struct TensorRef {
+    Tensor tensor;
+    DType dtype = DType::F32;
+  };
+  std::vector<StorageRef> storages;
+  std::vector<TensorRef> tensors;
 
-  // The object data.pkl builds; it lives as long as this Unpickler.
-  PyRef run() {
-    for (;;) {
-      const std::size_t at = pos_;
-      const uint8_t op = byte();
-      switch (op) {
-        case PROTO: byte(); break;
-        case FRAME: bytes(8); break;
-        case STOP:
-          if (stack_.size() != 1 || !marks_.empty())
-            bad(at, "STOP with " + std::to_string(stack_.size()) + " values on the stack (want 1)");
-          return stack_.back();
-        case MARK: marks_.push_back(stack_.size()); break;
-        case POP: pop(at); break;
-        case POP_MARK: take_to_mark(at); break;
-        case DUP: stack_.push_back(top(at)); break;
-        case NONE: stack_.push_back(make(Py::Kind::None)); break;
-        case NEWTRUE: case NEWFALSE: {
-          auto v = make(Py::Kind::Bool);
-          v->i = op == NEWTRUE;
-          stack_.push_back(v);
-          break;
-        }
-        case BININT: push_int(static_cast<int32_t>(le(4))); break;
-        case BININT1: push_int(byte()); break;
-        case BININT2: push_int(static_cast<int64_t>(le(2))); break;
-        case LONG1: push_long(at, byte()); break;
-        case LONG4: push_long(at, le(4)); break;
-        case BINFLOAT: {
-          const uint8_t* b = bytes(8);
-          uint64_t bits = 0;
-          for (int k = 0; k < 8; ++k) bits = bits << 8 | b[k];  // big-endian, unlike the rest
-          auto v = make(Py::Kind::Float);
-          std::memcpy(&v->f, &bits, 8);
-          stack_.push_back(v);
-          break;
-        }
-        case BINUNICODE: case BINSTRING: push_str(Py::Kind::Str, le(4)); break;
-        case SHORT_BINUNICODE: case SHORT_BINSTRING: push_str(Py::Kind::Str, byte()); break;
-        case BINUNICODE8: push_str(Py::Kind::Str, le(8)); break;
-        case BINBYTES: push_str(Py::Kind::Bytes, le(4)); break;
-        case SHORT_BINBYTES: push_str(Py::Kind::Bytes, byte()); break;
-        case BINBYTES8: push_str(Py::Kind::Bytes, le(8)); break;
-        case EMPTY_TUPLE: stack_.push_back(make(Py::Kind::Tuple)); break;
-        case TUPLE: {
-          auto t = make(Py::Kind::Tuple);
-          t->items = take_to_mark(at);
-          stack_.push_back(t);
-          break;
-        }
-        case TUPLE1: case TUPLE2: case TUPLE3: {
-          const std::size_t n = op - TUPLE1 + 1;
-          if (stack_.size() < n + base()) bad(at, "TUPLE" + std::to_string(n) + " on a short stack");
-          auto t = make(Py::Kind::Tuple);
-          t->items.assign(stack_.end() - static_cast<std::ptrdiff_t>(n), stack_.end());
-          stack_.resize(stack_.size() - n);
-          stack_.push_back(t);
-          break;
-        }
-        case EMPTY_LIST: stack_.push_back(make(Py::Kind::List)); break;
-        case APPEND: {
-          PyRef v = pop(at);
-          PyRef l = top(at);
-          if (l->kind != Py::Kind::List) bad(at, std::string("APPEND to a ") + kind_name(l->kind));
-          l->items.push_back(v);
-          break;
-        }
-        case APPENDS: {
-          std::vector<PyRef> vs = take_to_mark(at);
-          PyRef l = top(at);
-          if (l->kind != Py::Kind::List) bad(at, std::string("APPENDS to a ") + kind_name(l->kind));
-          l->items.insert(l->items.end(), vs.begin(), vs.end());
-          break;
-        }
-        case EMPTY_DICT: stack_.push_back(make(Py::Kind::Dict)); break;
-        case SETITEM: {
-          PyRef v = pop(at);
-          PyRef k = pop(at);
-          set_items(at, top(at), {k, v});
-          break;
-        }
-        case SETITEMS: {
-          std::vector<PyRef> kv = take_to_mark(at);
-          if (kv.size() % 2) bad(at, "SETITEMS with an odd number of values");
-          set_items(at, top(at), kv);
-          break;
-        }
-        case GLOBAL: {
-          auto g = make(Py::Kind::Global);
-          g->s = line(at);
-          g->s2 = line(at);
-          stack_.push_back(g);
-          break;
-        }
-        case STACK_GLOBAL: {
-          PyRef n = pop(at), m = pop(at);
-          if (m->kind != Py::Kind::Str || n->kind != Py::Kind::Str) bad(at, "STACK_GLOBAL of non-strings");
-          auto g = make(Py::Kind::Global);
-          g->s = m->s;
-          g->s2 = n->s;
-          stack_.push_back(g);
-          break;
-        }
-        case REDUCE: {
-          PyRef args = pop(at);
-          PyRef fn = pop(at);
-          stack_.push_back(reduce(at, fn, args));
-          break;
-        }
-        case NEWOBJ: case NEWOBJ_EX: {
-          if (op == NEWOBJ_EX) pop(at);  // kwargs
-          pop(at);                       // args
-          PyRef cls = pop(at);
-          stack_.push_back(object_of(cls));
-          break;
-        }
-        case BUILD:
-          // An object's state (an OrderedDict's _metadata, a module's __dict__): not needed for
-          // the tensors, so dropped.
-          pop(at);
-          top(at);
-          break;
-        case BINPERSID: stack_.push_back(storage(at, pop(at))); break;
-        case BINPUT: memo_[byte()] = top(at); break;
-        case LONG_BINPUT: memo_[le(4)] = top(at); break;
-        case MEMOIZE: memo_[memo_.size()] = top(at); break;
-        case BINGET: get(at, byte()); break;
-        case LONG_BINGET: get(at, le(4)); break;
-        default: {
-          char hex[8];
-          std::snprintf(hex, sizeof hex, "0x%02x", op);
-          bad(at, std::string("pickle opcode ") + hex +
-                      " is not one a state_dict uses (a pickle gantry cannot read)");
-        }
-      }
-    }
-  }
+  TorchHooks(const std::map<std::string, std::vector<uint8_t>>& records, std::size_t decoded_limit)
+      : records_(records), decoded_limit_(decoded_limit) {}
 
- private:
-  PyRef make(Py::Kind k) {
-    arena_.push_back(std::make_unique<Py>());
-    arena_.back()->kind = k;
-    return arena_.back().get();
-  }
-  [[noreturn]] void bad(std::size_t at, const std::string& what) const {
-    fail(name_, "data.pkl at byte " + std::to_string(at) + ": " + what);
-  }
-  uint8_t byte() {
-    if (pos_ >= p_.size()) bad(pos_, "the pickle ends without STOP (truncated?)");
-    return p_[pos_++];
-  }
-  const uint8_t* bytes(uint64_t n) {
-    if (n > p_.size() - pos_) bad(pos_, "a " + std::to_string(n) + "-byte field runs past the end of the pickle (truncated?)");
-    const uint8_t* b = p_.data() + pos_;
-    pos_ += static_cast<std::size_t>(n);
-    return b;
-  }
-  uint64_t le(int n) {
-    const uint8_t* b = bytes(static_cast<uint64_t>(n));
-    uint64_t v = 0;
-    for (int k = n - 1; k >= 0; --k) v = v << 8 | b[k];
-    return v;
-  }
-  std::string line(std::size_t at) {
-    const std::size_t start = pos_;
-    while (pos_ < p_.size() && p_[pos_] != '\n') ++pos_;
-    if (pos_ >= p_.size()) bad(at, "GLOBAL without its newline (truncated?)");
-    return std::string(reinterpret_cast<const char*>(p_.data()) + start, pos_++ - start);
-  }
-  std::size_t base() const { return marks_.empty() ? 0 : marks_.back(); }
-  PyRef pop(std::size_t at) {
-    if (stack_.size() <= base()) bad(at, "pop from an empty stack (or past a MARK)");
-    PyRef v = stack_.back();
-    stack_.pop_back();
-    return v;
-  }
-  PyRef top(std::size_t at) {
-    if (stack_.size() <= base()) bad(at, "an opcode needs a value and the stack is empty");
-    return stack_.back();
-  }
-  std::vector<PyRef> take_to_mark(std::size_t at) {
-    if (marks_.empty()) bad(at, "no MARK to take values back to");
-    const std::size_t m = marks_.back();
-    marks_.pop_back();
-    std::vector<PyRef> vs(stack_.begin() + static_cast<std::ptrdiff_t>(m), stack_.end());
-    stack_.resize(m);
-    return vs;
-  }
-  void get(std::size_t at, uint64_t key) {
-    auto it = memo_.find(key);
-    if (it == memo_.end()) bad(at, "memo entry " + std::to_string(key) + " was never stored");
-    stack_.push_back(it->second);
-  }
-  void push_int(int64_t v) {
-    auto p = make(Py::Kind::Int);
-    p->i = v;
-    stack_.push_back(p);
-  }
-  void push_long(std::size_t at, uint64_t n) {
-    if (n > 8) bad(at, "an integer of " + std::to_string(n) + " bytes (gantry reads up to 64-bit integers)");
-    const uint8_t* b = bytes(n);
-    uint64_t v = 0;
-    for (uint64_t k = n; k-- > 0;) v = v << 8 | b[k];
-    if (n > 0 && n < 8 && (b[n - 1] & 0x80)) v |= ~uint64_t{0} << (8 * n);  // sign-extend
-    int64_t s;
-    std::memcpy(&s, &v, 8);
-    push_int(s);
-  }
-  void push_str(Py::Kind k, uint64_t n) {
-    const uint8_t* b = bytes(n);
-    auto p = make(k);
-    p->s.assign(reinterpret_cast<const char*>(b), static_cast<std::size_t>(n));
-    stack_.push_back(p);
-  }
-  void set_items(std::size_t at, PyRef d, const std::vector<PyRef>& kv) {
-    if (d->kind == Py::Kind::Object) return;  // a custom class's items: not read
-    if (d->kind != Py::Kind::Dict) bad(at, std::string("SETITEM(S) on a ") + kind_name(d->kind));
-    d->items.insert(d->items.end(), kv.begin(), kv.end());
-  }
-  PyRef object_of(PyRef cls) {
-    auto o = make(Py::Kind::Object);
-    if (cls->kind == Py::Kind::Global) {
-      o->s = cls->s;
-      o->s2 = cls->s2;
-    } else {
-      o->s = "?";
-      o->s2 = kind_name(cls->kind);
-    }
-    return o;
-  }
+  static bool is_tensor(const Value& v) { return v.kind == Value::Kind::Extension && v.s == "tensor"; }
 
-  // ("storage", torch.FloatStorage, "<key>", "<location>", numel) -> a Storage.
-  PyRef storage(std::size_t at, PyRef pid) {
+  // ("storage", torch.FloatStorage, "<key>", "<location>", numel) -> a storage.
+  Value* persistent_load(Unpickler& u, std::size_t at, Value* pid) override {
     const auto& t = pid->items;
-    if (pid->kind != Py::Kind::Tuple || t.size() < 5 || t[0]->kind != Py::Kind::Str || t[0]->s != "storage")
-      bad(at, "a persistent id that is not ('storage', type, key, location, numel)");
-    if (t[1]->kind != Py::Kind::Global || t[2]->kind != Py::Kind::Str || t[4]->kind != Py::Kind::Int)
-      bad(at, "a malformed storage id");
-    auto s = make(Py::Kind::Storage);
-    if (!storage_dtype(t[1]->s, t[1]->s2, &s->dtype))
-      bad(at, "storage type " + t[1]->s + "." + t[1]->s2 +
-                  " is not supported (gantry reads Float, Double, Half, BFloat16, Long, Int, "
-                  "Short, Char, Byte and Bool storages)");
-    s->s = t[2]->s;
-    s->i = t[4]->i;
-    if (s->i < 0) bad(at, "storage '" + s->s + "' has a negative size");
-    auto it = records_.find("data/" + s->s);
-    if (it == records_.end()) bad(at, "storage '" + s->s + "' has no record data/" + s->s + " in the archive");
-    const uint64_t want = static_cast<uint64_t>(s->i) * dtype_size(s->dtype);
-    if (static_cast<uint64_t>(s->i) > std::numeric_limits<uint64_t>::max() / 8 || it->second.size() != want)
-      bad(at, "storage '" + s->s + "' holds " + std::to_string(it->second.size()) + " bytes, but its " +
-                  std::to_string(s->i) + " " + dtype_name(s->dtype) + " elements need " +
-                  std::to_string(want) + " (truncated or corrupt archive)");
-    return s;
+    if (pid->kind != Value::Kind::Tuple || t.size() < 5 || t[0]->kind != Value::Kind::Str || t[0]->s != "storage")
+      u.bad(at, "a persistent id that is not ('storage', type, key, location, numel)");
+    if (t[1]->kind != Value::Kind::Global || t[2]->kind != Value::Kind::Str || t[4]->kind != Value::Kind::Int)
+      u.bad(at, "a malformed storage id");
+    StorageRef s;
+    if (!storage_dtype(t[1]->s, t[1]->s2, &s.dtype))
+      u.bad(at, "storage type " + t[1]->s + "." + t[1]->s2 +
+                    " is not supported (gantry reads Float, Double, Half, BFloat16, Long, Int, "
+                    "Short, Char, Byte and Bool storages)");
+    s.key = t[2]->s;
+    s.numel = t[4]->i;
+    if (s.numel < 0) u.bad(at, "storage '" + s.key + "' has a negative size");
+    auto it = records_.find("data/" + s.key);
+    if (it == records_.end()) u.bad(at, "storage '" + s.key + "' has no record data/" + s.key + " in the archive");
+    const uint64_t want = static_cast<uint64_t>(s.numel) * dtype_size(s.dtype);
+    if (static_cast<uint64_t>(s.numel) > std::numeric_limits<uint64_t>::max() / 8 || it->second.size() != want)
+      u.bad(at, "storage '" + s.key + "' holds " + std::to_string(it->second.size()) + " bytes, but its " +
+                    std::to_string(s.numel) + " " + dtype_name(s.dtype) + " elements need " +
+                    std::to_string(want) + " (truncated or corrupt archive)");
+    storages.push_back(s);
+    Value* v = u.make(Value::Kind::Extension);
+    v->s = "storage";
+    v->i = static_cast<int64_t>(storages.size() - 1);
+    return v;
   }
 
-  static std::string global_name(PyRef g) { return g->s + "." + g->s2; }
-
-  PyRef reduce(std::size_t at, PyRef fn, PyRef args, int depth = 0) {
-    if (fn->kind != Py::Kind::Global) bad(at, std::string("REDUCE of a ") + kind_name(fn->kind));
-    if (args->kind != Py::Kind::Tuple) bad(at, "REDUCE with arguments that are not a tuple");
-    const std::string g = global_name(fn);
+  Value* reduce(Unpickler& u, std::size_t at, const std::string& g, Value* args, int depth) override {
     const auto& a = args->items;
-    if (g == "collections.OrderedDict") {
-      if (!a.empty()) bad(at, "OrderedDict(...) with arguments (gantry reads an empty one filled by SETITEMS)");
-      return make(Py::Kind::Dict);
-    }
     if (g == "torch._utils._rebuild_tensor_v2" || g == "torch._utils._rebuild_tensor") {
-      if (a.size() < 4) bad(at, g + " with " + std::to_string(a.size()) + " arguments (want at least 4)");
-      return rebuild_tensor(at, a[0], a[1], a[2], a[3]);
+      if (a.size() < 4) u.bad(at, g + " with " + std::to_string(a.size()) + " arguments (want at least 4)");
+      return rebuild_tensor(u, at, a[0], a[1], a[2], a[3]);
     }
     if (g == "torch._utils._rebuild_parameter" || g == "torch._utils._rebuild_parameter_with_state") {
-      if (a.empty() || a[0]->kind != Py::Kind::Tensor) bad(at, g + " of something that is not a tensor");
+      if (a.empty() || !is_tensor(*a[0])) u.bad(at, g + " of something that is not a tensor");
       return a[0];
     }
     if (g == "torch._utils._rebuild_from_type_v2" || g == "torch._tensor._rebuild_from_type_v2") {
       // (func, type, args, state): a tensor subclass; the tensor is func(*args).
-      if (a.size() < 3 || a[2]->kind != Py::Kind::Tuple) bad(at, g + " with malformed arguments");
-      if (depth >= 4) bad(at, g + " nested more than 4 deep");  // bounded recursion on any input
-      return reduce(at, a[0], a[2], depth + 1);
+      if (a.size() < 3 || a[2]->kind != Value::Kind::Tuple) u.bad(at, g + " with malformed arguments");
+      if (depth >= 4) u.bad(at, g + " nested more than 4 deep");  // bounded recursion on any input
+      return u.reduce(at, a[0], a[2], depth + 1);
     }
-    return object_of(fn);  // any other call: an object we do not open
+    return nullptr;
   }
 
-  PyRef rebuild_tensor(std::size_t at, PyRef st, PyRef off, PyRef size, PyRef stride) {
-    if (st->kind != Py::Kind::Storage) bad(at, "a tensor whose storage is a " + std::string(kind_name(st->kind)));
-    if (off->kind != Py::Kind::Int || off->i < 0) bad(at, "a tensor with a bad storage offset");
-    auto ints = [&](PyRef t, const char* what) {
-      if (t->kind != Py::Kind::Tuple) bad(at, std::string("a tensor whose ") + what + " is not a tuple");
+ private:
+  Value* rebuild_tensor(Unpickler& u, std::size_t at, Value* st, Value* off, Value* size, Value* stride) {
+    if (st->kind != Value::Kind::Extension || st->s != "storage")
+      u.bad(at, "a tensor whose storage is a " + type_name(*st));
+    const StorageRef& storage = storages[static_cast<std::size_t>(st->i)];
+    if (off->kind != Value::Kind::Int || off->i < 0) u.bad(at, "a tensor with a bad storage offset");
+    auto ints = [&](Value* t, const char* what) {
+      if (t->kind != Value::Kind::Tuple) u.bad(at, std::string("a tensor whose ") + what + " is not a tuple");
       std::vector<int64_t> v;
       for (const auto& e : t->items) {
-        if (e->kind != Py::Kind::Int || e->i < 0) bad(at, std::string("a tensor with a bad ") + what);
+        if (e->kind != Value::Kind::Int || e->i < 0) u.bad(at, std::string("a tensor with a bad ") + what);
         v.push_back(e->i);
       }
       return v;
     };
     const std::vector<int64_t> sz = ints(size, "size"), sd = ints(stride, "stride");
     if (sz.size() != sd.size())
-      bad(at, "a tensor with " + std::to_string(sz.size()) + " sizes but " + std::to_string(sd.size()) + " strides");
+      u.bad(at, "a tensor with " + std::to_string(sz.size()) + " sizes but " + std::to_string(sd.size()) + " strides");
     // The element count and the last element's storage index, without overflow.
     const uint64_t cap = uint64_t{1} << 40;
     uint64_t numel = 1, last = static_cast<uint64_t>(off->i);
     for (std::size_t d = 0; d < sz.size(); ++d) {
       const uint64_t n = static_cast<uint64_t>(sz[d]);
-      if (n != 0 && numel > cap / n) bad(at, "a tensor of more than 2^40 elements");
+      if (n != 0 && numel > cap / n) u.bad(at, "a tensor of more than 2^40 elements");
       numel *= n;
     }
     if (numel > 0) {
       for (std::size_t d = 0; d < sz.size(); ++d) {
         const uint64_t span = static_cast<uint64_t>(sz[d] - 1);
-        if (sd[d] != 0 && span > cap / static_cast<uint64_t>(sd[d])) bad(at, "a tensor whose strides reach past 2^40");
+        if (sd[d] != 0 && span > cap / static_cast<uint64_t>(sd[d])) u.bad(at, "a tensor whose strides reach past 2^40");
         last += span * static_cast<uint64_t>(sd[d]);
       }
-      if (last >= static_cast<uint64_t>(st->i))
-        bad(at, "a tensor view reaches element " + std::to_string(last) + " of storage '" + st->s +
-                    "', which has " + std::to_string(st->i) + " (corrupt archive)");
+      if (last >= static_cast<uint64_t>(storage.numel))
+        u.bad(at, "a tensor view reaches element " + std::to_string(last) + " of storage '" + storage.key +
+                      "', which has " + std::to_string(storage.numel) + " (corrupt archive)");
     }
     decoded_ += numel * sizeof(float);
     if (decoded_ > decoded_limit_)
-      bad(at, "the tensors would take " + std::to_string(decoded_) + " bytes as float32, more than " +
-                  std::to_string(decoded_limit_) + " for this file (views repeating their storage?)");
+      u.bad(at, "the tensors would take " + std::to_string(decoded_) + " bytes as float32, more than " +
+                    std::to_string(decoded_limit_) + " for this file (views repeating their storage?)");
     Shape shape(sz.begin(), sz.end());
     Tensor t = Tensor::zeros(shape);
     float* out = t.data();
-    const uint8_t* src = records_.at("data/" + st->s).data();
-    const std::size_t es = dtype_size(st->dtype);
+    const uint8_t* src = records_.at("data/" + storage.key).data();
+    const std::size_t es = dtype_size(storage.dtype);
     // Walk the view in row-major order with an index counter (any rank, any strides).
     std::vector<int64_t> idx(sz.size(), 0);
     uint64_t pos = static_cast<uint64_t>(off->i);
     for (uint64_t k = 0; k < numel; ++k) {
-      out[k] = decode_element(src + pos * es, st->dtype);
+      out[k] = decode_element(src + pos * es, storage.dtype);
       for (std::size_t d = sz.size(); d-- > 0;) {
         if (++idx[d] < sz[d]) {
           pos += static_cast<uint64_t>(sd[d]);
@@ -462,75 +197,83 @@ class Unpickler {
         idx[d] = 0;
       }
     }
-    auto r = make(Py::Kind::Tensor);
-    r->tensor = t;
-    r->dtype = st->dtype;
+    tensors.push_back({t, storage.dtype});
+    Value* r = u.make(Value::Kind::Extension);
+    r->s = "tensor";
+    r->i = static_cast<int64_t>(tensors.size() - 1);
     return r;
   }
 
-  const std::vector<uint8_t>& p_;
   const std::map<std::string, std::vector<uint8_t>>& records_;
-  std::string name_;
   std::size_t decoded_limit_;
   std::size_t decoded_ = 0;
-  std::size_t pos_ = 0;
-  std::vector<std::unique_ptr<Py>> arena_;
-  std::vector<PyRef> stack_;
-  std::vector<std::size_t> marks_;
-  std::unordered_map<uint64_t, PyRef> memo_;
 };
 
-std::string scalar_text(const Py& v) {
+std::string number_text(double f) {
+  // The shortest text that reads back as the same double, as Python's repr (2e-04, not
+  // 0.00020000000000000001).
+  char b[32];
+  for (int digits = 1; digits <= 17; ++digits) {
+    std::snprintf(b, sizeof b, "%.*g", digits, f);
+    if (std::strtod(b, nullptr) == f) break;
+  }
+  return b;
+}
+
+std::string scalar_text(const Value& v) {
   switch (v.kind) {
-    case Py::Kind::None: return "None";
-    case Py::Kind::Bool: return v.i ? "True" : "False";
-    case Py::Kind::Int: return std::to_string(v.i);
-    case Py::Kind::Float: {
-      // The shortest text that reads back as the same double, as Python's repr (2e-04, not
-      // 0.00020000000000000001).
-      char b[32];
-      for (int digits = 1; digits <= 17; ++digits) {
-        std::snprintf(b, sizeof b, "%.*g", digits, v.f);
-        if (std::strtod(b, nullptr) == v.f) break;
+    case Value::Kind::None: return "None";
+    case Value::Kind::Bool: return v.i ? "True" : "False";
+    case Value::Kind::Int: return std::to_string(v.i);
+    case Value::Kind::Float: return number_text(v.f);
+    case Value::Kind::Str: return v.s;
+    case Value::Kind::Bytes: return "<" + std::to_string(v.s.size()) + " bytes>";
+    case Value::Kind::Object: return "<" + type_name(v) + ">";
+    case Value::Kind::Array: {
+      if (v.shape.empty()) {  // a numpy scalar (np.float64(0.5) as a checkpoint's "best_loss")
+        const double x = v.element(0);
+        const char k = v.items[0]->s[0];
+        if (k == 'b') return x != 0 ? "True" : "False";
+        return k == 'f' ? number_text(x) : std::to_string(static_cast<int64_t>(x));
       }
-      return b;
+      std::string dims;
+      for (int64_t d : v.shape) dims += (dims.empty() ? "" : ",") + std::to_string(d);
+      return "<numpy array " + v.items[0]->s + " [" + dims + "]>";
     }
-    case Py::Kind::Str: return v.s;
-    case Py::Kind::Bytes: return "<" + std::to_string(v.s.size()) + " bytes>";
-    case Py::Kind::Object: return "<object of class " + v.s + "." + v.s2 + ">";
-    default: return std::string("<") + kind_name(v.kind) + ">";
+    default: return "<" + type_name(v) + ">";
   }
 }
 
 // Dicts (and lists/tuples inside them) -> "a.b.c" names; tensors to `out`, the rest to `meta`.
-void flatten(const std::string& file, PyRef v, const std::string& prefix, int depth,
-             SafetensorsContents& out, std::set<std::string>& names) {
+void flatten(const std::string& file, const TorchHooks& hooks, const Value* v, const std::string& prefix,
+             int depth, SafetensorsContents& out, std::set<std::string>& names) {
   if (depth > 64) fail(file, "the object nests deeper than 64 levels at '" + prefix + "' (a cycle?)");
   auto child = [&](const std::string& key) { return prefix.empty() ? key : prefix + "." + key; };
   switch (v->kind) {
-    case Py::Kind::Dict:
+    case Value::Kind::Dict:
       for (std::size_t k = 0; k + 1 < v->items.size(); k += 2) {
-        const Py& key = *v->items[k];
-        if (key.kind != Py::Kind::Str && key.kind != Py::Kind::Int)
-          fail(file, std::string("a dict key of type ") + kind_name(key.kind) + " under '" + prefix +
+        const Value& key = *v->items[k];
+        if (key.kind != Value::Kind::Str && key.kind != Value::Kind::Int)
+          fail(file, "a dict key of type " + type_name(key) + " under '" + prefix +
                          "' (state_dict keys are strings)");
-        const std::string ks = key.kind == Py::Kind::Str ? key.s : std::to_string(key.i);
+        const std::string ks = key.kind == Value::Kind::Str ? key.s : std::to_string(key.i);
         if (ks.empty()) fail(file, "an empty dict key under '" + prefix + "'");
-        flatten(file, v->items[k + 1], child(ks), depth + 1, out, names);
+        flatten(file, hooks, v->items[k + 1], child(ks), depth + 1, out, names);
       }
       return;
-    case Py::Kind::List:
-    case Py::Kind::Tuple:
+    case Value::Kind::List:
+    case Value::Kind::Tuple:
       for (std::size_t k = 0; k < v->items.size(); ++k)
-        flatten(file, v->items[k], child(std::to_string(k)), depth + 1, out, names);
-      return;
-    case Py::Kind::Tensor:
-      if (!names.insert(prefix).second) fail(file, "the name '" + prefix + "' occurs twice");
-      out.tensors.push_back({prefix, v->tensor, v->dtype});
+        flatten(file, hooks, v->items[k], child(std::to_string(k)), depth + 1, out, names);
       return;
     default:
       if (!names.insert(prefix).second) fail(file, "the name '" + prefix + "' occurs twice");
-      out.metadata[prefix] = scalar_text(*v);
+      if (TorchHooks::is_tensor(*v)) {
+        const auto& t = hooks.tensors[static_cast<std::size_t>(v->i)];
+        out.tensors.push_back({prefix, t.tensor, t.dtype});
+      } else {
+        out.metadata[prefix] = scalar_text(*v);
+      }
   }
 }
 
@@ -739,16 +482,18 @@ SafetensorsContents parse_torch_checkpoint(const uint8_t* data, std::size_t size
     if (bo != "little") fail(name, "stores its tensors " + bo + "-endian; gantry reads little-endian files");
   }
   const std::size_t decoded_limit = 16 * size + (1u << 20);
-  Unpickler up(records.at("data.pkl"), records, name, decoded_limit);
-  const PyRef root = up.run();
-  if (root->kind == Py::Kind::Object)
+  TorchHooks hooks(records, decoded_limit);
+  const std::vector<uint8_t>& pkl = records.at("data.pkl");
+  Unpickler up(pkl.data(), pkl.size(), "torch checkpoint '" + name + "': data.pkl", &hooks);
+  const Value* root = up.run();
+  if (root->kind == Value::Kind::Object)
     fail(name, "holds a pickled Python object of class " + root->s + "." + root->s2 +
                    " (torch.save(model)?), not a state_dict: save model.state_dict() instead");
-  if (root->kind != Py::Kind::Dict)
-    fail(name, std::string("holds a ") + kind_name(root->kind) + ", not a dict of tensors (a state_dict)");
+  if (root->kind != Value::Kind::Dict)
+    fail(name, "holds a " + type_name(*root) + ", not a dict of tensors (a state_dict)");
   SafetensorsContents out;
   std::set<std::string> names;
-  flatten(name, root, "", 0, out, names);
+  flatten(name, hooks, root, "", 0, out, names);
   return out;
 #endif
 }
