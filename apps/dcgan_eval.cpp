@@ -43,7 +43,7 @@ int run(int argc, char** argv) {
   app.add_option("--key", key, "the generator's name inside a checkpoint that holds several models (--key netG)");
   app.add_option("--features", features, "the feature classifier (.safetensors from gantry_classifier_train)")->required();
   app.add_option("--num", num, "images: generated, and real ones from the dataset")->check(CLI::Range(int64_t{2}, int64_t{1000000}));
-  app.add_option("--dataset", dataset, "real data: fashion-mnist, mnist, cifar10 or folder (default: the run's config)");
+  app.add_option("--dataset", dataset, "real data: fashion-mnist, mnist, cifar10, cifar100 or folder (default: the run's config)");
   app.add_option("--data", data_path, "dataset location (default: the run's config)");
   app.add_option("--json", json_out, "write the scores here (default RUN_DIR/eval.json, or eval.json next to a generator file)");
   app.add_option("--bn", bn, "generator batch norm: batch (batch statistics over chunks of 64, as the training samples) or eval (running statistics)")->check(CLI::IsMember({"batch", "eval"}));

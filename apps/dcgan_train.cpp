@@ -228,11 +228,8 @@ void validate(const Settings& s) {
   if (s.eval_every > 0 && s.features.empty())
     bad("--eval-every needs --features CLASSIFIER.safetensors (train one with gantry_classifier_train)");
   if (s.eval_num < 2) bad("--eval-num must be at least 2");
-  if ((s.dataset == "folder" || s.dataset == "cifar10" || s.dataset == "mnist") && s.data.empty())
-    bad("--dataset " + s.dataset + " needs --data PATH (" +
-        (s.dataset == "folder" ? std::string("a folder of images, e.g. CelebA's img_align_celeba")
-         : s.dataset == "cifar10" ? std::string("the folder with data_batch_1.bin ... test_batch.bin")
-                                  : std::string("the folder with the MNIST IDX files")) + ")");
+  if (s.data.empty() && !data::dataset_data_hint(s.dataset).empty())
+    bad("--dataset " + s.dataset + " needs --data PATH (" + data::dataset_data_hint(s.dataset) + ")");
 }
 
 int run(int argc, char** argv) {
@@ -240,9 +237,9 @@ int run(int argc, char** argv) {
   std::string resume;
   CLI::App app{"dcgan_train: train the DCGAN of the PyTorch example (gantry " + std::string(version()) + ")"};
   app.option_defaults()->always_capture_default();
-  auto* o_dataset = app.add_option("--dataset", s.dataset, "fashion-mnist (Debian's package, no download), mnist, cifar10 or folder")
-      ->check(CLI::IsMember({"fashion-mnist", "mnist", "cifar10", "folder"}));
-  auto* o_data = app.add_option("--data", s.data, "dataset location: a folder of images (folder), the CIFAR-10 binary folder, the MNIST IDX folder; default for fashion-mnist: " + data::default_fashion_mnist_dir());
+  auto* o_dataset = app.add_option("--dataset", s.dataset, "fashion-mnist (Debian's package, no download), mnist, cifar10, cifar100 or folder")
+      ->check(CLI::IsMember(data::dataset_kinds()));
+  auto* o_data = app.add_option("--data", s.data, "dataset location: a folder of images (folder); the CIFAR-10/100 folder, binary or python version (torchvision's root works); the MNIST IDX folder; default for fashion-mnist: " + data::default_fashion_mnist_dir());
   auto* o_size = app.add_option("--image-size", s.image_size, "image size: 32, 64 or 128 (one network stage per doubling)");
   auto* o_channels = app.add_option("--channels", s.channels, "image channels: 1 or 3 (0 = the dataset's own)");
   auto* o_batch = app.add_option("--batch-size", s.batch_size, "images per step");

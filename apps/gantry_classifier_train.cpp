@@ -48,7 +48,7 @@ int run(int argc, char** argv) {
   uint64_t seed = 1;
   CLI::App app{"gantry_classifier_train: the feature network for KID/FID (gantry " + std::string(version()) + ")"};
   app.option_defaults()->always_capture_default();
-  app.add_option("--dataset", dataset, "fashion-mnist, mnist, cifar10 or folder (class sub-folders)")->check(CLI::IsMember({"fashion-mnist", "mnist", "cifar10", "folder"}));
+  app.add_option("--dataset", dataset, "fashion-mnist, mnist, cifar10, cifar100 or folder (class sub-folders)")->check(CLI::IsMember(data::dataset_kinds()));
   app.add_option("--data", data_path, "dataset location (see dcgan_train --help)");
   app.add_option("--image-size", image_size, "input size (images are resized to it)")->check(CLI::Range(8, 512));
   app.add_option("--channels", channels, "1 or 3 (0 = the dataset's own)")->check(CLI::IsMember({0, 1, 3}));
@@ -65,8 +65,8 @@ int run(int argc, char** argv) {
   app.add_option("--out", out, "where to save the classifier (.safetensors)")->required();
   try {
     app.parse(argc, argv);
-    if ((dataset == "folder" || dataset == "cifar10" || dataset == "mnist") && data_path.empty())
-      throw CLI::ValidationError("--dataset " + dataset + " needs --data PATH");
+    if (data_path.empty() && !data::dataset_data_hint(dataset).empty())
+      throw CLI::ValidationError("--dataset " + dataset + " needs --data PATH (" + data::dataset_data_hint(dataset) + ")");
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }

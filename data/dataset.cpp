@@ -240,85 +240,6 @@ Example TensorDataset::get(size_t i) const {
   return ex;
 }
 
-// ---- CIFAR-10 ------------------------------------------------------------------------------------
-
-namespace {
-const std::vector<std::string> kCifarClasses = {"airplane", "automobile", "bird",  "cat",  "deer",
-                                                "dog",      "frog",       "horse", "ship", "truck"};
-
-// The batch files a CIFAR-10 folder must hold.
-std::vector<std::string> cifar_files(const std::string& path, bool train) {
-  std::error_code ec;
-  if (!fs::exists(path, ec)) throw std::runtime_error("cifar10 " + path + ": no such file or directory");
-  if (fs::is_regular_file(path, ec)) return {path};
-  std::vector<std::string> names;
-  if (train)
-    for (int b = 1; b <= 5; ++b) names.push_back("data_batch_" + std::to_string(b) + ".bin");
-  else
-    names.push_back("test_batch.bin");
-  // The tarball unpacks to cifar-10-batches-bin/: accept the folder above it too.
-  fs::path dir(path);
-  if (!fs::exists(dir / names[0], ec) && fs::is_directory(dir / "cifar-10-batches-bin", ec))
-    dir /= "cifar-10-batches-bin";
-  std::vector<std::string> files, missing;
-  for (const auto& n : names) {
-    if (fs::is_regular_file(dir / n, ec))
-      files.push_back((dir / n).string());
-    else
-      missing.push_back(n);
-  }
-  if (!missing.empty()) {
-    std::string msg = "cifar10 " + path + ": missing ";
-    for (size_t i = 0; i < missing.size(); ++i) msg += (i ? ", " : "") + missing[i];
-    msg += train ? " (the training set is data_batch_1.bin ... data_batch_5.bin)"
-                 : " (the test set is test_batch.bin)";
-    if (fs::exists(dir / (train ? "data_batch_1" : "test_batch"), ec))
-      msg += "; this looks like the Python (pickle) version: use the binary version, "
-             "cifar-10-binary.tar.gz";
-    else
-      msg += "; expected the binary version (cifar-10-binary.tar.gz, unpacked)";
-    throw std::runtime_error(msg);
-  }
-  return files;
-}
-}  // namespace
-
-Cifar10::Cifar10(const std::string& path, bool train) {
-  constexpr int kSide = 32, kPlane = kSide * kSide;
-  width_ = height_ = kSide;
-  channels_ = 3;
-  num_classes_ = 10;
-  class_names_ = kCifarClasses;
-  for (const std::string& f : cifar_files(path, train)) {
-    const std::vector<uint8_t> bytes = read_file(f);
-    if (bytes.empty() || bytes.size() % kRecordBytes != 0)
-      throw std::runtime_error("cifar10 " + f + ": " + std::to_string(bytes.size()) +
-                               " bytes is not a whole number of 3073-byte records (1 label byte "
-                               "+ 32x32x3 pixels); a CIFAR-10 batch file has 30730000 bytes");
-    const size_t records = bytes.size() / kRecordBytes;
-    const size_t base = labels_.size();
-    pixels_.resize((base + records) * kPlane * 3);
-    for (size_t r = 0; r < records; ++r) {
-      const uint8_t* rec = bytes.data() + r * kRecordBytes;
-      if (rec[0] > 9)
-        throw std::runtime_error("cifar10 " + f + ": record " + std::to_string(r) + " has label " +
-                                 std::to_string(rec[0]) + ", expected 0..9 (is this CIFAR-100? "
-                                 "gantry reads the CIFAR-10 binary format)");
-      labels_.push_back(rec[0]);
-      // Planar R, G, B -> interleaved HWC.
-      uint8_t* dst = pixels_.data() + (base + r) * kPlane * 3;
-      const uint8_t* red = rec + 1;
-      for (int p = 0; p < kPlane; ++p) {
-        dst[p * 3 + 0] = red[p];
-        dst[p * 3 + 1] = red[p + kPlane];
-        dst[p * 3 + 2] = red[p + 2 * kPlane];
-      }
-    }
-  }
-  name_ = std::string("cifar10 (") + (train ? "train" : "test") + ", " +
-          std::to_string(labels_.size()) + " images, " + path + ")";
-}
-
 // ---- IDX -------------------------------------------------------------------------------------------
 
 IdxArray read_idx(const std::string& path, int expected_dims) {
@@ -449,20 +370,30 @@ std::shared_ptr<IdxDataset> IdxDataset::from_dir(const std::string& dir, bool tr
     throw std::runtime_error(kind + " " + dir + ": not a folder (pass the folder holding the " +
                              "*-idx3-ubyte and *-idx1-ubyte files)");
   const std::string split = train ? "train" : "t10k";
-  auto find = [&](const std::string& what, const std::string& idx) {
-    // The usual spellings: "train-images-idx3-ubyte" (Fashion-MNIST, torchvision) and
-    // "train-images.idx3-ubyte" (the original MNIST site), each also gzipped.
+  // The usual spellings: "train-images-idx3-ubyte" (Fashion-MNIST, torchvision) and
+  // "train-images.idx3-ubyte" (the original MNIST site), each also gzipped.
+  auto find = [&](const fs::path& d, const std::string& what, const std::string& idx) {
     for (const std::string sep : {"-", "."})
       for (const std::string gz : {".gz", ""}) {
-        const fs::path p = fs::path(dir) / (split + "-" + what + sep + idx + "-ubyte" + gz);
+        const fs::path p = d / (split + "-" + what + sep + idx + "-ubyte" + gz);
         if (fs::is_regular_file(p, ec)) return p.string();
       }
-    throw std::runtime_error(kind + " " + dir + ": no " + split + "-" + what + "-" + idx +
-                             "-ubyte[.gz] file (expected the IDX files of " + kind + ")");
+    return std::string();
   };
-  const std::string images = find("images", "idx3");  // in this order, for the message
-  const std::string labels = find("labels", "idx1");
-  return std::make_shared<IdxDataset>(images, labels, kind);
+  // The folder itself, or torchvision's layout under its root: <root>/MNIST/raw,
+  // <root>/FashionMNIST/raw (and <root>/raw when given the MNIST folder itself).
+  const std::string tv = kind == "fashion-mnist" ? "FashionMNIST" : "MNIST";
+  for (const fs::path& d : {fs::path(dir), fs::path(dir) / "raw", fs::path(dir) / tv / "raw"}) {
+    const std::string images = find(d, "images", "idx3");
+    if (images.empty()) continue;
+    const std::string labels = find(d, "labels", "idx1");
+    if (labels.empty())
+      throw std::runtime_error(kind + " " + d.string() + ": has " + fs::path(images).filename().string() +
+                               " but no " + split + "-labels-idx1-ubyte[.gz] file beside it");
+    return std::make_shared<IdxDataset>(images, labels, kind);
+  }
+  throw std::runtime_error(kind + " " + dir + ": no " + split + "-images-idx3-ubyte[.gz] file (expected the IDX files of " +
+                           kind + " in this folder, or torchvision's layout under it: " + tv + "/raw/)");
 }
 
 // ---- defaults and factory ---------------------------------------------------------------------------
@@ -471,6 +402,24 @@ std::string default_fashion_mnist_dir() {
   const std::string dir = "/usr/share/datasets/fashion-mnist";
   std::error_code ec;
   return fs::is_regular_file(dir + "/train-images-idx3-ubyte.gz", ec) ? dir : std::string();
+}
+
+const std::vector<std::string>& dataset_kinds() {
+  static const std::vector<std::string> kinds = {"fashion-mnist", "mnist", "cifar10", "cifar100", "folder"};
+  return kinds;
+}
+
+std::string dataset_data_hint(const std::string& kind) {
+  if (kind == "mnist")
+    return "the folder with the MNIST IDX files (train-images-idx3-ubyte[.gz] ...), or torchvision's root "
+           "holding MNIST/raw/";
+  if (kind == "cifar10")
+    return "the CIFAR-10 folder: the binary version (cifar-10-batches-bin/) or the python version "
+           "(cifar-10-batches-py/, as torchvision downloads it), or the folder above either";
+  if (kind == "cifar100")
+    return "the CIFAR-100 folder: cifar-100-binary/ or cifar-100-python/ (torchvision's), or the folder above either";
+  if (kind == "folder") return "a folder of images, or one sub-folder per class (e.g. CelebA's img_align_celeba)";
+  return "";
 }
 
 std::shared_ptr<Dataset> open_dataset(const std::string& kind, const std::string& path, bool train,
@@ -483,28 +432,19 @@ std::shared_ptr<Dataset> open_dataset(const std::string& kind, const std::string
           "package dataset-fashion-mnist or pass --data DIR holding the IDX files");
     return IdxDataset::from_dir(dir, train, kind);
   }
-  if (kind == "mnist") {
-    if (path.empty())
-      throw std::invalid_argument(
-          "mnist: needs --data DIR holding train-images-idx3-ubyte[.gz] etc. (Debian has no "
-          "MNIST package; --dataset fashion-mnist works with no download)");
-    return IdxDataset::from_dir(path, train, kind);
+  const auto& kinds = dataset_kinds();
+  if (std::find(kinds.begin(), kinds.end(), kind) == kinds.end()) {
+    std::string list;
+    for (size_t i = 0; i < kinds.size(); ++i) list += (i == 0 ? "" : i + 1 == kinds.size() ? " or " : ", ") + kinds[i];
+    throw std::invalid_argument("unknown dataset kind '" + kind + "'; choose " + list);
   }
-  if (kind == "cifar10") {
-    if (path.empty())
-      throw std::invalid_argument(
-          "cifar10: needs --data PATH: the folder of the unpacked binary version "
-          "(cifar-10-batches-bin/) or one .bin batch file");
-    return std::make_shared<Cifar10>(path, train);
-  }
-  if (kind == "folder") {
-    if (path.empty())
-      throw std::invalid_argument("folder: needs --data DIR (a folder of images, or one sub-folder "
-                                  "per class)");
-    return std::make_shared<ImageFolder>(path, opt);
-  }
-  throw std::invalid_argument("unknown dataset kind '" + kind +
-                              "'; choose fashion-mnist, mnist, cifar10 or folder");
+  if (path.empty())
+    throw std::invalid_argument(kind + ": needs --data PATH: " + dataset_data_hint(kind) +
+                                (kind == "mnist" ? " (Debian has no MNIST package; --dataset fashion-mnist works with no download)" : ""));
+  if (kind == "mnist") return IdxDataset::from_dir(path, train, kind);
+  if (kind == "cifar10") return std::make_shared<Cifar10>(path, train);
+  if (kind == "cifar100") return std::make_shared<Cifar100>(path, train);
+  return std::make_shared<ImageFolder>(path, opt);
 }
 
 }  // namespace gantry::data

@@ -129,14 +129,34 @@ class TensorDataset : public Dataset {
   std::vector<std::string> class_names_;
 };
 
-// CIFAR-10 binary version: records of 3073 bytes (label byte 0-9, then 1024 R, 1024 G,
-// 1024 B bytes of a 32x32 image, row-major). `path` is a .bin file, or a folder holding
-// data_batch_1.bin ... data_batch_5.bin (train) or test_batch.bin (!train); the folder may
-// also be the one holding cifar-10-batches-bin/ (as the tarball unpacks).
-class Cifar10 : public TensorDataset {
+// CIFAR-10 and CIFAR-100 (32x32 RGB), in either version their site offers:
+// - binary: records of a label byte (CIFAR-100: a coarse and a fine label byte) and 1024 R,
+//   1024 G, 1024 B bytes of a 32x32 image, row-major; files data_batch_1.bin ...
+//   data_batch_5.bin and test_batch.bin (CIFAR-100: train.bin, test.bin);
+// - python ("cifar-10-python.tar.gz", what torchvision downloads): pickled dicts (Python 2's
+//   cPickle) with 'data', a uint8 array [N, 3072] in the same planar order, and 'labels'
+//   (CIFAR-100: 'fine_labels'); files data_batch_1 ... data_batch_5, test_batch (CIFAR-100:
+//   train, test), read by gantry's own restricted unpickler (core/pickle.h).
+// `path` is one batch file, a folder holding either version, or the folder above the one the
+// tarball unpacks to (cifar-10-batches-bin/, cifar-10-batches-py/, cifar-100-binary/,
+// cifar-100-python/) — torchvision's `root`. CIFAR-100 uses the 100 fine labels; its class
+// names come from the meta file beside the batches (meta, or fine_label_names.txt), else they
+// are the numbers "0" ... "99". Errors name the file and what was expected.
+class Cifar : public TensorDataset {
+ protected:
+  void load(int classes, const std::string& path, bool train);
+};
+
+class Cifar10 : public Cifar {
  public:
   Cifar10(const std::string& path, bool train = true);
-  static constexpr int kRecordBytes = 3073;
+  static constexpr int kRecordBytes = 3073;  // binary version: label + 3072 pixels
+};
+
+class Cifar100 : public Cifar {
+ public:
+  Cifar100(const std::string& path, bool train = true);
+  static constexpr int kRecordBytes = 3074;  // binary version: coarse + fine label + 3072 pixels
 };
 
 // IDX files (MNIST, Fashion-MNIST): big-endian; images magic 0x00000803 (u8, 3 dims: count,
@@ -171,9 +191,13 @@ void write_idx(const std::string& path, const std::vector<int64_t>& dims, const 
 // when it holds the files, else an empty string.
 std::string default_fashion_mnist_dir();
 
-// kind: "fashion-mnist" (path may be empty: the Debian package), "mnist" (path required:
-// Debian has no MNIST package), "cifar10", "folder". Throws std::invalid_argument for an unknown
-// kind or a missing path, naming the choices.
+// The kinds open_dataset opens: "fashion-mnist" (path may be empty: the Debian package),
+// "mnist" (path required: Debian has no MNIST package), "cifar10", "cifar100", "folder".
+const std::vector<std::string>& dataset_kinds();
+// What `path` must be for `kind`, for help texts and errors ("" for fashion-mnist: optional).
+std::string dataset_data_hint(const std::string& kind);
+
+// Throws std::invalid_argument for an unknown kind or a missing path, naming the choices.
 std::shared_ptr<Dataset> open_dataset(const std::string& kind, const std::string& path,
                                       bool train = true, const DatasetOptions& opt = {});
 

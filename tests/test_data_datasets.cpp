@@ -2,6 +2,7 @@
 // factory, and the real Fashion-MNIST files when the Debian package is installed.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -207,8 +208,144 @@ TEST_CASE("CIFAR-10 errors name the file, expected and found", "[data][cifar][er
                     Catch::Contains("missing data_batch_2.bin"));
   CHECK_THROWS_WITH(Cifar10((dir / "nothing").string()), Catch::Contains("no such"));
   testdata::write_text(dir / "py" / "data_batch_1", "pickle");
-  CHECK_THROWS_WITH(Cifar10((dir / "py").string()), Catch::Contains("Python"));
+  CHECK_THROWS_WITH(Cifar10((dir / "py").string()),
+                    Catch::Contains("missing data_batch_2") && Catch::Contains("python version"));
+  CHECK_THROWS_WITH(Cifar10((dir / "partial").string(), false), Catch::Contains("missing test_batch.bin"));
+  fs::create_directories(dir / "empty");
+  CHECK_THROWS_WITH(Cifar10((dir / "empty").string()),
+                    Catch::Contains("no cifar10 files") && Catch::Contains("cifar-10-batches-py"));
+  // CIFAR-100's binary records (two label bytes) read as CIFAR-10: the size says which.
+  testdata::write_bytes(dir / "c100_records.bin", std::vector<uint8_t>(3 * 3074, 1));
+  CHECK_THROWS_WITH(Cifar10((dir / "c100_records.bin").string()), Catch::Contains("use --dataset cifar100"));
 }
+
+namespace {
+// The pixel the CIFAR fixtures (tests/interop/make_pickle_fixtures.py) hold: image i (counted
+// over the whole set), plane c, pixel p = y * 32 + x: (7 i + 3 c + p) % 256.
+int fixture_pixel(int i, int x, int y, int c) { return (7 * i + 3 * c + y * 32 + x) % 256; }
+const fs::path kData = GANTRY_TEST_DATA;
+}  // namespace
+
+TEST_CASE("CIFAR-10 python version (torchvision's download), read without Python", "[data][cifar]") {
+  // The folder itself, and torchvision's root above it.
+  for (const fs::path& p : {kData / "cifar-10-batches-py", kData}) {
+    INFO(p.string());
+    Cifar10 train(p.string(), true);
+    REQUIRE(train.size() == 15);  // 5 batches of 3
+    CHECK(train.num_classes() == 10);
+    CHECK(train.class_names()[9] == "truck");
+    CHECK_THAT(train.name(), Catch::Contains("python version"));
+    for (int i : {0, 4, 14}) {
+      const Example e = train.get(size_t(i));
+      CHECK(e.label == i % 10);
+      for (int c = 0; c < 3; ++c) {
+        CHECK(int(e.image.at(0, 0, c)) == fixture_pixel(i, 0, 0, c));
+        CHECK(int(e.image.at(31, 31, c)) == fixture_pixel(i, 31, 31, c));
+        CHECK(int(e.image.at(5, 2, c)) == fixture_pixel(i, 5, 2, c));
+      }
+    }
+    Cifar10 test(p.string(), false);
+    REQUIRE(test.size() == 3);
+    CHECK(test.get(0).label == 5);  // image 15
+    CHECK(int(test.get(2).image.at(3, 1, 2)) == fixture_pixel(17, 3, 1, 2));
+  }
+  // One batch file, and the factory.
+  Cifar10 one((kData / "cifar-10-batches-py" / "data_batch_2").string());
+  CHECK(one.size() == 3);
+  CHECK(one.get(0).label == 3);
+  CHECK(open_dataset("cifar10", kData.string())->size() == 15);
+
+  // The same images as binary records read the same, byte for byte.
+  const auto dir = fresh_dir("cifar_same");
+  for (int b = 0; b < 5; ++b) {
+    std::vector<uint8_t> rec;
+    for (int i = 3 * b; i < 3 * b + 3; ++i) {
+      rec.push_back(uint8_t(i % 10));
+      for (int c = 0; c < 3; ++c)
+        for (int p = 0; p < 1024; ++p) rec.push_back(uint8_t(fixture_pixel(i, p % 32, p / 32, c)));
+    }
+    testdata::write_bytes(dir / ("data_batch_" + std::to_string(b + 1) + ".bin"), rec);
+  }
+  Cifar10 bin(dir.string()), py(kData.string());
+  REQUIRE(bin.size() == py.size());
+  for (size_t i = 0; i < bin.size(); ++i) {
+    CHECK(bin.get(i).image.pixels == py.get(i).image.pixels);
+    CHECK(bin.get(i).label == py.get(i).label);
+  }
+}
+
+TEST_CASE("CIFAR-100, python and binary versions: fine labels, class names", "[data][cifar]") {
+  Cifar100 train(kData.string(), true);  // torchvision's root: finds cifar-100-python/
+  REQUIRE(train.size() == 4);
+  CHECK(train.num_classes() == 100);
+  REQUIRE(train.class_names().size() == 100);
+  CHECK(train.class_names()[33] == "class_33");  // from the meta file
+  CHECK(train.get(3).label == 99);               // fine label (33 * 3) % 100
+  CHECK(int(train.get(3).image.at(7, 9, 1)) == fixture_pixel(3, 7, 9, 1));
+  Cifar100 test((kData / "cifar-100-python").string(), false);
+  REQUIRE(test.size() == 2);
+  CHECK(test.get(1).label == 65);
+  CHECK(open_dataset("cifar100", kData.string(), false)->size() == 2);
+  // CIFAR-10 reading CIFAR-100's file: the labels say which.
+  CHECK_THROWS_WITH(Cifar10((kData / "cifar-100-python" / "train").string()),
+                    Catch::Contains("has no 'labels'"));
+
+  // The binary version: coarse byte, fine byte, pixels; names from fine_label_names.txt.
+  const auto dir = fresh_dir("cifar100_bin") / "cifar-100-binary";
+  std::vector<uint8_t> rec;
+  for (int i = 0; i < 2; ++i) {
+    rec.push_back(uint8_t(19 - i));  // coarse
+    rec.push_back(uint8_t(90 + i));  // fine
+    for (int p = 0; p < 3072; ++p) rec.push_back(uint8_t((p + i) % 251));
+  }
+  testdata::write_bytes(dir / "train.bin", rec);
+  testdata::write_bytes(dir / "test.bin", rec);
+  std::string names;
+  for (int k = 0; k < 100; ++k) names += "name" + std::to_string(k) + "\n";
+  testdata::write_text(dir / "fine_label_names.txt", names);
+  Cifar100 b(dir.parent_path().string());
+  REQUIRE(b.size() == 2);
+  CHECK(b.get(0).label == 90);
+  CHECK(b.get(1).label == 91);
+  CHECK(b.class_names()[91] == "name91");
+  CHECK(int(b.get(1).image.at(1, 0, 2)) == (2048 + 1 + 1) % 251);
+  CHECK_THAT(b.name(), Catch::Contains("binary version"));
+  // Without a names file: the class numbers.
+  fs::remove(dir / "fine_label_names.txt");
+  CHECK(Cifar100(dir.string()).class_names()[42] == "42");
+}
+
+TEST_CASE("CIFAR python version: malformed batches name the file and the problem", "[data][cifar][errors]") {
+  const auto dir = fresh_dir("cifar_py_bad");
+  const auto good = testdata::read_bytes(kData / "cifar-10-batches-py" / "data_batch_1");
+  auto cut = good;
+  cut.resize(cut.size() / 2);
+  testdata::write_bytes(dir / "cut", cut);
+  CHECK_THROWS_WITH(Cifar10((dir / "cut").string()),
+                    Catch::Contains("cifar10 ") && Catch::Contains("cut at byte") && Catch::Contains("truncated"));
+  // A pickle of a list, not a dict.
+  testdata::write_bytes(dir / "list", {0x80, 0x02, ']', '.'});
+  CHECK_THROWS_WITH(Cifar10((dir / "list").string()), Catch::Contains("holds a list, not a dict"));
+  // batches.meta is a pickle without 'data'.
+  CHECK_THROWS_WITH(Cifar10((kData / "cifar-10-batches-py" / "batches.meta").string()),
+                    Catch::Contains("batches.meta") && Catch::Contains("has no 'data'"));
+  // A label out of range: CIFAR-10 label byte 3 (BININT1 of the first label) set to 42.
+  auto relabel = good;
+  const std::string key = "labels";
+  auto at = std::search(relabel.begin(), relabel.end(), key.begin(), key.end());
+  REQUIRE(at != relabel.end());
+  // After the key: BINPUT n, EMPTY_LIST, BINPUT n, MARK, BININT1 <label 0>.
+  auto k = at + static_cast<std::ptrdiff_t>(key.size());
+  REQUIRE(k[0] == 'q');
+  REQUIRE(k[2] == ']');
+  REQUIRE(k[5] == '(');
+  REQUIRE(k[6] == 'K');
+  k[7] = 42;
+  testdata::write_bytes(dir / "relabel", relabel);
+  CHECK_THROWS_WITH(Cifar10((dir / "relabel").string()),
+                    Catch::Contains("image 0 has label 42") && Catch::Contains("use --dataset cifar100"));
+}
+
 
 // ---- IDX ----------------------------------------------------------------------------------------
 
@@ -274,6 +411,22 @@ TEST_CASE("IDX errors: magic, size, count, truncated gzip", "[data][idx][errors]
                     Catch::Contains("no such"));
   CHECK_THROWS_WITH(IdxDataset::from_dir(dir.string(), false, "mnist"),
                     Catch::Contains("t10k-images-idx3-ubyte"));
+}
+
+TEST_CASE("MNIST in torchvision's layout: <root>/MNIST/raw, <root>/FashionMNIST/raw", "[data][idx]") {
+  const auto root = fresh_dir("tv_mnist");
+  fs::create_directories(root / "MNIST" / "raw");
+  fs::create_directories(root / "FashionMNIST" / "raw");
+  write_mnist_like(root / "MNIST" / "raw", "train", 6, true);
+  write_mnist_like(root / "FashionMNIST" / "raw", "train", 4, false);
+  CHECK(open_dataset("mnist", root.string())->size() == 6);
+  CHECK(open_dataset("mnist", (root / "MNIST").string())->size() == 6);
+  CHECK(open_dataset("fashion-mnist", root.string())->size() == 4);
+  CHECK_THROWS_WITH(open_dataset("mnist", root.string(), false),
+                    Catch::Contains("no t10k-images-idx3-ubyte") && Catch::Contains("MNIST/raw/"));
+  fs::remove(root / "MNIST" / "raw" / "train-labels-idx1-ubyte.gz");
+  CHECK_THROWS_WITH(open_dataset("mnist", root.string()),
+                    Catch::Contains("has train-images-idx3-ubyte.gz but no train-labels-idx1-ubyte"));
 }
 
 TEST_CASE("open_dataset: kinds and messages", "[data][factory]") {
