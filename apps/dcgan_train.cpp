@@ -308,7 +308,7 @@ int run(int argc, char** argv) {
 
   const Device device = apps::choose_device(s.device);
   if (s.out.empty()) s.out = "runs/" + s.dataset + "-" + now_stamp();
-  apps::ensure_writable_dir(s.out);
+  apps::NewRunDir new_run_dir(s.out);  // removed again if the start fails
   fs::create_directories(fs::path(s.out) / "samples");
 
   // Data: opened (and, for folders, scanned) before any training work.
@@ -390,6 +390,7 @@ int run(int argc, char** argv) {
                  {"generator_parameters", trainer.generator().num_parameters()},
                  {"discriminator_parameters", trainer.discriminator().num_parameters()}};
   apps::write_text_atomic((fs::path(s.out) / "config.json").string(), config.dump(2) + "\n");
+  new_run_dir.keep();
 
   data::LoaderOptions lopt;
   lopt.batch_size = s.batch_size;

@@ -76,6 +76,24 @@ void ensure_writable_dir(const std::string& dir) {
   fs::remove(probe, ec);
 }
 
+NewRunDir::NewRunDir(const std::string& dir) {
+  std::error_code ec;
+  for (fs::path p = fs::absolute(dir, ec); !p.empty() && !fs::exists(p, ec); p = p.parent_path()) {
+    created_.insert(created_.begin(), p.string());
+    if (p == p.parent_path()) break;
+  }
+  ensure_writable_dir(dir);
+}
+
+NewRunDir::~NewRunDir() {
+  if (created_.empty()) return;
+  std::error_code ec;
+  // Only folders all the way down: one file anywhere and nothing is removed.
+  for (fs::recursive_directory_iterator it(created_.front(), ec), end; !ec && it != end; it.increment(ec))
+    if (!it->is_directory(ec)) return;
+  fs::remove_all(created_.front(), ec);
+}
+
 std::string write_checkpoint(const std::string& run_dir, const TrainState& state,
                              const CheckpointFiles& files, int keep) {
   const fs::path root = fs::path(run_dir) / "checkpoints";

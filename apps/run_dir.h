@@ -68,4 +68,20 @@ std::string read_text(const std::string& path);
 // Fails early (std::runtime_error naming the folder) when `dir` cannot be created or written.
 void ensure_writable_dir(const std::string& dir);
 
+// The output folder of a run that is starting: created (ensure_writable_dir) on construction.
+// When the run fails before keep() — bad data, weights of another size — the folders this
+// created are removed again if they still hold no file, so a failed start leaves nothing behind.
+// A folder that existed before is never removed.
+class NewRunDir {
+ public:
+  explicit NewRunDir(const std::string& dir);
+  ~NewRunDir();
+  NewRunDir(const NewRunDir&) = delete;
+  NewRunDir& operator=(const NewRunDir&) = delete;
+  void keep() { created_.clear(); }
+
+ private:
+  std::vector<std::string> created_;  // outermost first
+};
+
 }  // namespace gantry::apps

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end tests of dcgan_train and dcgan_generate on tiny data.
 # Usage: test_apps.sh BIN_DIR WORK_DIR [case...]
-#   (cases: flags folder resume sigint pytorch report nan ema_ada generate_post quality convert
+#   (cases: flags folder datasets resume sigint pytorch report nan ema_ada generate_post quality convert
 #    gpu_parity host_waits)
 # gpu_parity exits 77 (skipped) where --device cuda cannot run; host_waits where the CUDA
 # emulator cannot count (any build but GANTRY_CUDA_EMU).
@@ -32,6 +32,10 @@ for case in $CASES; do
     "$TRAIN" --device tpu >"$WORK/o" 2>&1 && fail "--device tpu accepted"; expect_in "$WORK/o" "device"
     "$TRAIN" --dataset folder --data "$WORK/nowhere" --out "$WORK/r0" >"$WORK/o" 2>&1 && fail "missing folder accepted"
     expect_in "$WORK/o" "nowhere"
+    [ -e "$WORK/r0" ] && fail "a failed start left its run folder $WORK/r0 behind"
+    mkdir -p "$WORK/kept"
+    "$TRAIN" --dataset folder --data "$WORK/nowhere" --out "$WORK/kept" >"$WORK/o" 2>&1 && fail "missing folder accepted"
+    [ -d "$WORK/kept" ] || fail "a failed start removed the --out folder that existed before it"
     touch "$WORK/afile"
     "$TRAIN" --out "$WORK/afile/run" >"$WORK/o" 2>&1 && fail "unwritable --out accepted"; expect_in "$WORK/o" "afile"
     "$TRAIN" --resume "$WORK/nowhere" >"$WORK/o" 2>&1 && fail "--resume of nothing accepted"; expect_in "$WORK/o" "config.json"
@@ -49,6 +53,22 @@ for case in $CASES; do
     "$TRAIN" --dataset folder --data "$WORK/imgs" "${TINY[@]}" --max-steps 3 --strict --out "$WORK/rf2" >"$WORK/o" 2>&1 \
       && fail "--strict accepted a corrupt file"
     expect_in "$WORK/o" "broken.png"
+    ;;
+  datasets)
+    # torchvision's downloads as they lie under its root (tests/data): the CIFAR python versions.
+    SMALL=(--image-size 32 --ngf 8 --ndf 8 --nz 16 --workers 1 --device cpu --max-steps 2)
+    "$TRAIN" --dataset cifar10 --data "$HERE/../data" "${SMALL[@]}" --batch-size 5 --out "$WORK/rc10" >"$WORK/o" 2>&1 \
+      || fail "training on CIFAR-10's python version failed: $(tail -5 "$WORK/o")"
+    expect_in "$WORK/o" "cifar10 (train, 15 images, python version"
+    [ "$(wc -l <"$WORK/rc10/metrics.csv")" = 3 ] || fail "CIFAR-10 run: $(wc -l <"$WORK/rc10/metrics.csv") metric lines, expected 3"
+    "$TRAIN" --dataset cifar100 --data "$HERE/../data" "${SMALL[@]}" --batch-size 2 --out "$WORK/rc100" >"$WORK/o" 2>&1 \
+      || fail "training on CIFAR-100's python version failed: $(tail -5 "$WORK/o")"
+    expect_in "$WORK/o" "cifar100 (train, 4 images, python version"
+    "$TRAIN" --dataset cifar100 "${SMALL[@]}" >"$WORK/o" 2>&1 && fail "cifar100 without --data accepted"
+    expect_in "$WORK/o" "cifar-100-python"
+    "$TRAIN" --dataset cifar10 --data "$HERE" "${SMALL[@]}" --out "$WORK/rcx" >"$WORK/o" 2>&1 && fail "a folder without CIFAR accepted"
+    expect_in "$WORK/o" "no cifar10 files"
+    [ -e "$WORK/rcx" ] && fail "a failed start left its run folder behind"
     ;;
   resume)
     # 12 steps in one go against 6 + resume to 12: the same losses (CPU, same seed).
