@@ -101,6 +101,10 @@ TEST_CASE("pickle: numpy arrays and scalars as Python 3 + numpy pickle them, pro
     const Value& data = entry(plain, "data");  // protocol 2: _codecs.encode('\x00\xff', 'latin1')
     CHECK(data.kind == Kind::Bytes);
     CHECK(data.s == std::string("\x00\xff", 2));
+    const Value& names = entry(root, "names");
+    REQUIRE(names.kind == Kind::List);
+    REQUIRE(names.items.size() == 300);
+    CHECK(names.items[299]->s == "n299");
   }
 }
 

@@ -44,6 +44,7 @@ def numpy_values():
         "strings": np.array(["a", "bc"]),        # a dtype gantry does not read: opaque
         "objects": np.array([1, "x"], dtype=object),
         "plain": {"epoch": 3, "name": "x", "data": b"\x00\xff"},
+        "names": ["n%d" % i for i in range(300)],  # memo keys past 255: LONG_BINPUT/LONG_BINGET
     }
 
 
