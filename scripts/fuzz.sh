@@ -2,9 +2,11 @@
 # Builds one of the checkpoint-reader fuzzers with clang (libFuzzer, AddressSanitizer and
 # UndefinedBehaviorSanitizer over the whole library) and runs it for a while.
 #
-# Usage: scripts/fuzz.sh [safetensors|torch] [SECONDS=60] [BUILD_DIR=build-fuzz]
+# Usage: scripts/fuzz.sh [safetensors|torch|pickle] [SECONDS=60] [BUILD_DIR=build-fuzz]
 #   safetensors  parse_safetensors          (seeds tests/fuzz/corpus, dict safetensors.dict)
 #   torch        parse_torch_checkpoint     (seeds tests/fuzz/torch_corpus, dict torch.dict)
+#   pickle       pickle::Unpickler          (seeds tests/data/pickle and the CIFAR python
+#                                            batches, dict pickle.dict)
 #   JOBS=N       parallel compile jobs (default 2)
 #   FUZZ_ARGS=.. extra libFuzzer flags (e.g. "-jobs=2 -workers=2")
 # The seed corpus is read only; new inputs go to BUILD_DIR/fuzz-corpus-<target>.
@@ -17,7 +19,9 @@ build=${3:-$root/build-fuzz}
 case $which in
   safetensors) target=fuzz_safetensors; seeds=$root/tests/fuzz/corpus; dict=$root/tests/fuzz/safetensors.dict; max_len=4096 ;;
   torch) target=fuzz_torch_checkpoint; seeds=$root/tests/fuzz/torch_corpus; dict=$root/tests/fuzz/torch.dict; max_len=8192 ;;
-  *) echo "fuzz: unknown target '$which' (safetensors or torch)" >&2; exit 2 ;;
+  pickle) target=fuzz_pickle; seeds="$root/tests/data/pickle $root/tests/data/cifar-10-batches-py $root/tests/data/cifar-100-python"
+    dict=$root/tests/fuzz/pickle.dict; max_len=16384 ;;
+  *) echo "fuzz: unknown target '$which' (safetensors, torch or pickle)" >&2; exit 2 ;;
 esac
 command -v clang++ >/dev/null || { echo "fuzz: clang++ not found (apt-get install clang)" >&2; exit 1; }
 
@@ -30,6 +34,6 @@ cmake --build "$build" -j"${JOBS:-2}" --target "$target"
 mkdir -p "$build/fuzz-corpus-$which"
 cd "$build"
 # shellcheck disable=SC2086
-exec "$build/tests/$target" "$build/fuzz-corpus-$which" "$seeds" \
+exec "$build/tests/$target" "$build/fuzz-corpus-$which" $seeds \
   -dict="$dict" -max_total_time="$seconds" -max_len=$max_len \
   -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 ${FUZZ_ARGS:-}

@@ -167,6 +167,14 @@ TEST_CASE("torch checkpoint: PyTorch 1.13's torch.save output reads back exactly
   CHECK_THROWS_WITH(sub_state_dict(c.tensors, "netD"), Contains("no tensors under 'netD'") && Contains("netG"));
 }
 
+TEST_CASE("torch checkpoint: numpy scalars and arrays in a training checkpoint become metadata") {
+  const SafetensorsContents c = load_torch_checkpoint(fixture("torch_1_13_numpy_meta.pth"));
+  REQUIRE(c.tensors.size() == 1);
+  CHECK(c.tensors[0].name == "netG.w");
+  CHECK(c.metadata == Metadata{{"best_kid", "0.03125"}, {"step", "1200"}, {"ok", "True"},
+                               {"hist", "<numpy array f4 [3]>"}});
+}
+
 TEST_CASE("torch checkpoint: what is not a state_dict is refused with what to save instead") {
   CHECK_THROWS_WITH(load_torch_checkpoint(fixture("torch_1_13_whole_model.pth")),
                     Contains("torch_1_13_whole_model.pth") && Contains("torch.nn.modules.container.Sequential") &&

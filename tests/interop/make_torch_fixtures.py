@@ -49,6 +49,11 @@ checkpoint = {
              "param_groups": [{"lr": 0.0002, "params": [0]}]},
 }
 torch.save(checkpoint, os.path.join(out, "torch_1_13_checkpoint.pth"))
+# A training script's checkpoint often carries numpy scalars (a best score, a step count).
+import numpy as np
+torch.save({"netG": {"w": torch.tensor([1.0, 2.0])}, "best_kid": np.float64(0.03125),
+            "step": np.int64(1200), "ok": np.bool_(True), "hist": np.arange(3, dtype=np.float32)},
+           os.path.join(out, "torch_1_13_numpy_meta.pth"))
 # What gantry cannot read, each for its own reason.
 torch.save(nn.Sequential(nn.Conv2d(1, 1, 1)), os.path.join(out, "torch_1_13_whole_model.pth"))
 torch.save(net, os.path.join(out, "torch_1_13_legacy.pth"), _use_new_zipfile_serialization=False)
