@@ -5,6 +5,7 @@
 #include <cstring>
 #include <limits>
 #include <stdexcept>
+#include <utility>
 
 #include "gantry/core/safetensors.h"  // decode_element, for float16
 
@@ -498,7 +499,7 @@ void Unpickler::build(std::size_t at, Value* target, Value* state) {
     if (state->kind != Value::Kind::Tuple || t.size() != 5)
       bad(at, "a numpy array's state is not (version, shape, dtype, fortran, data)");
     Value* built = numpy_array(at, t[2], t[1], t[4], t[3]->kind != Value::Kind::None && t[3]->i != 0);
-    *target = *built;  // the memo and the stack already point at `target`
+    *target = std::move(*built);  // the memo and the stack already point at `target`
     if (target->kind == Value::Kind::Object) target->i = 0;
     return;
   }
