@@ -87,6 +87,11 @@ Image::Image(int w, int h, int c, uint8_t fill) : width(w), height(h), channels(
   pixels.assign(size_t(w) * h * c, fill);
 }
 
+#if defined(GANTRY_HAVE_WEBP)
+#include <webp/decode.h>
+#include <webp/encode.h>
+#endif
+
 static std::string lower(std::string s) {
   for (char& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
   return s;
@@ -98,8 +103,55 @@ static std::string extension_of(const std::string& path) {
 
 bool has_image_extension(const std::string& path) {
   const std::string e = extension_of(path);
-  return e == ".png" || e == ".jpg" || e == ".jpeg" || e == ".bmp" || e == ".tga" || e == ".gif";
+  return e == ".png" || e == ".jpg" || e == ".jpeg" || e == ".bmp" || e == ".tga" || e == ".gif" ||
+         e == ".webp";
 }
+
+bool webp_supported() {
+#if defined(GANTRY_HAVE_WEBP)
+  return true;
+#else
+  return false;
+#endif
+}
+
+namespace {
+// A WebP file: a RIFF container of form type "WEBP".
+bool is_webp(const uint8_t* d, size_t n) {
+  return n >= 12 && std::memcmp(d, "RIFF", 4) == 0 && std::memcmp(d + 8, "WEBP", 4) == 0;
+}
+
+const char* formats_read() {
+  return webp_supported() ? "PNG, JPEG, BMP, TGA, GIF and WebP" : "PNG, JPEG, BMP, TGA and GIF";
+}
+
+#if !defined(GANTRY_HAVE_WEBP)
+[[noreturn]] void no_webp(const std::string& what) {
+  throw std::runtime_error(what + ": a WebP image, and this gantry was built without libwebp "
+                           "(scripts/install-deps.sh installs libwebp-dev; rebuild)");
+}
+#endif
+
+#if defined(GANTRY_HAVE_WEBP)
+// WebP is always color: RGB, or RGBA when it has alpha and keep_alpha asks for it.
+Image decode_webp(const uint8_t* data, size_t size, const std::string& what, bool keep_alpha) {
+  WebPBitstreamFeatures f;
+  if (WebPGetFeatures(data, size, &f) != VP8_STATUS_OK || f.width <= 0 || f.height <= 0)
+    throw std::runtime_error(what + ": not a readable WebP image (bad header)");
+  const int channels = keep_alpha && f.has_alpha ? 4 : 3;
+  int w = 0, h = 0;
+  std::unique_ptr<uint8_t, void (*)(void*)> px(
+      channels == 4 ? WebPDecodeRGBA(data, size, &w, &h) : WebPDecodeRGB(data, size, &w, &h), WebPFree);
+  if (!px) throw std::runtime_error(what + ": corrupt or truncated WebP image");
+  Image img;
+  img.width = w;
+  img.height = h;
+  img.channels = channels;
+  img.pixels.assign(px.get(), px.get() + size_t(w) * h * channels);
+  return img;
+}
+#endif
+}  // namespace
 
 std::vector<uint8_t> read_file(const std::string& path) {
   // Plain POSIX reads: one open, one fstat, one or two reads; the loader calls this per image.
@@ -133,11 +185,18 @@ std::vector<uint8_t> read_file(const std::string& path) {
 Image decode_image(const uint8_t* data, size_t size, const std::string& what, bool keep_alpha) {
   if (size == 0) throw std::runtime_error(what + ": zero-byte file, not an image");
   if (size > size_t(INT32_MAX)) throw std::runtime_error(what + ": file too large (> 2 GiB)");
+  if (is_webp(data, size)) {
+#if defined(GANTRY_HAVE_WEBP)
+    return decode_webp(data, size, what, keep_alpha);
+#else
+    no_webp(what);
+#endif
+  }
   int w = 0, h = 0, comp = 0;
   const int len = static_cast<int>(size);
   if (!stbi_info_from_memory(data, len, &w, &h, &comp))
     throw std::runtime_error(what + ": not a readable image (" + stbi_failure_reason() +
-                             "); gantry reads PNG, JPEG, BMP, TGA and GIF");
+                             "); gantry reads " + formats_read());
   int want = comp;
   if (!keep_alpha) want = (comp <= 2) ? 1 : 3;
   int w2 = 0, h2 = 0, c2 = 0;
@@ -199,6 +258,25 @@ std::string check_image_file(const std::string& path, ImageInfo* info) {
   uint8_t head[64] = {};
   const size_t nhead = std::fread(head, 1, sizeof head, f.get());
   std::rewind(f.get());
+  if (is_webp(head, nhead)) {
+#if defined(GANTRY_HAVE_WEBP)
+    // The RIFF header says how long the file is; the first chunk's header gives the size.
+    const uint64_t riff = uint64_t(le32(head + 4)) + 8;
+    if (uint64_t(size) < riff)
+      return "truncated WebP: " + std::to_string(size) + " bytes, RIFF header promises " + std::to_string(riff);
+    // The chunks before the image data (VP8X, ICCP, ALPH) can be long: read the whole file,
+    // which for WebP is small.
+    std::vector<uint8_t> whole(static_cast<size_t>(size));
+    if (std::fread(whole.data(), 1, whole.size(), f.get()) != whole.size()) return "cannot read";
+    WebPBitstreamFeatures wf;
+    if (WebPGetFeatures(whole.data(), whole.size(), &wf) != VP8_STATUS_OK) return "not a readable WebP image (bad header)";
+    if (wf.width <= 0 || wf.height <= 0) return "image has zero width or height";
+    if (info) *info = ImageInfo{wf.width, wf.height, wf.has_alpha ? 4 : 3};
+    return {};
+#else
+    return "a WebP image, and this gantry was built without libwebp (install libwebp-dev, rebuild)";
+#endif
+  }
   int w = 0, h = 0, comp = 0;
   if (!stbi_info_from_file(f.get(), &w, &h, &comp))
     return std::string("not a readable image (") + stbi_failure_reason() + ")";
@@ -325,14 +403,48 @@ void write_file_atomic(const std::string& path, const std::vector<uint8_t>& byte
   }
 }
 
+std::vector<uint8_t> encode_webp(const Image& img, int lossy_quality) {
+  check_encodable(img, "webp");
+  if (lossy_quality < 0 || lossy_quality > 100)
+    throw std::invalid_argument("encode_webp: quality " + std::to_string(lossy_quality) +
+                                " outside 0 (lossless) .. 100");
+#if defined(GANTRY_HAVE_WEBP)
+  // Gray (and gray+alpha) is widened to RGB(A): WebP has no gray mode.
+  const bool alpha = img.channels == 2 || img.channels == 4;
+  const int out_c = alpha ? 4 : 3;
+  const int color = img.channels >= 3 ? 3 : 1;  // source channels holding color
+  std::vector<uint8_t> px(size_t(img.width) * img.height * out_c);
+  for (size_t p = 0; p < size_t(img.width) * img.height; ++p) {
+    const uint8_t* src = img.pixels.data() + p * img.channels;
+    for (int c = 0; c < 3; ++c) px[p * out_c + c] = src[color == 3 ? c : 0];
+    if (alpha) px[p * out_c + 3] = src[img.channels - 1];
+  }
+  uint8_t* buf = nullptr;
+  const int stride = img.width * out_c;
+  size_t n = 0;
+  if (lossy_quality == 0)
+    n = alpha ? WebPEncodeLosslessRGBA(px.data(), img.width, img.height, stride, &buf)
+              : WebPEncodeLosslessRGB(px.data(), img.width, img.height, stride, &buf);
+  else
+    n = alpha ? WebPEncodeRGBA(px.data(), img.width, img.height, stride, float(lossy_quality), &buf)
+              : WebPEncodeRGB(px.data(), img.width, img.height, stride, float(lossy_quality), &buf);
+  std::unique_ptr<uint8_t, void (*)(void*)> hold(buf, WebPFree);
+  if (n == 0) throw std::runtime_error("encode_webp: libwebp failed");
+  return std::vector<uint8_t>(buf, buf + n);
+#else
+  throw std::runtime_error("encode_webp: this gantry was built without libwebp (install libwebp-dev, rebuild)");
+#endif
+}
+
 void write_image(const std::string& path, const Image& img, int jpeg_quality) {
   const std::string e = extension_of(path);
   if (e == ".png") return write_file_atomic(path, encode_png(img));
+  if (e == ".webp") return write_file_atomic(path, encode_webp(img));
   if (e == ".jpg" || e == ".jpeg") return write_file_atomic(path, encode_jpeg(img, jpeg_quality));
   if (e == ".bmp") return write_file_atomic(path, encode_bmp(img));
   if (e == ".tga") return write_file_atomic(path, encode_tga(img));
   throw std::invalid_argument("write_image: " + path +
-                              ": unknown extension; use .png, .jpg, .jpeg, .bmp or .tga");
+                              ": unknown extension; use .png, .jpg, .jpeg, .bmp, .tga or .webp");
 }
 
 // ---- pixel operations -------------------------------------------------------------------------

@@ -40,15 +40,20 @@ struct ImageInfo {
 };
 
 // True when the file name ends in an image extension gantry reads: .png .jpg .jpeg .bmp .tga
-// .gif (case-insensitive).
+// .gif .webp (case-insensitive). A .webp in a build without libwebp is then a file that fails
+// to decode with a message saying so, not one silently left out.
 bool has_image_extension(const std::string& path);
+// Whether this build decodes and encodes WebP (it was built with libwebp).
+bool webp_supported();
 
 // Reads a whole file; throws naming the file when it is missing or unreadable.
 std::vector<uint8_t> read_file(const std::string& path);
 
 // Decodes an image held in memory. `what` names it in error messages (usually the path).
 // Gray and gray+alpha become 1 channel, RGB and RGBA become 3 (alpha is dropped, as PIL's
-// convert("RGB") does), unless keep_alpha. 16-bit PNGs are reduced to 8 bits.
+// convert("RGB") does), unless keep_alpha. 16-bit PNGs are reduced to 8 bits. The format is
+// told by the bytes, not the name: PNG, JPEG, BMP, TGA, GIF through stb_image, WebP (lossy,
+// lossless, with alpha; always color: 3 or 4 channels) through libwebp.
 Image decode_image(const uint8_t* data, size_t size, const std::string& what,
                    bool keep_alpha = false);
 // Reads and decodes a file (see decode_image).
@@ -63,10 +68,13 @@ std::string check_image_file(const std::string& path, ImageInfo* info = nullptr)
 
 // Encoders (PNG compressed with zlib). Images with 1-4 channels.
 std::vector<uint8_t> encode_png(const Image& img);
+// WebP through libwebp: lossless for lossy_quality 0, else lossy at that quality (1-100).
+// Gray becomes RGB (WebP has no gray mode); alpha is kept.
+std::vector<uint8_t> encode_webp(const Image& img, int lossy_quality = 0);
 std::vector<uint8_t> encode_jpeg(const Image& img, int quality = 95);  // 1 or 3 channels
 std::vector<uint8_t> encode_bmp(const Image& img);
 std::vector<uint8_t> encode_tga(const Image& img);
-// Writes an image choosing the format by extension (.png .jpg/.jpeg .bmp .tga), atomically
+// Writes an image choosing the format by extension (.png .jpg/.jpeg .bmp .tga .webp), atomically
 // (see write_file_atomic).
 void write_image(const std::string& path, const Image& img, int jpeg_quality = 95);
 // Writes bytes to `path` through a temporary file in the same folder that is flushed and then

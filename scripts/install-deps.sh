@@ -15,6 +15,7 @@ required=(
   nlohmann-json3-dev   # config.json, safetensors headers
   zlib1g-dev           # gzipped IDX files
   libzip-dev           # torch.save checkpoints (.pth): ZIP archives
+  libwebp-dev          # .webp images (stb reads the other formats)
   dataset-fashion-mnist  # the built-in default dataset
 )
 optional=(python3-torch libopenblas0-openmp chromium)

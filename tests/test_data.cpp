@@ -125,9 +125,71 @@ TEST_CASE("bad image files: clear errors naming the file", "[data][image][errors
 }
 
 TEST_CASE("image extensions are matched case-insensitively", "[data][image]") {
-  for (const char* f : {"a.png", "b.JPG", "c.jpeg", "d.Bmp", "e.tga", "f.GIF"})
+  for (const char* f : {"a.png", "b.JPG", "c.jpeg", "d.Bmp", "e.tga", "f.GIF", "g.WebP"})
     CHECK(has_image_extension(f));
-  for (const char* f : {"a.txt", "b.webp", "png", "c.png.bak"}) CHECK_FALSE(has_image_extension(f));
+  for (const char* f : {"a.txt", "b.webpx", "png", "c.png.bak"}) CHECK_FALSE(has_image_extension(f));
+}
+
+TEST_CASE("WebP: lossless round trips, lossy with alpha, truncation, bad headers", "[data][image][webp]") {
+  const auto dir = fresh_dir("webp");
+  if (!webp_supported()) {  // a build without libwebp names what is missing
+    testdata::write_bytes(dir / "x.webp", {'R', 'I', 'F', 'F', 4, 0, 0, 0, 'W', 'E', 'B', 'P'});
+    CHECK_THROWS_WITH(load_image((dir / "x.webp").string()), Catch::Contains("x.webp") && Catch::Contains("libwebp"));
+    CHECK_THAT(check_image_file((dir / "x.webp").string()), Catch::Contains("libwebp"));
+    return;
+  }
+  // Lossless: RGB exact; gray comes back as three equal channels; RGBA exact with keep_alpha.
+  const Image rgb = pattern(13, 7, 3, 1);
+  write_image((dir / "rgb.webp").string(), rgb);
+  Image back = load_image((dir / "rgb.webp").string());
+  REQUIRE(back.channels == 3);
+  REQUIRE(back.width == 13);
+  CHECK(back.pixels == rgb.pixels);
+  const Image gray = pattern(9, 5, 1, 2);
+  write_image((dir / "gray.webp").string(), gray);
+  back = load_image((dir / "gray.webp").string());
+  REQUIRE(back.channels == 3);
+  CHECK(convert_channels(back, 1).pixels == gray.pixels);
+  const Image rgba = pattern(6, 6, 4, 3);
+  testdata::write_bytes(dir / "rgba.webp", encode_webp(rgba));
+  CHECK(load_image((dir / "rgba.webp").string(), true).pixels == rgba.pixels);
+  back = load_image((dir / "rgba.webp").string());
+  REQUIRE(back.channels == 3);
+  CHECK(back.at(4, 2, 1) == rgba.at(4, 2, 1));
+  ImageInfo info;
+  CHECK(check_image_file((dir / "rgba.webp").string(), &info).empty());
+  CHECK(info.width == 6);
+  CHECK(info.channels == 4);
+
+  // Lossy with alpha (VP8X + ALPH + VP8 chunks): close, not exact; a smooth image.
+  Image smooth(64, 48, 4);
+  for (int y = 0; y < 48; ++y)
+    for (int x = 0; x < 64; ++x) {
+      smooth.at(x, y, 0) = uint8_t(x * 4);
+      smooth.at(x, y, 1) = uint8_t(y * 5);
+      smooth.at(x, y, 2) = 128;
+      smooth.at(x, y, 3) = uint8_t(255 - x);
+    }
+  const auto lossy = encode_webp(smooth, 90);
+  testdata::write_bytes(dir / "lossy.webp", lossy);
+  CHECK(check_image_file((dir / "lossy.webp").string(), &info).empty());
+  CHECK(info.channels == 4);
+  const Image got = load_image((dir / "lossy.webp").string(), true);
+  REQUIRE(got.pixels.size() == smooth.pixels.size());
+  double err = 0;
+  for (size_t i = 0; i < got.pixels.size(); ++i) err += std::abs(int(got.pixels[i]) - int(smooth.pixels[i]));
+  CHECK(err / double(got.pixels.size()) < 4.0);  // mean absolute error in 8-bit levels
+  CHECK_THROWS_AS(encode_webp(smooth, 101), std::invalid_argument);
+
+  // Truncated: the RIFF size says so; decoding names the file.
+  testdata::write_bytes(dir / "cut.webp", std::vector<uint8_t>(lossy.begin(), lossy.begin() + lossy.size() / 2));
+  CHECK_THAT(check_image_file((dir / "cut.webp").string()), Catch::Contains("truncated WebP"));
+  CHECK_THROWS_WITH(load_image((dir / "cut.webp").string()), Catch::Contains("cut.webp") && Catch::Contains("WebP"));
+  // A RIFF/WEBP header over garbage.
+  std::vector<uint8_t> junk = {'R', 'I', 'F', 'F', 12, 0, 0, 0, 'W', 'E', 'B', 'P', 'V', 'P', '8', 'X', 1, 2, 3, 4};
+  testdata::write_bytes(dir / "junk.webp", junk);
+  CHECK_THAT(check_image_file((dir / "junk.webp").string()), Catch::Contains("not a readable WebP"));
+  CHECK_THROWS_WITH(load_image((dir / "junk.webp").string()), Catch::Contains("junk.webp"));
 }
 
 TEST_CASE("resize: filters keep constants, box averages exactly", "[data][resize]") {

@@ -83,6 +83,17 @@ TEST_CASE("flat image folder: label 0, mixed gray/RGB/RGBA, GIF", "[data][folder
   CHECK(g.height() == 6);
 }
 
+TEST_CASE("image folder: WebP files are images too", "[data][folder][webp]") {
+  if (!webp_supported()) return;  // test_data checks the message a build without libwebp gives
+  const auto root = fresh_dir("webp_folder");
+  write_image((root / "a.png").string(), pattern(8, 8, 3, 1));
+  write_image((root / "b.webp").string(), pattern(8, 8, 3, 2));
+  ImageFolder ds(root.string(), quiet());
+  REQUIRE(ds.size() == 2);
+  CHECK(ds.get(1).image.pixels == pattern(8, 8, 3, 2).pixels);  // lossless
+  CHECK(ds.bad_files().empty());
+}
+
 TEST_CASE("image folder: missing, empty, no images", "[data][folder][errors]") {
   const auto root = fresh_dir("folder_errors");
   CHECK_THROWS_WITH(ImageFolder((root / "missing").string()),
