@@ -32,7 +32,7 @@ std::string find_run_dir(const std::string& checkpoint) {
 }
 
 int run(int argc, char** argv) {
-  std::string checkpoint, key, features, dataset, data_path, json_out, device_choice = "auto", bn = "batch";
+  std::string checkpoint, key, features, dataset, data_path, classes, json_out, device_choice = "auto", bn = "batch";
   int64_t num = 1000, subset_size = 0;
   int subsets = 100, threads = 0;
   uint64_t seed = 0;
@@ -43,7 +43,8 @@ int run(int argc, char** argv) {
   app.add_option("--key", key, "the generator's name inside a checkpoint that holds several models (--key netG)");
   app.add_option("--features", features, "the feature classifier (.safetensors from gantry_classifier_train)")->required();
   app.add_option("--num", num, "images: generated, and real ones from the dataset")->check(CLI::Range(int64_t{2}, int64_t{1000000}));
-  app.add_option("--dataset", dataset, "real data: fashion-mnist, mnist, cifar10, cifar100 or folder (default: the run's config)");
+  app.add_option("--dataset", dataset, "real data: fashion-mnist, mnist, cifar10, cifar100, lsun or folder (default: the run's config)");
+  app.add_option("--classes", classes, "lsun: comma-separated categories (default: the run's config, else all)");
   app.add_option("--data", data_path, "dataset location (default: the run's config)");
   app.add_option("--json", json_out, "write the scores here (default RUN_DIR/eval.json, or eval.json next to a generator file)");
   app.add_option("--bn", bn, "generator batch norm: batch (batch statistics over chunks of 64, as the training samples) or eval (running statistics)")->check(CLI::IsMember({"batch", "eval"}));
@@ -68,6 +69,7 @@ int run(int argc, char** argv) {
     if (dataset.empty()) {
       dataset = cfg.at("dataset").get<std::string>();
       if (data_path.empty()) data_path = cfg.at("data").get<std::string>();
+      if (classes.empty()) classes = cfg.value("classes", std::string());
     }
   }
   if (dataset.empty())
@@ -79,6 +81,7 @@ int run(int argc, char** argv) {
   auto net = load_classifier(features);
   data::DatasetOptions dopt;
   dopt.quiet = true;
+  dopt.classes = data::split_classes(classes);
   auto ds = data::open_dataset(dataset, data_path, /*train=*/true, dopt);
   std::cerr << "generator " << gen_file << " (" << g->image_size << "x" << g->image_size << "x" << g->nc << "), features "
             << features << " (" << net->feature_dim() << "-d), real: " << ds->name() << ", " << num << " images each\n";

@@ -45,6 +45,7 @@ extern "C" void on_signal(int sig) {
 struct Settings {
   std::string dataset = "fashion-mnist";
   std::string data;
+  std::string classes;  // lsun: comma-separated categories (the PyTorch example's --classes)
   int image_size = 64;
   int channels = 0;  // 0: the dataset's own
   int64_t batch_size = 128;
@@ -78,6 +79,7 @@ struct Settings {
 
 json settings_json(const Settings& s) {
   return {{"dataset", s.dataset},       {"data", s.data},
+          {"classes", s.classes},
           {"image_size", s.image_size}, {"channels", s.channels},
           {"batch_size", s.batch_size}, {"epochs", s.epochs},
           {"max_steps", s.max_steps},   {"lr", s.lr},
@@ -101,6 +103,7 @@ Settings settings_from_json(const json& j, const std::string& path) {
   try {
     s.dataset = j.at("dataset");
     s.data = j.at("data");
+    s.classes = j.value("classes", std::string());
     s.image_size = j.at("image_size");
     s.channels = j.at("channels");
     s.batch_size = j.at("batch_size");
@@ -228,6 +231,8 @@ void validate(const Settings& s) {
   if (s.eval_every > 0 && s.features.empty())
     bad("--eval-every needs --features CLASSIFIER.safetensors (train one with gantry_classifier_train)");
   if (s.eval_num < 2) bad("--eval-num must be at least 2");
+  if (!s.classes.empty() && s.dataset != "lsun")
+    bad("--classes picks LSUN categories: it needs --dataset lsun (not " + s.dataset + ")");
   if (s.data.empty() && !data::dataset_data_hint(s.dataset).empty())
     bad("--dataset " + s.dataset + " needs --data PATH (" + data::dataset_data_hint(s.dataset) + ")");
 }
@@ -237,9 +242,10 @@ int run(int argc, char** argv) {
   std::string resume;
   CLI::App app{"dcgan_train: train the DCGAN of the PyTorch example (gantry " + std::string(version()) + ")"};
   app.option_defaults()->always_capture_default();
-  auto* o_dataset = app.add_option("--dataset", s.dataset, "fashion-mnist (Debian's package, no download), mnist, cifar10, cifar100 or folder")
+  auto* o_dataset = app.add_option("--dataset", s.dataset, "fashion-mnist (Debian's package, no download), mnist, cifar10, cifar100, lsun or folder")
       ->check(CLI::IsMember(data::dataset_kinds()));
-  auto* o_data = app.add_option("--data", s.data, "dataset location: a folder of images (folder); the CIFAR-10/100 folder, binary or python version (torchvision's root works); the MNIST IDX folder; default for fashion-mnist: " + data::default_fashion_mnist_dir());
+  auto* o_data = app.add_option("--data", s.data, "dataset location: a folder of images (folder); the CIFAR-10/100 folder, binary or python version (torchvision's root works); the MNIST IDX folder; an LSUN database or the folder of several; default for fashion-mnist: " + data::default_fashion_mnist_dir());
+  auto* o_classes = app.add_option("--classes", s.classes, "lsun: comma-separated categories, e.g. bedroom,church_outdoor (bedroom means bedroom_train_lmdb; default: every one in --data)");
   auto* o_size = app.add_option("--image-size", s.image_size, "image size: 32, 64 or 128 (one network stage per doubling)");
   auto* o_channels = app.add_option("--channels", s.channels, "image channels: 1 or 3 (0 = the dataset's own)");
   auto* o_batch = app.add_option("--batch-size", s.batch_size, "images per step");
@@ -279,7 +285,7 @@ int run(int argc, char** argv) {
     app.parse(argc, argv);
     if (!resume.empty()) {
       // The run's own settings win; only the length, device, workers and logging may change.
-      for (CLI::Option* o : {o_dataset, o_data, o_size, o_channels, o_batch, o_lr, o_b1, o_b2, o_nz, o_ngf, o_ndf, o_seed, o_strict, o_flip,
+      for (CLI::Option* o : {o_dataset, o_data, o_classes, o_size, o_channels, o_batch, o_lr, o_b1, o_b2, o_nz, o_ngf, o_ndf, o_seed, o_strict, o_flip,
                              o_ema, o_ada, o_ada_target, o_ada_speed, o_ada_interval, o_eval_every, o_eval_num, o_features,
                              o_net_g, o_net_d, o_net_g_key, o_net_d_key})
         if (o->count() > 0)
@@ -314,6 +320,7 @@ int run(int argc, char** argv) {
   // Data: opened (and, for folders, scanned) before any training work.
   data::DatasetOptions dopt;
   dopt.strict = s.strict;
+  dopt.classes = data::split_classes(s.classes);
   auto dataset = data::open_dataset(s.dataset, s.data, /*train=*/true, dopt);
   if (s.channels == 0) s.channels = dataset->channels();
   std::cout << "dataset: " << dataset->name() << "\n";

@@ -41,15 +41,16 @@ class SplitDataset : public data::Dataset {
 };
 
 int run(int argc, char** argv) {
-  std::string dataset = "fashion-mnist", data_path, out, device_choice = "auto";
+  std::string dataset = "fashion-mnist", data_path, classes, out, device_choice = "auto";
   int image_size = 32, channels = 0, workers = 2, threads = 0;
   int64_t width = 32, batch_size = 128, max_steps = 0, epochs = 0, log_every = 100;
   double lr = 1e-3;
   uint64_t seed = 1;
   CLI::App app{"gantry_classifier_train: the feature network for KID/FID (gantry " + std::string(version()) + ")"};
   app.option_defaults()->always_capture_default();
-  app.add_option("--dataset", dataset, "fashion-mnist, mnist, cifar10, cifar100 or folder (class sub-folders)")->check(CLI::IsMember(data::dataset_kinds()));
+  app.add_option("--dataset", dataset, "fashion-mnist, mnist, cifar10, cifar100, lsun or folder (class sub-folders)")->check(CLI::IsMember(data::dataset_kinds()));
   app.add_option("--data", data_path, "dataset location (see dcgan_train --help)");
+  app.add_option("--classes", classes, "lsun: comma-separated categories (default: all in --data)");
   app.add_option("--image-size", image_size, "input size (images are resized to it)")->check(CLI::Range(8, 512));
   app.add_option("--channels", channels, "1 or 3 (0 = the dataset's own)")->check(CLI::IsMember({0, 1, 3}));
   app.add_option("--width", width, "channels of the first conv (features: 4x this)")->check(CLI::Range(int64_t{1}, int64_t{1024}));
@@ -75,13 +76,15 @@ int run(int argc, char** argv) {
   const Device device = apps::choose_device(device_choice);
 
   std::shared_ptr<data::Dataset> train_ds, test_ds;
+  data::DatasetOptions dopt;
+  dopt.classes = data::split_classes(classes);
   if (dataset == "folder") {
-    auto all = data::open_dataset(dataset, data_path, true);
+    auto all = data::open_dataset(dataset, data_path, true, dopt);
     train_ds = std::make_shared<SplitDataset>(all, false);
     test_ds = std::make_shared<SplitDataset>(all, true);
   } else {
-    train_ds = data::open_dataset(dataset, data_path, true);
-    test_ds = data::open_dataset(dataset, data_path, false);
+    train_ds = data::open_dataset(dataset, data_path, true, dopt);
+    test_ds = data::open_dataset(dataset, data_path, false, dopt);
   }
   if (train_ds->num_classes() < 2)
     throw std::invalid_argument("--dataset " + dataset + ": " + train_ds->name() + " has " + std::to_string(train_ds->num_classes()) +

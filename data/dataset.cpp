@@ -405,7 +405,7 @@ std::string default_fashion_mnist_dir() {
 }
 
 const std::vector<std::string>& dataset_kinds() {
-  static const std::vector<std::string> kinds = {"fashion-mnist", "mnist", "cifar10", "cifar100", "folder"};
+  static const std::vector<std::string> kinds = {"fashion-mnist", "mnist", "cifar10", "cifar100", "lsun", "folder"};
   return kinds;
 }
 
@@ -418,6 +418,9 @@ std::string dataset_data_hint(const std::string& kind) {
            "(cifar-10-batches-py/, as torchvision downloads it), or the folder above either";
   if (kind == "cifar100")
     return "the CIFAR-100 folder: cifar-100-binary/ or cifar-100-python/ (torchvision's), or the folder above either";
+  if (kind == "lsun")
+    return "an LSUN database folder (e.g. bedroom_train_lmdb/, holding data.mdb) or the folder holding "
+           "several (--classes picks some)";
   if (kind == "folder") return "a folder of images, or one sub-folder per class (e.g. CelebA's img_align_celeba)";
   return "";
 }
@@ -444,6 +447,7 @@ std::shared_ptr<Dataset> open_dataset(const std::string& kind, const std::string
   if (kind == "mnist") return IdxDataset::from_dir(path, train, kind);
   if (kind == "cifar10") return std::make_shared<Cifar10>(path, train);
   if (kind == "cifar100") return std::make_shared<Cifar100>(path, train);
+  if (kind == "lsun") return std::make_shared<Lsun>(path, train, opt.classes);
   return std::make_shared<ImageFolder>(path, opt);
 }
 

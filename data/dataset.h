@@ -69,10 +69,11 @@ struct DatasetOptions {
   Verify verify = Verify::Header;
   int scan_threads = 0;           // threads for the folder scan; 0 = hardware concurrency
   bool quiet = false;             // no warnings on stderr (bad_files() still lists them)
+  std::vector<std::string> classes;  // lsun: the categories to read (empty: all found)
 };
 
 // ---- image folder -----------------------------------------------------------------------------
-// Recursive; files with extension png jpg jpeg bmp tga gif (any case), hidden files and folders
+// Recursive; files with extension png jpg jpeg bmp tga gif webp (any case), hidden files and folders
 // (".name") ignored, sorted by path (byte order) so the order is the same everywhere.
 // Layout, as torchvision's ImageFolder: when the root holds sub-folders with images, each
 // top-level sub-folder is a class (labels in sorted name order; images anywhere below it;
@@ -159,6 +160,43 @@ class Cifar100 : public Cifar {
   static constexpr int kRecordBytes = 3074;  // binary version: coarse + fine label + 3072 pixels
 };
 
+// LSUN (the scenes the DCGAN paper trained on; the PyTorch example's --dataset lsun): one LMDB
+// database per category, whose values are encoded images (JPEG, or WebP in some copies),
+// decoded on get(). `path` is one database folder (holding data.mdb, e.g. bedroom_train_lmdb/),
+// or the folder holding several: then `classes` picks them as the PyTorch example's --classes
+// does ("bedroom" means bedroom_train_lmdb, or bedroom_val_lmdb when !train), and no classes
+// means every <category>_train_lmdb (or _val_lmdb) there, in sorted order, each one class.
+// Opened read-only without a lock file (as torchvision does), so the databases can live on a
+// read-only disk; every loader thread reads through its own transaction. The keys are read
+// once at construction; an image that fails to decode is an error at get() naming the
+// database and key (the loader skips it unless strict). Needs liblmdb at build time
+// (lsun_supported()); without it the constructor throws saying so.
+class Lsun : public Dataset {
+ public:
+  Lsun(const std::string& path, bool train = true, const std::vector<std::string>& classes = {});
+  ~Lsun() override;
+  size_t size() const override { return labels_.size(); }
+  Example get(size_t i) const override;
+  int64_t num_classes() const override { return static_cast<int64_t>(class_names_.size()); }
+  int channels() const override { return 3; }
+  std::string name() const override { return name_; }
+  std::vector<std::string> class_names() const override { return class_names_; }
+  std::string source(size_t i) const override;  // "<database> key <key>"
+
+ private:
+  struct Db;
+  std::vector<std::unique_ptr<Db>> dbs_;
+  std::vector<char> keys_;             // every key, back to back
+  std::vector<size_t> key_start_;      // key i is keys_[key_start_[i], key_start_[i + 1])
+  std::vector<int64_t> labels_;        // the class (database) of each image
+  std::vector<std::string> class_names_;
+  std::string name_;
+};
+bool lsun_supported();
+// "bedroom,church_outdoor" -> {"bedroom", "church_outdoor"} (empty items dropped): the
+// --classes flag's list.
+std::vector<std::string> split_classes(const std::string& comma_list);
+
 // IDX files (MNIST, Fashion-MNIST): big-endian; images magic 0x00000803 (u8, 3 dims: count,
 // rows, cols), labels magic 0x00000801 (u8, 1 dim). Plain or gzip-compressed (read through
 // zlib, which passes plain files through). num_classes = largest label + 1, and 10 (with the
@@ -192,7 +230,7 @@ void write_idx(const std::string& path, const std::vector<int64_t>& dims, const 
 std::string default_fashion_mnist_dir();
 
 // The kinds open_dataset opens: "fashion-mnist" (path may be empty: the Debian package),
-// "mnist" (path required: Debian has no MNIST package), "cifar10", "cifar100", "folder".
+// "mnist" (path required: Debian has no MNIST package), "cifar10", "cifar100", "lsun", "folder".
 const std::vector<std::string>& dataset_kinds();
 // What `path` must be for `kind`, for help texts and errors ("" for fashion-mnist: optional).
 std::string dataset_data_hint(const std::string& kind);

@@ -16,6 +16,7 @@ required=(
   zlib1g-dev           # gzipped IDX files
   libzip-dev           # torch.save checkpoints (.pth): ZIP archives
   libwebp-dev          # .webp images (stb reads the other formats)
+  liblmdb-dev          # LSUN's databases (--dataset lsun)
   dataset-fashion-mnist  # the built-in default dataset
 )
 optional=(python3-torch libopenblas0-openmp chromium)

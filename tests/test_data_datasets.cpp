@@ -7,7 +7,12 @@
 #include <set>
 
 #include "gantry/data/dataset.h"
+#include "gantry/data/loader.h"
 #include "test_data_util.h"
+
+#if defined(GANTRY_HAVE_LMDB)
+#include <lmdb.h>
+#endif
 
 using namespace gantry::data;
 using testdata::fresh_dir;
@@ -487,3 +492,124 @@ TEST_CASE("real Fashion-MNIST from the Debian package", "[data][fashion]") {
   auto test = open_dataset("fashion-mnist", "", false);
   CHECK(test->size() == 10000);
 }
+
+// ---- LSUN ---------------------------------------------------------------------------------------
+
+TEST_CASE("LSUN: databases written by python-lmdb with PIL's JPEG and WebP (tests/data/lsun)", "[data][lsun]") {
+  if (!lsun_supported()) return;  // the no-liblmdb message is checked below
+  Lsun ds((kData / "lsun").string());
+  REQUIRE(ds.size() == 8);
+  CHECK(ds.class_names() == std::vector<std::string>{"bedroom_train", "church_outdoor_train"});
+  for (size_t i = 0; i < ds.size(); ++i) {
+    if (i == 5 && !webp_supported()) continue;
+    const Example e = ds.get(i);
+    INFO("image " << i);
+    REQUIRE(e.image.width == 40);
+    REQUIRE(e.image.height == 30);
+    REQUIRE(e.image.channels == 3);
+    const int k = i < 6 ? int(i) : int(i) - 6;  // keys (k * 7919 in hex) sort as k does
+    // The generator's pixel (x, y) is (40 k, 6 x, 8 y); JPEG at quality 75 lands near it.
+    CHECK(std::abs(int(e.image.at(20, 15, 0)) - (40 * k) % 256) <= 12);
+    CHECK(std::abs(int(e.image.at(20, 15, 1)) - 120) <= 12);
+    CHECK(std::abs(int(e.image.at(20, 15, 2)) - 120) <= 12);
+    CHECK(e.label == (i < 6 ? 0 : 1));
+  }
+}
+
+#if defined(GANTRY_HAVE_LMDB)
+namespace {
+// An LMDB database as LSUN ships one: keys (hex ids) -> encoded images.
+void write_lmdb(const fs::path& dir, const std::vector<std::pair<std::string, std::vector<uint8_t>>>& kv) {
+  fs::create_directories(dir);
+  MDB_env* env = nullptr;
+  REQUIRE(mdb_env_create(&env) == 0);
+  REQUIRE(mdb_env_set_mapsize(env, size_t(16) << 20) == 0);
+  REQUIRE(mdb_env_open(env, dir.c_str(), 0, 0664) == 0);
+  MDB_txn* txn = nullptr;
+  REQUIRE(mdb_txn_begin(env, nullptr, 0, &txn) == 0);
+  MDB_dbi dbi;
+  REQUIRE(mdb_dbi_open(txn, nullptr, 0, &dbi) == 0);
+  for (const auto& [k, v] : kv) {
+    MDB_val key{k.size(), const_cast<char*>(k.data())}, val{v.size(), const_cast<uint8_t*>(v.data())};
+    REQUIRE(mdb_put(txn, dbi, &key, &val, 0) == 0);
+  }
+  REQUIRE(mdb_txn_commit(txn) == 0);
+  mdb_env_close(env);
+}
+}  // namespace
+
+TEST_CASE("LSUN: an LMDB database of encoded images, one class per database", "[data][lsun]") {
+  const auto root = fresh_dir("lsun");
+  // Keys sort in byte order: LMDB returns them so, and that is the dataset's order.
+  write_lmdb(root / "bedroom_train_lmdb", {{"0a1f", encode_png(pattern(20, 16, 3, 1))},
+                                           {"0b2e", encode_jpeg(pattern(24, 24, 3, 2), 95)},
+                                           {"00ff", webp_supported() ? encode_webp(pattern(18, 12, 3, 3))
+                                                                     : encode_png(pattern(18, 12, 3, 3))}});
+  write_lmdb(root / "kitchen_train_lmdb", {{"k1", encode_png(pattern(8, 8, 1, 4))}});
+  write_lmdb(root / "kitchen_val_lmdb", {{"v1", encode_png(pattern(9, 9, 3, 5))}, {"v2", encode_png(pattern(9, 9, 3, 6))}});
+
+  Lsun one((root / "bedroom_train_lmdb").string());
+  REQUIRE(one.size() == 3);
+  CHECK(one.class_names() == std::vector<std::string>{"bedroom_train"});
+  CHECK(one.get(0).image.pixels == pattern(18, 12, 3, 3).pixels);  // key 00ff; lossless
+  CHECK(one.get(1).image.pixels == pattern(20, 16, 3, 1).pixels);  // key 0a1f
+  const Example jpeg = one.get(2);
+  REQUIRE(jpeg.image.width == 24);
+  CHECK(std::abs(int(jpeg.image.at(10, 10, 1)) - int(pattern(24, 24, 3, 2).at(10, 10, 1))) < 12);
+  CHECK_THAT(one.source(1), Catch::Contains("bedroom_train_lmdb") && Catch::Contains("key 0a1f"));
+
+  // The root: every *_train_lmdb, sorted, one label each; the val split; --classes.
+  Lsun all(root.string());
+  REQUIRE(all.size() == 4);
+  CHECK(all.class_names() == std::vector<std::string>{"bedroom_train", "kitchen_train"});
+  CHECK(all.get(3).label == 1);
+  CHECK(all.get(3).image.channels == 1);  // stored gray; the transform makes the channels asked for
+  CHECK(Lsun(root.string(), false).size() == 2);
+  DatasetOptions opt;
+  opt.classes = split_classes("kitchen,");
+  auto kitchen = open_dataset("lsun", root.string(), true, opt);
+  CHECK(kitchen->size() == 1);
+  CHECK(kitchen->class_names() == std::vector<std::string>{"kitchen_train"});
+  CHECK(split_classes("a,,b") == std::vector<std::string>{"a", "b"});
+  CHECK_THROWS_WITH(Lsun(root.string(), true, {"tower"}),
+                    Catch::Contains("no tower_train_lmdb/data.mdb") && Catch::Contains("class 'tower_train'"));
+
+  // The loader reads it from worker threads, each through its own transaction.
+  LoaderOptions lo;
+  lo.batch_size = 2;
+  lo.num_workers = 2;
+  lo.num_epochs = 3;
+  lo.transform.image_size = 8;
+  lo.transform.channels = 3;
+  DataLoader loader(std::make_shared<Lsun>(root.string()), lo);
+  Batch b;
+  int batches = 0;
+  while (loader.next(b)) {
+    CHECK(b.images.shape() == gantry::Shape{2, 3, 8, 8});
+    ++batches;
+  }
+  CHECK(batches == 6);
+}
+
+TEST_CASE("LSUN errors name the database, the key and what was expected", "[data][lsun][errors]") {
+  const auto root = fresh_dir("lsun_bad");
+  CHECK_THROWS_WITH(Lsun((root / "none").string()), Catch::Contains("no such"));
+  fs::create_directories(root / "empty");
+  CHECK_THROWS_WITH(open_dataset("lsun", (root / "empty").string()),
+                    Catch::Contains("no LSUN database here") && Catch::Contains("bedroom_train_lmdb"));
+  write_lmdb(root / "nothing_train_lmdb", {});
+  CHECK_THROWS_WITH(Lsun((root / "nothing_train_lmdb").string()), Catch::Contains("holds no images"));
+  testdata::write_text(root / "fake_train_lmdb" / "data.mdb", "not a database");
+  CHECK_THROWS_WITH(Lsun((root / "fake_train_lmdb").string()),
+                    Catch::Contains("fake_train_lmdb") && Catch::Contains("opening the database"));
+  write_lmdb(root / "text_train_lmdb", {{"abc", {'h', 'i'}}});
+  Lsun text((root / "text_train_lmdb").string());
+  CHECK_THROWS_WITH(text.get(0), Catch::Contains("text_train_lmdb key abc") && Catch::Contains("not a readable image"));
+  CHECK_THROWS_AS(text.get(1), std::out_of_range);
+}
+#else
+TEST_CASE("LSUN: a build without liblmdb says so", "[data][lsun]") {
+  CHECK_FALSE(lsun_supported());
+  CHECK_THROWS_WITH(Lsun("/tmp"), Catch::Contains("without liblmdb"));
+}
+#endif

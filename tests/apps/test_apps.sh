@@ -69,6 +69,20 @@ for case in $CASES; do
     "$TRAIN" --dataset cifar10 --data "$HERE" "${SMALL[@]}" --out "$WORK/rcx" >"$WORK/o" 2>&1 && fail "a folder without CIFAR accepted"
     expect_in "$WORK/o" "no cifar10 files"
     [ -e "$WORK/rcx" ] && fail "a failed start left its run folder behind"
+    # LSUN: LMDB databases (tests/data/lsun, written by python-lmdb), the example's --classes.
+    "$TRAIN" --dataset lsun --data "$HERE/../data/lsun" --classes bedroom "${SMALL[@]}" --batch-size 4 \
+      --out "$WORK/rl" >"$WORK/o" 2>&1
+    if grep -q "without liblmdb" "$WORK/o"; then
+      echo "(lsun: this build has no liblmdb; its message is checked)"
+    else
+      [ -f "$WORK/rl/metrics.csv" ] || fail "training on LSUN failed: $(tail -5 "$WORK/o")"
+      expect_in "$WORK/o" "lsun $HERE/../data/lsun (6 images, 1 class)"
+      "$TRAIN" --dataset lsun --data "$HERE/../data/lsun" "${SMALL[@]}" --batch-size 4 --out "$WORK/rl2" >"$WORK/o" 2>&1 \
+        || fail "training on every LSUN category failed: $(tail -5 "$WORK/o")"
+      expect_in "$WORK/o" "(8 images, 2 classes)"
+    fi
+    "$TRAIN" --classes bedroom "${SMALL[@]}" >"$WORK/o" 2>&1 && fail "--classes without --dataset lsun accepted"
+    expect_in "$WORK/o" "needs --dataset lsun"
     ;;
   resume)
     # 12 steps in one go against 6 + resume to 12: the same losses (CPU, same seed).
