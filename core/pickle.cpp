@@ -74,10 +74,10 @@ int64_t Value::numel() const {
 }
 
 double Value::element(int64_t k) const {
-  const std::string& code = items.empty() ? s2 : items[0]->s;
-  const std::size_t es = numpy_item_size(code);
-  if (kind != Kind::Array || es == 0 || k < 0 || k >= numel())
+  if (kind != Kind::Array || items.empty() || k < 0 || k >= numel())
     throw std::out_of_range("pickle::Value::element: not an element of a numeric array");
+  const std::string& code = items[0]->s;  // an Array's dtype
+  const std::size_t es = numpy_item_size(code);
   uint8_t b[8];
   std::memcpy(b, s.data() + static_cast<std::size_t>(k) * es, es);
   if (s2 == ">")
@@ -488,9 +488,10 @@ void Unpickler::build(std::size_t at, Value* target, Value* state) {
     // (version, byteorder, subarray, names, fields, elsize, alignment, flags)
     if (state->kind == Value::Kind::Tuple && state->items.size() >= 2 && state->items[1]->is_text())
       target->s2 = state->items[1]->s;
-    if (state->kind == Value::Kind::Tuple && state->items.size() >= 4 &&
-        state->items[3]->kind != Value::Kind::None)
-      target->s = "V";  // a record (structured) dtype: not one gantry reads
+    // A sub-array (index 2) or record (3: field names) dtype: not one gantry reads.
+    for (std::size_t k : {std::size_t{2}, std::size_t{3}})
+      if (state->kind == Value::Kind::Tuple && state->items.size() > k && state->items[k]->kind != Value::Kind::None)
+        target->s = "V";
     return;
   }
   if (target->kind == Value::Kind::Object && target->s == "numpy" && target->s2 == "ndarray" && target->i == -1) {

@@ -94,6 +94,7 @@ TEST_CASE("pickle: numpy arrays and scalars as Python 3 + numpy pickle them, pro
     CHECK(entry(root, "strings").kind == Kind::Object);
     CHECK(type_name(entry(root, "strings")) == "object of class numpy.ndarray");
     CHECK(entry(root, "objects").kind == Kind::Object);
+    CHECK(entry(root, "records").kind == Kind::Object);  // a structured dtype
 
     const Value& plain = entry(root, "plain");
     CHECK(entry(plain, "epoch").i == 3);

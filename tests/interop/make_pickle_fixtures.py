@@ -43,6 +43,7 @@ def numpy_values():
         "scalar_i64": np.int64(-7),
         "strings": np.array(["a", "bc"]),        # a dtype gantry does not read: opaque
         "objects": np.array([1, "x"], dtype=object),
+        "records": np.zeros(2, dtype=[("a", "<i4"), ("b", "<f4")]),
         "plain": {"epoch": 3, "name": "x", "data": b"\x00\xff"},
         "names": ["n%d" % i for i in range(300)],  # memo keys past 255: LONG_BINPUT/LONG_BINGET
     }
