@@ -92,6 +92,16 @@ Image::Image(int w, int h, int c, uint8_t fill) : width(w), height(h), channels(
 #include <webp/encode.h>
 #endif
 
+// An Image holding a copy of a decoder's w x h x c pixels.
+static Image image_from(const uint8_t* px, int w, int h, int c) {
+  Image img;
+  img.width = w;
+  img.height = h;
+  img.channels = c;
+  img.pixels.assign(px, px + size_t(w) * h * c);
+  return img;
+}
+
 static std::string lower(std::string s) {
   for (char& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
   return s;
@@ -143,12 +153,7 @@ Image decode_webp(const uint8_t* data, size_t size, const std::string& what, boo
   std::unique_ptr<uint8_t, void (*)(void*)> px(
       channels == 4 ? WebPDecodeRGBA(data, size, &w, &h) : WebPDecodeRGB(data, size, &w, &h), WebPFree);
   if (!px) throw std::runtime_error(what + ": corrupt or truncated WebP image");
-  Image img;
-  img.width = w;
-  img.height = h;
-  img.channels = channels;
-  img.pixels.assign(px.get(), px.get() + size_t(w) * h * channels);
-  return img;
+  return image_from(px.get(), w, h, channels);
 }
 #endif
 }  // namespace
@@ -205,12 +210,7 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& what, bo
   if (!px)
     throw std::runtime_error(what + ": corrupt or truncated image (" + stbi_failure_reason() +
                              ")");
-  Image img;
-  img.width = w2;
-  img.height = h2;
-  img.channels = want;
-  img.pixels.assign(px.get(), px.get() + size_t(w2) * h2 * want);
-  return img;
+  return image_from(px.get(), w2, h2, want);
 }
 
 Image load_image(const std::string& path, bool keep_alpha) {

@@ -59,13 +59,7 @@ TEST_CASE("alpha is dropped unless kept; gray+alpha becomes gray", "[data][image
 TEST_CASE("JPEG round-trips closely and GIF's first frame decodes", "[data][image]") {
   const auto dir = fresh_dir("jpeg");
   // A smooth image: JPEG at quality 100 keeps it within a few levels.
-  Image img(32, 24, 3);
-  for (int y = 0; y < 24; ++y)
-    for (int x = 0; x < 32; ++x) {
-      img.at(x, y, 0) = uint8_t(x * 8);
-      img.at(x, y, 1) = uint8_t(y * 10);
-      img.at(x, y, 2) = 128;
-    }
+  const Image img = testdata::gradient(32, 24, 3);
   write_image((dir / "a.JPG").string(), img, 100);
   const Image back = load_image((dir / "a.JPG").string());
   REQUIRE(back.channels == 3);
@@ -162,14 +156,7 @@ TEST_CASE("WebP: lossless round trips, lossy with alpha, truncation, bad headers
   CHECK(info.channels == 4);
 
   // Lossy with alpha (VP8X + ALPH + VP8 chunks): close, not exact; a smooth image.
-  Image smooth(64, 48, 4);
-  for (int y = 0; y < 48; ++y)
-    for (int x = 0; x < 64; ++x) {
-      smooth.at(x, y, 0) = uint8_t(x * 4);
-      smooth.at(x, y, 1) = uint8_t(y * 5);
-      smooth.at(x, y, 2) = 128;
-      smooth.at(x, y, 3) = uint8_t(255 - x);
-    }
+  const Image smooth = testdata::gradient(64, 48, 4);
   const auto lossy = encode_webp(smooth, 90);
   testdata::write_bytes(dir / "lossy.webp", lossy);
   CHECK(check_image_file((dir / "lossy.webp").string(), &info).empty());

@@ -52,6 +52,22 @@ inline gantry::data::Image pattern(int w, int h, int c, int seed = 0) {
   return img;
 }
 
+// A smooth w x h image (what lossy codecs keep within a few levels): R = 256 x / w,
+// G = 240 y / h, B = 128, and alpha (c = 4) = 255 - 64 x / w.
+inline gantry::data::Image gradient(int w, int h, int c) {
+  gantry::data::Image img(w, h, c);
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x) {
+      img.at(x, y, 0) = uint8_t(256 * x / w);
+      if (c >= 3) {
+        img.at(x, y, 1) = uint8_t(240 * y / h);
+        img.at(x, y, 2) = 128;
+      }
+      if (c == 4) img.at(x, y, 3) = uint8_t(255 - 64 * x / w);
+    }
+  return img;
+}
+
 // A 1x1 GIF whose only pixel is (10, 20, 30) (global color table of 2 entries, LZW codes
 // clear, 0, end).
 inline std::vector<uint8_t> tiny_gif() {
