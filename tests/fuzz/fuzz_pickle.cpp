@@ -27,12 +27,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   } catch (const std::runtime_error&) {
     return 0;  // a clean rejection
   }
-  std::vector<const Value*> todo = {root};
+  std::vector<const Value*> pending = {root};
   std::unordered_set<const Value*> seen;
   double sum = 0;
-  while (!todo.empty()) {
-    const Value* v = todo.back();
-    todo.pop_back();
+  while (!pending.empty()) {
+    const Value* v = pending.back();
+    pending.pop_back();
     if (!v || !seen.insert(v).second) continue;
     (void)gantry::pickle::type_name(*v);
     if (v->kind == Value::Kind::Array) {
@@ -40,7 +40,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (es == 0 || v->s.size() != static_cast<std::size_t>(v->numel()) * es) std::abort();
       for (int64_t k = 0; k < v->numel(); ++k) sum += v->element(k);
     }
-    for (const Value* c : v->items) todo.push_back(c);
+    for (const Value* c : v->items) pending.push_back(c);
   }
   return sum == 12345.678 ? 1 : 0;  // keeps the reads from being optimized away
 }
