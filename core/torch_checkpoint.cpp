@@ -308,6 +308,12 @@ class Pickler {
       le(static_cast<uint64_t>(v), 8);
     }
   }
+  void real(double f) {  // BINFLOAT: an IEEE double, big-endian
+    uint64_t bits;
+    std::memcpy(&bits, &f, sizeof bits);
+    op(BINFLOAT);
+    for (int k = 7; k >= 0; --k) out.push_back(static_cast<uint8_t>(bits >> (8 * k)));
+  }
   void global(const std::string& module, const std::string& name) {
     op(GLOBAL);
     raw(module + "\n" + name + "\n");
@@ -503,45 +509,84 @@ SafetensorsContents load_torch_checkpoint(const std::string& path) {
   return parse_torch_checkpoint(bytes.data(), bytes.size(), path);
 }
 
-std::vector<uint8_t> serialize_torch_checkpoint(const StateDict& tensors) {
-#if !defined(GANTRY_HAVE_LIBZIP)
-  (void)tensors;
-  throw std::runtime_error(std::string("save_torch_checkpoint: ") + kNoLibzip);
-#else
-  std::set<std::string> seen;
-  std::vector<std::vector<uint8_t>> storages;
+namespace {
+
+#if defined(GANTRY_HAVE_LIBZIP)
+// Pickles a TorchValue tree as torch.save would the same object; each tensor's elements go to
+// their own storage record.
+class ObjectWriter {
+ public:
   Pickler pk;
-  pk.op(PROTO);
-  pk.le(2, 1);
-  pk.global("collections", "OrderedDict");
-  pk.op(EMPTY_TUPLE);
-  pk.op(REDUCE);
-  pk.op(MARK);
-  for (const auto& e : tensors) {
-    if (e.name.empty()) throw std::invalid_argument("save_torch_checkpoint: a tensor has an empty name");
-    if (!seen.insert(e.name).second)
-      throw std::invalid_argument("save_torch_checkpoint: duplicate tensor name '" + e.name + "'");
-    if (!e.tensor.defined())
-      throw std::invalid_argument("save_torch_checkpoint: tensor '" + e.name + "' is undefined");
-    const std::vector<float> values = e.tensor.to_vector();  // host copy from any device
-    const std::size_t es = dtype_size(e.dtype);
+  std::vector<std::vector<uint8_t>> storages;
+
+  void value(const TorchValue& v, const std::string& where, int depth) {
+    if (depth > 64) throw std::invalid_argument("save_torch_object: nesting deeper than 64 levels at '" + where + "'");
+    using K = TorchValue::Kind;
+    auto at = [&](const std::string& key) { return where.empty() ? key : where + "." + key; };
+    switch (v.kind()) {
+      case K::None: pk.op(NONE); return;
+      case K::Bool: pk.op(v.flag() ? NEWTRUE : NEWFALSE); return;
+      case K::Int: pk.integer(v.int_value()); return;
+      case K::Float: pk.real(v.float_value()); return;
+      case K::Str: pk.str(v.str()); return;
+      case K::Tensor: tensor(v.tensor_value(), v.dtype(), where); return;
+      case K::List:
+        pk.op(EMPTY_LIST);
+        if (v.items().empty()) return;
+        pk.op(MARK);
+        for (std::size_t k = 0; k < v.items().size(); ++k) value(v.items()[k], at(std::to_string(k)), depth + 1);
+        pk.op(APPENDS);
+        return;
+      case K::Tuple:
+        if (v.items().empty()) {
+          pk.op(EMPTY_TUPLE);
+          return;
+        }
+        pk.op(MARK);
+        for (std::size_t k = 0; k < v.items().size(); ++k) value(v.items()[k], at(std::to_string(k)), depth + 1);
+        pk.op(TUPLE);
+        return;
+      case K::Dict:
+        if (v.ordered()) {
+          pk.global("collections", "OrderedDict");
+          pk.op(EMPTY_TUPLE);
+          pk.op(REDUCE);
+        } else {
+          pk.op(EMPTY_DICT);
+        }
+        if (v.items().empty()) return;
+        pk.op(MARK);
+        for (std::size_t k = 0; k + 1 < v.items().size(); k += 2) {
+          const TorchValue& key = v.items()[k];
+          value(key, where, depth + 1);
+          value(v.items()[k + 1],
+                at(key.kind() == K::Str ? key.str() : std::to_string(key.int_value())), depth + 1);
+        }
+        pk.op(SETITEMS);
+        return;
+    }
+  }
+
+ private:
+  void tensor(const Tensor& t, DType dtype, const std::string& name) {
+    const std::vector<float> values = t.to_vector();  // host copy from any device
+    const std::size_t es = dtype_size(dtype);
     std::vector<uint8_t> bytes(values.size() * es);
     for (std::size_t i = 0; i < values.size(); ++i)
-      encode_element(values[i], e.dtype, bytes.data() + i * es, "save_torch_checkpoint", e.name,
+      encode_element(values[i], dtype, bytes.data() + i * es, "save_torch_checkpoint", name,
                      static_cast<int64_t>(i));
-    const Shape& shape = e.tensor.shape();
+    const Shape& shape = t.shape();
     std::vector<int64_t> size(shape.begin(), shape.end()), stride(shape.size());
     int64_t step = 1;
     for (std::size_t d = shape.size(); d-- > 0;) {
       stride[d] = step;
       step *= shape[d];
     }
-    pk.str(e.name);
     pk.global("torch._utils", "_rebuild_tensor_v2");
     pk.op(MARK);
     pk.op(MARK);  // the persistent id of the storage
     pk.str("storage");
-    pk.global("torch", storage_class(e.dtype));
+    pk.global("torch", storage_class(dtype));
     pk.str(std::to_string(storages.size()));
     pk.str("cpu");
     pk.integer(static_cast<int64_t>(values.size()));
@@ -558,20 +603,136 @@ std::vector<uint8_t> serialize_torch_checkpoint(const StateDict& tensors) {
     pk.op(REDUCE);
     storages.push_back(std::move(bytes));
   }
-  pk.op(SETITEMS);
-  pk.op(STOP);
+};
+#endif
+
+}  // namespace
+
+TorchValue TorchValue::boolean(bool b) {
+  TorchValue v;
+  v.kind_ = Kind::Bool;
+  v.i_ = b;
+  return v;
+}
+TorchValue TorchValue::integer(int64_t i) {
+  TorchValue v;
+  v.kind_ = Kind::Int;
+  v.i_ = i;
+  return v;
+}
+TorchValue TorchValue::real(double f) {
+  TorchValue v;
+  v.kind_ = Kind::Float;
+  v.f_ = f;
+  return v;
+}
+TorchValue TorchValue::string(std::string s) {
+  TorchValue v;
+  v.kind_ = Kind::Str;
+  v.s_ = std::move(s);
+  return v;
+}
+TorchValue TorchValue::tensor(const Tensor& t, DType dtype) {
+  if (!t.defined()) throw std::invalid_argument("TorchValue::tensor: the tensor is undefined");
+  TorchValue v;
+  v.kind_ = Kind::Tensor;
+  v.t_ = t;
+  v.dtype_ = dtype;
+  return v;
+}
+TorchValue TorchValue::list(std::vector<TorchValue> items) {
+  TorchValue v;
+  v.kind_ = Kind::List;
+  v.items_ = std::move(items);
+  return v;
+}
+TorchValue TorchValue::tuple(std::vector<TorchValue> items) {
+  TorchValue v = list(std::move(items));
+  v.kind_ = Kind::Tuple;
+  return v;
+}
+TorchValue TorchValue::dict() {
+  TorchValue v;
+  v.kind_ = Kind::Dict;
+  return v;
+}
+TorchValue TorchValue::ordered_dict() {
+  TorchValue v = dict();
+  v.ordered_ = true;
+  return v;
+}
+
+TorchValue TorchValue::state_dict(const StateDict& tensors) {
+  TorchValue d = ordered_dict();
+  std::set<std::string> seen;
+  d.items_.reserve(2 * tensors.size());
+  for (const auto& e : tensors) {
+    if (e.name.empty()) throw std::invalid_argument("save_torch_checkpoint: a tensor has an empty name");
+    if (!seen.insert(e.name).second)
+      throw std::invalid_argument("save_torch_checkpoint: duplicate tensor name '" + e.name + "'");
+    if (!e.tensor.defined())
+      throw std::invalid_argument("save_torch_checkpoint: tensor '" + e.name + "' is undefined");
+    d.items_.push_back(string(e.name));  // appended directly: names were checked just above
+    d.items_.push_back(tensor(e.tensor, e.dtype));
+  }
+  return d;
+}
+
+TorchValue& TorchValue::set_item(TorchValue key, TorchValue value) {
+  if (kind_ != Kind::Dict) throw std::logic_error("TorchValue::set on a value that is not a dict");
+  for (std::size_t k = 0; k < items_.size(); k += 2) {
+    const TorchValue& old = items_[k];
+    if (old.kind_ == key.kind_ && old.i_ == key.i_ && old.s_ == key.s_)
+      throw std::invalid_argument("TorchValue::set: the key '" +
+                                  (key.kind_ == Kind::Str ? key.s_ : std::to_string(key.i_)) +
+                                  "' is already in the dict");
+  }
+  items_.push_back(std::move(key));
+  items_.push_back(std::move(value));
+  return *this;
+}
+TorchValue& TorchValue::set(const std::string& key, TorchValue value) {
+  if (key.empty()) throw std::invalid_argument("TorchValue::set: an empty key");
+  return set_item(string(key), std::move(value));
+}
+TorchValue& TorchValue::set(int64_t key, TorchValue value) { return set_item(integer(key), std::move(value)); }
+TorchValue& TorchValue::push(TorchValue value) {
+  if (kind_ != Kind::List) throw std::logic_error("TorchValue::push on a value that is not a list");
+  items_.push_back(std::move(value));
+  return *this;
+}
+
+std::vector<uint8_t> serialize_torch_object(const TorchValue& root) {
+#if !defined(GANTRY_HAVE_LIBZIP)
+  (void)root;
+  throw std::runtime_error(std::string("save_torch_checkpoint: ") + kNoLibzip);
+#else
+  ObjectWriter w;
+  w.pk.op(PROTO);
+  w.pk.le(2, 1);
+  w.value(root, "", 0);
+  w.pk.op(STOP);
 
   static const std::vector<uint8_t> kVersion = {'3', '\n'};
   static const std::vector<uint8_t> kByteOrder = {'l', 'i', 't', 't', 'l', 'e'};
   // torch.save's order: data.pkl first (its reader names the folder after the first entry).
   std::vector<std::pair<std::string, const std::vector<uint8_t>*>> entries;
-  entries.emplace_back("archive/data.pkl", &pk.out);
+  entries.emplace_back("archive/data.pkl", &w.pk.out);
   entries.emplace_back("archive/byteorder", &kByteOrder);
-  for (std::size_t k = 0; k < storages.size(); ++k)
-    entries.emplace_back("archive/data/" + std::to_string(k), &storages[k]);
+  for (std::size_t k = 0; k < w.storages.size(); ++k)
+    entries.emplace_back("archive/data/" + std::to_string(k), &w.storages[k]);
   entries.emplace_back("archive/version", &kVersion);
   return write_zip(entries);
 #endif
+}
+
+void save_torch_object(const std::string& path, const TorchValue& root) {
+  const std::vector<uint8_t> bytes = serialize_torch_object(root);
+  write_file_atomic(path, bytes.data(), bytes.size(), "save_torch_checkpoint");
+}
+
+std::vector<uint8_t> serialize_torch_checkpoint(const StateDict& tensors) {
+  return serialize_torch_object(TorchValue::state_dict(tensors));
 }
 
 void save_torch_checkpoint(const std::string& path, const StateDict& tensors) {
