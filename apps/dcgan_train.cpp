@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <type_traits>
@@ -26,6 +27,7 @@
 #include "gantry/data/loader.h"
 #include "gantry/models/classifier.h"
 #include "gantry/models/dcgan_trainer.h"
+#include "gantry/models/training_checkpoint.h"
 #include "quality.h"
 #include "report.h"
 #include "run_dir.h"
@@ -75,6 +77,8 @@ struct Settings {
   // Starting weights (the PyTorch DCGAN example's --netG/--netD): .pth or .safetensors files,
   // and the model's name inside a file that holds several.
   std::string net_g, net_d, net_g_key, net_d_key;
+  // A whole training checkpoint to start from (torch.save {"netG", "netD", "optimizerG", ...}).
+  std::string start_from;
 };
 
 json settings_json(const Settings& s) {
@@ -94,7 +98,8 @@ json settings_json(const Settings& s) {
           {"ada_interval", s.ada_interval}, {"eval_every", s.eval_every},
           {"eval_num", s.eval_num},     {"features", s.features},
           {"net_g", s.net_g},           {"net_g_key", s.net_g_key},
-          {"net_d", s.net_d},           {"net_d_key", s.net_d_key}};
+          {"net_d", s.net_d},           {"net_d_key", s.net_d_key},
+          {"start_from", s.start_from}};
 }
 
 // Settings from a run's config.json (for --resume).
@@ -134,6 +139,7 @@ Settings settings_from_json(const json& j, const std::string& path) {
     s.net_g_key = j.value("net_g_key", std::string());
     s.net_d = j.value("net_d", std::string());
     s.net_d_key = j.value("net_d_key", std::string());
+    s.start_from = j.value("start_from", std::string());
   } catch (const json::exception& e) {
     throw std::runtime_error(path + " is not a dcgan_train config: " + e.what());
   }
@@ -170,6 +176,89 @@ void load_start_weights(Model& model, const std::string& file, const std::string
   }
   std::cout << flag.substr(2) << " starts from " << file << (key.empty() ? "" : " (" + key + ")") << ": " << sd.size()
             << " tensors\n";
+}
+
+// --start-from: reads the training checkpoint and takes from it what the flags leave open — the
+// architecture (from the tensors' shapes) and Adam's lr and betas (as PyTorch's
+// optimizer.load_state_dict() does) — so the run continues the file's training.
+struct GivenFlags {
+  bool size, channels, nz, ngf, ndf, lr, beta1, beta2;
+};
+DCGANTrainingCheckpoint read_start_checkpoint(Settings& s, const GivenFlags& given) {
+  const DCGANTrainingCheckpoint ck =
+      dcgan_checkpoint_from_torch(load_tensor_file(s.start_from), "--start-from " + s.start_from, s.net_g_key, s.net_d_key);
+  const auto g = generator_from_state_dict(ck.generator);
+  const auto d = discriminator_from_state_dict(ck.discriminator);
+  if (g->image_size != d->image_size || g->nc != d->nc)
+    throw std::invalid_argument("--start-from " + s.start_from + ": its generator '" + ck.generator_key + "' makes " +
+                                std::to_string(g->nc) + "x" + std::to_string(g->image_size) + "x" + std::to_string(g->image_size) +
+                                " images, its discriminator '" + ck.discriminator_key + "' reads " + std::to_string(d->nc) + "x" +
+                                std::to_string(d->image_size) + "x" + std::to_string(d->image_size));
+  if (!given.size) s.image_size = g->image_size;
+  if (!given.channels) s.channels = static_cast<int>(g->nc);
+  if (!given.nz) s.nz = g->nz;
+  if (!given.ngf) s.ngf = g->ngf;
+  if (!given.ndf) s.ndf = d->ndf;
+  // One lr and one pair of betas drive both of gantry's optimizers.
+  const std::optional<TorchAdamState>* opts[] = {&ck.optimizer_g, &ck.optimizer_d};
+  const std::string keys[] = {ck.optimizer_g_key, ck.optimizer_d_key};
+  std::optional<AdamOptions> first;
+  for (int k = 0; k < 2; ++k) {
+    if (!*opts[k]) continue;
+    const AdamOptions& o = (*opts[k])->options;
+    if (o.eps != AdamOptions{}.eps || o.weight_decay != 0)
+      throw std::invalid_argument("--start-from " + s.start_from + ": optimizer '" + keys[k] + "' has eps " + std::to_string(o.eps) +
+                                  " and weight_decay " + std::to_string(o.weight_decay) +
+                                  "; dcgan_train's Adam uses PyTorch's defaults (eps 1e-8, weight_decay 0)");
+    if (first && (first->lr != o.lr || first->beta1 != o.beta1 || first->beta2 != o.beta2) &&
+        !(given.lr && given.beta1 && given.beta2))
+      throw std::invalid_argument("--start-from " + s.start_from + ": its two optimizers differ in lr or betas (" +
+                                  keys[0] + " and " + keys[1] + "); dcgan_train uses one --lr/--beta1/--beta2 for both: give them");
+    if (!first) first = o;
+  }
+  if (first) {
+    auto take = [&](bool flag_given, double& value, double theirs, const char* flag) {
+      if (!flag_given) value = theirs;
+      else if (value != theirs)
+        std::cout << flag << " " << value << " is used instead of the checkpoint's " << theirs << "\n";
+    };
+    take(given.lr, s.lr, first->lr, "--lr");
+    take(given.beta1, s.beta1, first->beta1, "--beta1");
+    take(given.beta2, s.beta2, first->beta2, "--beta2");
+  }
+  return ck;
+}
+
+// Loads a --start-from checkpoint into the freshly built trainer and says what it took.
+void start_from_checkpoint(DCGANTrainer& trainer, const DCGANTrainingCheckpoint& ck, const Settings& s) {
+  const std::string what = "--start-from " + s.start_from;
+  auto load = [&](auto& model, const StateDict& sd, const std::string& key) {
+    try {
+      model.load_state_dict(sd);
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(what + ": '" + key + "' is not the model this run builds (--image-size " +
+                                  std::to_string(s.image_size) + " --nz " + std::to_string(s.nz) + " --ngf " +
+                                  std::to_string(s.ngf) + " --ndf " + std::to_string(s.ndf) + " --channels " +
+                                  std::to_string(s.channels) + "; leave those flags out to take the file's)\n" + e.what());
+    }
+  };
+  load(trainer.generator(), ck.generator, ck.generator_key);
+  load(trainer.discriminator(), ck.discriminator, ck.discriminator_key);
+  std::cout << "starting from " << s.start_from << ": generator '" << ck.generator_key << "', discriminator '"
+            << ck.discriminator_key << "'";
+  auto optimizer = [&](Adam& adam, const std::optional<TorchAdamState>& st, const std::string& key) {
+    if (!st) return;
+    try {
+      adam.load_state_dict(st->state);
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(what + ": optimizer '" + key + "': " + e.what());
+    }
+    std::cout << ", Adam state '" << key << "' (step " << st->max_step << ")";
+  };
+  optimizer(trainer.optimizer_g(), ck.optimizer_g, ck.optimizer_g_key);
+  optimizer(trainer.optimizer_d(), ck.optimizer_d, ck.optimizer_d_key);
+  if (!ck.optimizer_g && !ck.optimizer_d) std::cout << "; no optimizer state in it: Adam starts fresh";
+  std::cout << "; lr " << s.lr << ", betas (" << s.beta1 << ", " << s.beta2 << ")\n";
 }
 
 std::string now_stamp() {
@@ -280,6 +369,7 @@ int run(int argc, char** argv) {
   auto* o_net_d = app.add_option("--netD", s.net_d, "start D from these weights (as --netG)")->check(CLI::ExistingFile);
   auto* o_net_g_key = app.add_option("--netG-key", s.net_g_key, "--netG's model inside a file that holds several (a torch training checkpoint {'netG': ..., 'netD': ...}: --netG-key netG)");
   auto* o_net_d_key = app.add_option("--netD-key", s.net_d_key, "--netD's model inside such a file (--netD-key netD)");
+  auto* o_start = app.add_option("--start-from", s.start_from, "start from a training checkpoint: a torch.save file holding both models and, when saved, their Adam states ({'netG': ..., 'netD': ..., 'optimizerG': ..., 'optimizerD': ...}, as PyTorch scripts save and gantry_convert RUN ck.pth writes); the architecture, lr and betas come from it unless given")->check(CLI::ExistingFile);
   app.add_option("--resume", resume, "continue the run in this directory from its latest checkpoint, with its config (--epochs/--max-steps may extend it)");
   try {
     app.parse(argc, argv);
@@ -287,7 +377,7 @@ int run(int argc, char** argv) {
       // The run's own settings win; only the length, device, workers and logging may change.
       for (CLI::Option* o : {o_dataset, o_data, o_classes, o_size, o_channels, o_batch, o_lr, o_b1, o_b2, o_nz, o_ngf, o_ndf, o_seed, o_strict, o_flip,
                              o_ema, o_ada, o_ada_target, o_ada_speed, o_ada_interval, o_eval_every, o_eval_num, o_features,
-                             o_net_g, o_net_d, o_net_g_key, o_net_d_key})
+                             o_net_g, o_net_d, o_net_g_key, o_net_d_key, o_start})
         if (o->count() > 0)
           throw CLI::ValidationError(o->get_name() + " cannot change when resuming: --resume takes the settings from " + resume + "/config.json");
       if (!fs::exists(fs::path(resume) / "config.json"))
@@ -305,12 +395,23 @@ int run(int argc, char** argv) {
       r.out = resume;
       s = r;
     }
+    if (!s.start_from.empty() && (!s.net_g.empty() || !s.net_d.empty()))
+      throw CLI::ValidationError("--start-from takes both models from its file; give it or --netG/--netD, not both");
+    if ((!s.net_g_key.empty() && s.net_g.empty() && s.start_from.empty()) ||
+        (!s.net_d_key.empty() && s.net_d.empty() && s.start_from.empty()))
+      throw CLI::ValidationError("--netG-key/--netD-key name a model inside the --netG/--netD or --start-from file; give that file");
     validate(s);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
   if (s.epochs == 0 && s.max_steps == 0) s.epochs = 5;
   if (s.threads > 0) set_num_threads(s.threads);
+  std::optional<DCGANTrainingCheckpoint> start;
+  if (resume.empty() && !s.start_from.empty()) {
+    start = read_start_checkpoint(s, {o_size->count() > 0, o_channels->count() > 0, o_nz->count() > 0, o_ngf->count() > 0,
+                                      o_ndf->count() > 0, o_lr->count() > 0, o_b1->count() > 0, o_b2->count() > 0});
+    validate(s);  // what the file gave
+  }
 
   const Device device = apps::choose_device(s.device);
   if (s.out.empty()) s.out = "runs/" + s.dataset + "-" + now_stamp();
@@ -340,8 +441,13 @@ int run(int argc, char** argv) {
   if (resume.empty()) {
     if (!s.net_g.empty()) load_start_weights(trainer.generator(), s.net_g, s.net_g_key, "--netG", s);
     if (!s.net_d.empty()) load_start_weights(trainer.discriminator(), s.net_d, s.net_d_key, "--netD", s);
+    if (start) start_from_checkpoint(trainer, *start, s);
   }
   if (s.ema > 0) trainer.enable_ema(s.ema);
+  if (start && trainer.has_ema() && !start->generator_ema.empty()) {
+    trainer.generator_ema().load_state_dict(start->generator_ema);
+    std::cout << "EMA generator starts from " << start->generator_key << "_ema\n";
+  }
   if (s.ada) {
     AdaOptions ao;
     ao.target = s.ada_target;

@@ -2,7 +2,9 @@
 #include "gantry/optim/adam.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <map>
+#include <set>
 #include <stdexcept>
 
 #include "gantry/core/autograd.h"
@@ -155,6 +157,148 @@ void Adam::load_state_dict(const StateDict& sd) {
     fresh[i].exp_avg_sq.copy_(fields.at("exp_avg_sq"));
   }
   state_ = std::move(fresh);
+}
+
+// ---- PyTorch's form ------------------------------------------------------------------------
+
+TorchValue adam_state_to_torch(const StateDict& state, std::size_t num_params, const AdamOptions& o) {
+  TorchValue per_param = TorchValue::dict();
+  std::map<std::size_t, TorchValue> by_index;
+  for (const auto& e : state) {
+    const std::size_t dot1 = e.name.find('.'), dot2 = e.name.find('.', dot1 + 1);
+    if (e.name.rfind("state.", 0) != 0 || dot2 == std::string::npos)
+      throw std::invalid_argument("adam_state_to_torch: \"" + e.name + "\" is not a state.<i>.<field> name");
+    const std::size_t i = std::strtoull(e.name.c_str() + dot1 + 1, nullptr, 10);
+    if (i >= num_params)
+      throw std::invalid_argument("adam_state_to_torch: \"" + e.name + "\" is for parameter " + std::to_string(i) +
+                                  ", but the optimizer has " + std::to_string(num_params));
+    const std::string field = e.name.substr(dot2 + 1);
+    auto [it, fresh] = by_index.try_emplace(i, TorchValue::dict());
+    (void)fresh;
+    // PyTorch keeps the step as a float32 scalar tensor (since 1.12; capturable/fused need it so).
+    it->second.set(field, field == "step" ? TorchValue::tensor(e.tensor.reshape({}), DType::F32)
+                                          : TorchValue::tensor(e.tensor, DType::F32));
+  }
+  for (auto& [i, fields] : by_index) per_param.set(static_cast<int64_t>(i), std::move(fields));
+
+  TorchValue group = TorchValue::dict();
+  group.set("lr", TorchValue::real(o.lr));
+  group.set("betas", TorchValue::tuple({TorchValue::real(o.beta1), TorchValue::real(o.beta2)}));
+  group.set("eps", TorchValue::real(o.eps));
+  group.set("weight_decay", TorchValue::real(o.weight_decay));
+  // The rest of torch.optim.Adam's defaults (PyTorch 1.13), so its load_state_dict sets them as
+  // its own constructor would.
+  group.set("amsgrad", TorchValue::boolean(false));
+  group.set("maximize", TorchValue::boolean(false));
+  group.set("foreach", TorchValue());
+  group.set("capturable", TorchValue::boolean(false));
+  group.set("differentiable", TorchValue::boolean(false));
+  group.set("fused", TorchValue());
+  TorchValue params = TorchValue::list();
+  for (std::size_t i = 0; i < num_params; ++i) params.push(TorchValue::integer(static_cast<int64_t>(i)));
+  group.set("params", std::move(params));
+
+  TorchValue sd = TorchValue::dict();
+  sd.set("state", std::move(per_param));
+  sd.set("param_groups", TorchValue::list({std::move(group)}));
+  return sd;
+}
+
+namespace {
+
+// A number of the flattened file: metadata text ("0.0002", "5", "True") or a one-element tensor.
+bool torch_number(const SafetensorsContents& c, const std::string& name, double* out) {
+  auto m = c.metadata.find(name);
+  if (m != c.metadata.end()) {
+    if (m->second == "True" || m->second == "False") {
+      *out = m->second == "True";
+      return true;
+    }
+    char* end = nullptr;
+    const double v = std::strtod(m->second.c_str(), &end);
+    if (end == m->second.c_str() || *end != '\0') return false;
+    *out = v;
+    return true;
+  }
+  for (const auto& e : c.tensors)
+    if (e.name == name && e.tensor.numel() == 1) {
+      *out = e.tensor.item();
+      return true;
+    }
+  return false;
+}
+
+}  // namespace
+
+bool is_torch_optimizer_state(const SafetensorsContents& c, const std::string& prefix) {
+  double lr;
+  return torch_number(c, prefix + ".param_groups.0.lr", &lr);
+}
+
+TorchAdamState adam_state_from_torch(const SafetensorsContents& c, const std::string& prefix) {
+  auto bad = [&](const std::string& why) {
+    throw std::invalid_argument("optimizer '" + prefix + "': " + why);
+  };
+  const std::string group = prefix + ".param_groups.0.";
+  auto number = [&](const std::string& field, double fallback) {
+    double v = fallback;
+    if (!torch_number(c, group + field, &v) && (c.metadata.count(group + field) || field == "lr"))
+      bad("param_groups[0]['" + field + "'] is not a number");
+    return v;
+  };
+  TorchAdamState r;
+  r.options.lr = number("lr", 0);
+  r.options.beta1 = number("betas.0", r.options.beta1);
+  r.options.beta2 = number("betas.1", r.options.beta2);
+  r.options.eps = number("eps", r.options.eps);
+  r.options.weight_decay = number("weight_decay", 0);
+  if (number("amsgrad", 0) != 0) bad("amsgrad=True; gantry's Adam is amsgrad=False");
+  if (number("maximize", 0) != 0) bad("maximize=True; gantry's Adam minimizes");
+  if (!(r.options.lr > 0) || !(r.options.beta1 >= 0 && r.options.beta1 < 1) ||
+      !(r.options.beta2 >= 0 && r.options.beta2 < 1) || !(r.options.eps >= 0))
+    bad("its lr/betas/eps are not an Adam's (lr > 0, betas in [0, 1), eps >= 0)");
+  const std::string more = prefix + ".param_groups.1.";
+  for (const auto& [k, v] : c.metadata)
+    if (k.rfind(more, 0) == 0) bad("it has more than one param group; gantry's Adam has one per model");
+  // The group's parameter indices: torch packs them as 0, 1, ..., n-1.
+  for (;; ++r.num_params) {
+    double idx;
+    if (!torch_number(c, group + "params." + std::to_string(r.num_params), &idx)) break;
+    if (idx != static_cast<double>(r.num_params))
+      bad("param_groups[0]['params'][" + std::to_string(r.num_params) + "] is " + std::to_string(idx) +
+          " (a state_dict numbers them 0, 1, ...)");
+  }
+  if (r.num_params == 0) bad("param_groups[0]['params'] is missing or empty");
+
+  // The per-parameter state: tensors, and the step where an old PyTorch saved it as an int.
+  const std::string state = prefix + ".state.";
+  std::set<std::string> seen;
+  auto add = [&](const std::string& name, const Tensor& t, DType dtype) {
+    const std::string rest = name.substr(state.size());  // "<i>.<field>"
+    const std::size_t dot = rest.find('.');
+    char* end = nullptr;
+    const unsigned long long i = std::strtoull(rest.c_str(), &end, 10);
+    if (dot == std::string::npos || end != rest.c_str() + dot || dot == 0)
+      bad("'" + name + "' is not state.<index>.<field>");
+    const std::string field = rest.substr(dot + 1);
+    if (field != "step" && field != "exp_avg" && field != "exp_avg_sq")
+      bad("its state holds '" + field + "' (" + name + "); gantry's Adam keeps step, exp_avg and exp_avg_sq");
+    if (i >= r.num_params)
+      bad("state index " + std::to_string(i) + " but the param group has " + std::to_string(r.num_params) +
+          " parameters");
+    if (field == "step") r.max_step = std::max(r.max_step, static_cast<int64_t>(t.item()));
+    r.state.push_back({"state." + rest, t, dtype});
+    seen.insert(name);
+  };
+  for (const auto& e : c.tensors)
+    if (e.name.rfind(state, 0) == 0) add(e.name, e.tensor, e.dtype);
+  for (const auto& [k, v] : c.metadata) {
+    if (k.rfind(state, 0) != 0 || seen.count(k)) continue;
+    double step;
+    if (!torch_number(c, k, &step)) bad("'" + k + "' = " + v + " is not a tensor or a step count");
+    add(k, Tensor::full({}, static_cast<float>(step)), DType::I64);
+  }
+  return r;
 }
 
 }  // namespace gantry

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "gantry/core/torch_checkpoint.h"
 #include "gantry/optim/optimizer.h"
 
 namespace gantry {
@@ -56,5 +57,33 @@ class Adam : public Optimizer {
   AdamOptions opt_;
   std::vector<State> state_;
 };
+
+// ---- PyTorch's form of the same state -------------------------------------------------------
+// torch.optim.Adam's state_dict() is
+//   {"state": {i: {"step": tensor(float), "exp_avg": ..., "exp_avg_sq": ...}, ...},
+//    "param_groups": [{"lr": ..., "betas": (b1, b2), "eps": ..., "weight_decay": ...,
+//                      "amsgrad": False, ..., "params": [0, 1, ..., n-1]}]}
+// with i the index in the param group (model.parameters() order, which is gantry's order too).
+
+// That object from gantry's state_dict() form ("state.<i>.<field>") of an Adam over
+// `num_params` parameters, for torch.save; optimizer.load_state_dict() in PyTorch takes it.
+// Throws std::invalid_argument for a state index >= num_params.
+TorchValue adam_state_to_torch(const StateDict& state, std::size_t num_params, const AdamOptions& options);
+
+struct TorchAdamState {
+  AdamOptions options;         // the param group's lr, betas, eps, weight_decay
+  std::size_t num_params = 0;  // parameters in the group
+  StateDict state;             // gantry's form: Adam::load_state_dict takes it
+  int64_t max_step = 0;        // the largest step count (0: no step taken)
+};
+
+// Whether the entries under `prefix` of a flattened torch.save file (load_torch_checkpoint's
+// names, e.g. "optimizerG.param_groups.0.lr") are an optimizer's state_dict.
+bool is_torch_optimizer_state(const SafetensorsContents& c, const std::string& prefix);
+// Reads a torch.optim.Adam state_dict from there. A step saved as an int (PyTorch < 1.12) or as
+// a tensor (since) both work. Throws std::invalid_argument naming `prefix` and saying why for
+// what gantry's Adam cannot continue: more than one param group, amsgrad or maximize on, a
+// state field other than step/exp_avg/exp_avg_sq, a state index outside the group.
+TorchAdamState adam_state_from_torch(const SafetensorsContents& c, const std::string& prefix);
 
 }  // namespace gantry

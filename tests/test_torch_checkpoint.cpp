@@ -1,17 +1,24 @@
 // torch.save files: PyTorch 1.13's own output read back exactly (tests/data, written by
 // tests/interop/make_torch_fixtures.py), round trips of every dtype, and the reader's refusal
-// of malformed archives and pickles, each with an error naming the file and the problem.
+// of malformed archives and pickles, each with an error naming the file and the problem; whole
+// objects (TorchValue) and DCGAN training checkpoints with their Adam states, both ways.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
+#include <cmath>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <string>
 #include <vector>
 
+#include "gantry/core/autograd.h"
 #include "gantry/core/torch_checkpoint.h"
+#include "gantry/models/dcgan.h"
+#include "gantry/models/training_checkpoint.h"
+#include "gantry/optim/adam.h"
 #include "test_data_util.h"
 
 #if defined(GANTRY_HAVE_LIBZIP)
@@ -368,6 +375,257 @@ TEST_CASE("torch checkpoint: every truncation of a real archive is an error nami
   REQUIRE(at != flipped.end());
   at[5] ^= 0x40;
   CHECK_THROWS_WITH(parse(flipped, "flipped.pth"), Contains("'flipped.pth'"));
+}
+
+
+// ---- whole objects and training checkpoints ---------------------------------------------------
+
+TEST_CASE("torch object: every kind of value reads back, nested, in order") {
+  TorchValue inner = TorchValue::dict();
+  inner.set(0, TorchValue::dict().set("step", TorchValue::tensor(Tensor::full({}, 3.f))));
+  inner.set(7, TorchValue::dict());  // empty dicts and lists vanish when flattened
+  TorchValue root = TorchValue::dict();
+  root.set("net", TorchValue::state_dict({{"w", Tensor::from_vector({1.f, -2.f, 0.5f}, {3}), DType::F32},
+                                          {"n", Tensor::full({}, 9.f), DType::I64}}));
+  root.set("state", std::move(inner));
+  root.set("lr", TorchValue::real(0.0002));
+  root.set("tiny", TorchValue::real(-1e-300));
+  root.set("betas", TorchValue::tuple({TorchValue::real(0.5), TorchValue::real(0.999)}));
+  root.set("params", TorchValue::list({TorchValue::integer(0), TorchValue::integer(70000),
+                                       TorchValue::integer(-5), TorchValue::integer(int64_t{1} << 40)}));
+  root.set("flags", TorchValue::list().push(TorchValue::boolean(true)).push(TorchValue::boolean(false)).push(TorchValue()));
+  root.set("name", TorchValue::string("dcgan \xc3\xa9"));
+  root.set("empty", TorchValue::list());
+  const auto bytes = serialize_torch_object(root);
+  const SafetensorsContents c = parse_torch_checkpoint(bytes.data(), bytes.size(), "obj.pth");
+  REQUIRE(c.tensors.size() == 3);
+  CHECK(c.tensors[0].name == "net.w");
+  CHECK(c.tensors[0].tensor.to_vector() == std::vector<float>{1.f, -2.f, 0.5f});
+  CHECK(c.tensors[1].name == "net.n");
+  CHECK(c.tensors[1].dtype == DType::I64);
+  CHECK(c.tensors[1].tensor.shape().empty());
+  CHECK(c.tensors[2].name == "state.0.step");
+  CHECK(c.tensors[2].tensor.item() == 3.f);
+  CHECK(c.metadata.at("lr") == "0.0002");
+  CHECK(c.metadata.at("tiny") == "-1e-300");
+  CHECK(c.metadata.at("betas.1") == "0.999");
+  CHECK(c.metadata.at("params.1") == "70000");
+  CHECK(c.metadata.at("params.2") == "-5");
+  CHECK(c.metadata.at("params.3") == "1099511627776");
+  CHECK(c.metadata.at("flags.0") == "True");
+  CHECK(c.metadata.at("flags.1") == "False");
+  CHECK(c.metadata.at("flags.2") == "None");
+  CHECK(c.metadata.at("name") == "dcgan \xc3\xa9");
+  CHECK(c.metadata.size() == 12);
+}
+
+TEST_CASE("torch object: builder misuse is an error naming the key") {
+  TorchValue d = TorchValue::dict();
+  d.set("a", TorchValue::integer(1));
+  CHECK_THROWS_WITH(d.set("a", TorchValue()), Contains("'a' is already in the dict"));
+  d.set(1, TorchValue());
+  CHECK_THROWS_WITH(d.set(1, TorchValue()), Contains("'1' is already"));
+  CHECK_THROWS_WITH(d.set("", TorchValue()), Contains("empty key"));
+  CHECK_THROWS_AS(d.push(TorchValue()), std::logic_error);
+  CHECK_THROWS_AS(TorchValue::list().set("x", TorchValue()), std::logic_error);
+  CHECK_THROWS_WITH(TorchValue::tensor(Tensor()), Contains("undefined"));
+}
+
+namespace {
+
+// Adam over two parameters after `steps` updates with fixed gradients.
+struct SmallAdam {
+  Tensor a = Tensor::from_vector({0.5f, -1.f, 2.f}, {3}).requires_grad_(true);
+  Tensor b = Tensor::from_vector({1.f, 2.f, 3.f, 4.f}, {2, 2}).requires_grad_(true);
+  Adam adam;
+  explicit SmallAdam(AdamOptions o = {0.01, 0.5, 0.999, 1e-8, 0}) : adam({a, b}, o) {}
+  void step(float k) {
+    a.set_grad(Tensor::from_vector({0.1f * k, -0.2f, 0.3f}, {3}));
+    b.set_grad(Tensor::from_vector({-0.5f, 0.25f * k, 1.f, -1.f}, {2, 2}));
+    adam.step();
+  }
+};
+
+SafetensorsContents through_file(const TorchValue& v) {
+  const auto bytes = serialize_torch_object(v);
+  return parse_torch_checkpoint(bytes.data(), bytes.size(), "ck.pth");
+}
+
+}  // namespace
+
+TEST_CASE("torch Adam state: gantry -> torch.optim.Adam's form -> gantry continues identically") {
+  SmallAdam x;
+  x.step(1);
+  x.step(2);
+  const TorchValue torch_form = adam_state_to_torch(x.adam.state_dict(), 2, x.adam.options());
+  const SafetensorsContents c = through_file(TorchValue::dict().set("optimizerG", torch_form));
+  CHECK(c.metadata.at("optimizerG.param_groups.0.lr") == "0.01");
+  CHECK(c.metadata.at("optimizerG.param_groups.0.betas.0") == "0.5");
+  CHECK(c.metadata.at("optimizerG.param_groups.0.amsgrad") == "False");
+  CHECK(c.metadata.at("optimizerG.param_groups.0.params.1") == "1");
+  CHECK(is_torch_optimizer_state(c, "optimizerG"));
+  CHECK_FALSE(is_torch_optimizer_state(c, "netG"));
+  const TorchAdamState st = adam_state_from_torch(c, "optimizerG");
+  CHECK(st.num_params == 2);
+  CHECK(st.max_step == 2);
+  CHECK(st.options.lr == 0.01);
+  CHECK(st.options.beta1 == 0.5);
+  CHECK(st.options.beta2 == 0.999);
+
+  SmallAdam y(st.options);  // the weights as x has them now (the model's file), the state from torch's form
+  {
+    NoGradGuard no_grad;
+    y.a.copy_(x.a);
+    y.b.copy_(x.b);
+  }
+  y.adam.load_state_dict(st.state);
+  CHECK(y.adam.step_count(1) == 2);
+  x.step(3);
+  y.step(3);
+  CHECK(x.a.to_vector() != std::vector<float>{0.5f, -1.f, 2.f});
+  CHECK(y.a.to_vector() == x.a.to_vector());  // bit for bit: the state carried every bit
+  CHECK(y.b.to_vector() == x.b.to_vector());
+}
+
+TEST_CASE("torch Adam state: what gantry's Adam cannot continue is refused, saying why") {
+  SmallAdam x;
+  x.step(1);
+  auto with = [&](const std::function<void(TorchValue&)>& change) {
+    TorchValue group = TorchValue::dict();
+    group.set("lr", TorchValue::real(0.01));
+    group.set("betas", TorchValue::tuple({TorchValue::real(0.5), TorchValue::real(0.999)}));
+    group.set("params", TorchValue::list({TorchValue::integer(0), TorchValue::integer(1)}));
+    TorchValue state = TorchValue::dict();
+    state.set(0, TorchValue::dict()
+                     .set("step", TorchValue::integer(4))  // PyTorch < 1.12 saved an int
+                     .set("exp_avg", TorchValue::tensor(Tensor::zeros({3})))
+                     .set("exp_avg_sq", TorchValue::tensor(Tensor::zeros({3}))));
+    TorchValue opt = TorchValue::dict();
+    TorchValue groups = TorchValue::list();
+    change(group);
+    groups.push(std::move(group));
+    opt.set("state", std::move(state));
+    opt.set("param_groups", std::move(groups));
+    return through_file(TorchValue::dict().set("opt", std::move(opt)));
+  };
+  const TorchAdamState old = adam_state_from_torch(with([](TorchValue&) {}), "opt");
+  CHECK(old.max_step == 4);
+  x.adam.load_state_dict(old.state);
+  CHECK(x.adam.step_count(0) == 4);
+  CHECK_THROWS_WITH(adam_state_from_torch(with([](TorchValue& g) { g.set("amsgrad", TorchValue::boolean(true)); }), "opt"),
+                    Contains("optimizer 'opt'") && Contains("amsgrad=True"));
+  CHECK_THROWS_WITH(adam_state_from_torch(with([](TorchValue& g) { g.set("maximize", TorchValue::boolean(true)); }), "opt"),
+                    Contains("maximize=True"));
+  CHECK_THROWS_WITH(adam_state_from_torch(with([](TorchValue& g) { g.set("eps", TorchValue::string("x")); }), "opt"),
+                    Contains("['eps'] is not a number"));
+
+  TorchValue two = TorchValue::dict();
+  TorchValue g0 = TorchValue::dict().set("lr", TorchValue::real(0.1)).set("params", TorchValue::list({TorchValue::integer(0)}));
+  TorchValue g1 = TorchValue::dict().set("lr", TorchValue::real(0.1)).set("params", TorchValue::list({TorchValue::integer(1)}));
+  two.set("state", TorchValue::dict());
+  two.set("param_groups", TorchValue::list({std::move(g0), std::move(g1)}));
+  CHECK_THROWS_WITH(adam_state_from_torch(through_file(TorchValue::dict().set("o", std::move(two))), "o"),
+                    Contains("more than one param group"));
+
+  TorchValue sgd = TorchValue::dict();
+  sgd.set("state", TorchValue::dict().set(0, TorchValue::dict().set("momentum_buffer", TorchValue::tensor(Tensor::zeros({3})))));
+  sgd.set("param_groups", TorchValue::list({TorchValue::dict().set("lr", TorchValue::real(0.1)).set(
+                              "params", TorchValue::list({TorchValue::integer(0)}))}));
+  CHECK_THROWS_WITH(adam_state_from_torch(through_file(TorchValue::dict().set("o", std::move(sgd))), "o"),
+                    Contains("'momentum_buffer'") && Contains("step, exp_avg and exp_avg_sq"));
+  CHECK_THROWS_WITH(adam_state_to_torch(x.adam.state_dict(), 0, {}), Contains("the optimizer has 0"));
+}
+
+TEST_CASE("torch training checkpoint: PyTorch 1.13's run continues in gantry exactly (fixture)") {
+  // tests/interop/make_torch_fixtures.py: two steps of the DCGAN loop at 32x32 (nz 8, ngf 4,
+  // ndf 4, gray), saved as {"G", "D", "opt_gen", "opt_disc", "epoch"}; then one more G update
+  // with fixed gradients, and G's parameters after it.
+  const SafetensorsContents c = load_torch_checkpoint(fixture("torch_1_13_dcgan_training.pth"));
+  const DCGANTrainingCheckpoint ck = dcgan_checkpoint_from_torch(c, "training.pth");
+  CHECK(ck.generator_key == "G");
+  CHECK(ck.discriminator_key == "D");
+  CHECK(ck.optimizer_g_key == "opt_gen");
+  CHECK(ck.optimizer_d_key == "opt_disc");
+  CHECK(ck.counters.at("epoch") == 1);
+  REQUIRE(ck.optimizer_g);
+  CHECK(ck.optimizer_g->max_step == 2);
+  CHECK(ck.optimizer_g->options.lr == 0.0002);
+  CHECK(ck.optimizer_g->options.beta1 == 0.5);
+
+  auto g = generator_from_state_dict(ck.generator);
+  CHECK(g->nz == 8);
+  CHECK(g->image_size == 32);
+  Adam adam(g->parameters(), ck.optimizer_g->options);
+  adam.load_state_dict(ck.optimizer_g->state);
+  const SafetensorsContents next = load_torch_checkpoint(fixture("torch_1_13_dcgan_next_step.pth"));
+  const auto named = g->named_parameters();
+  for (const auto& [name, p] : named) {
+    Tensor grad;
+    for (const auto& e : next.tensors)
+      if (e.name == "grad." + name) grad = e.tensor;
+    REQUIRE(grad.defined());
+    p.set_grad(grad);
+  }
+  adam.step();
+  for (const auto& [name, p] : named) {
+    Tensor after;
+    for (const auto& e : next.tensors)
+      if (e.name == "after." + name) after = e.tensor;
+    REQUIRE(after.defined());
+    const auto got = p.to_vector(), want = after.to_vector();
+    double err = 0, ref = 0;
+    for (std::size_t i = 0; i < got.size(); ++i) {
+      err += (got[i] - want[i]) * double(got[i] - want[i]);
+      ref += want[i] * double(want[i]);
+    }
+    INFO(name);
+    CHECK(std::sqrt(err / ref) < 1e-6);  // float rounding of the same formula, not a new start
+  }
+}
+
+TEST_CASE("torch training checkpoint: gantry's run round-trips, and ambiguous files say which key to give") {
+  auto g = make_generator(8, 4, 1, 32);
+  auto d = make_discriminator(1, 4, 32);
+  DCGANTrainingCheckpoint out;
+  out.generator = g->state_dict();
+  out.discriminator = d->state_dict();
+  out.generator_ema = g->state_dict();
+  out.counters = {{"step", 12}, {"epoch", 3}};
+  const SafetensorsContents c = through_file(dcgan_checkpoint_to_torch(out));
+  const DCGANTrainingCheckpoint in = dcgan_checkpoint_from_torch(c, "ck.pth");
+  CHECK(in.generator_key == "netG");  // netG and netG_ema are both generators: netG wins
+  CHECK(in.discriminator_key == "netD");
+  CHECK(in.generator_ema.size() == out.generator.size());
+  CHECK_FALSE(in.optimizer_g);
+  CHECK(in.counters.at("step") == 12);
+  REQUIRE(in.generator.size() == out.generator.size());
+  for (std::size_t i = 0; i < in.generator.size(); ++i) {
+    CHECK(in.generator[i].name == out.generator[i].name);
+    CHECK(in.generator[i].tensor.to_vector() == out.generator[i].tensor.to_vector());
+  }
+
+  TorchValue two = TorchValue::dict();
+  two.set("G1", TorchValue::state_dict(g->state_dict()));
+  two.set("G2", TorchValue::state_dict(g->state_dict()));
+  two.set("D", TorchValue::state_dict(d->state_dict()));
+  const SafetensorsContents t = through_file(two);
+  CHECK_THROWS_WITH(dcgan_checkpoint_from_torch(t, "two.pth"),
+                    Contains("two.pth") && Contains("several DCGAN generators (G1, G2)") && Contains("--netG-key"));
+  CHECK(dcgan_checkpoint_from_torch(t, "two.pth", "G2").generator_key == "G2");
+  CHECK_THROWS_WITH(dcgan_checkpoint_from_torch(t, "two.pth", "D"), Contains("'D' is not a DCGAN generator"));
+  const SafetensorsContents none = through_file(TorchValue::dict().set("epoch", TorchValue::integer(1)));
+  CHECK_THROWS_WITH(dcgan_checkpoint_from_torch(none, "none.pth"),
+                    Contains("no DCGAN generator") && Contains("its keys: epoch"));
+
+  // An optimizer that fits neither model (another network's) is an error, not ignored.
+  SmallAdam other;
+  other.step(1);
+  TorchValue mixed = TorchValue::dict();
+  mixed.set("netG", TorchValue::state_dict(g->state_dict()));
+  mixed.set("netD", TorchValue::state_dict(d->state_dict()));
+  mixed.set("optimizerG", adam_state_to_torch(other.adam.state_dict(), 2, other.adam.options()));
+  CHECK_THROWS_WITH(dcgan_checkpoint_from_torch(through_file(mixed), "mixed.pth"),
+                    Contains("optimizer 'optimizerG' has 2 parameters") && Contains("'netG' has 10"));
 }
 
 #endif

@@ -168,6 +168,35 @@ for case in $CASES; do
     expect_in "$WORK/o" "holds a model built with --image-size 32 --nz 16 --ngf 8 --channels 1"
     "$TRAIN" --resume "$WORK/rp" --netG "$WORK/g.pth" >"$WORK/o" 2>&1 && fail "--netG with --resume was accepted"
     expect_in "$WORK/o" "netG cannot change when resuming"
+    # A whole run as one torch training checkpoint, and --start-from it: the models, the Adam
+    # states (their step counts go on: 2 -> 3) and the architecture come from the file.
+    "$CONV" "$WORK/rc" "$WORK/run.pth" >"$WORK/o" 2>&1 || fail "run to .pth failed: $(tail -2 "$WORK/o")"
+    expect_in "$WORK/o" "a training checkpoint from .*step_000002 (step 2, epoch 0): netG, netD, optimizerG, optimizerD"
+    "$TRAIN" --batch-size 16 --workers 1 --device cpu --max-steps 1 --start-from "$WORK/run.pth" --out "$WORK/rf" >"$WORK/o" 2>&1 \
+      || fail "--start-from failed: $(tail -3 "$WORK/o")"
+    expect_in "$WORK/o" "starting from .*run.pth: generator 'netG', discriminator 'netD', Adam state 'optimizerG' (step 2), Adam state 'optimizerD' (step 2); lr 0.0002"
+    grep -q '"ngf": 8' "$WORK/rf/config.json" || fail "--start-from did not take the file's ngf"
+    "$CONV" "$WORK/rf/" "$WORK/rf.pth" >"$WORK/o" 2>&1 || fail "second run to .pth failed: $(tail -2 "$WORK/o")"
+    "$TRAIN" --batch-size 16 --workers 1 --device cpu --max-steps 1 --start-from "$WORK/rf.pth" --lr 0.001 --out "$WORK/rf2" >"$WORK/o" 2>&1 \
+      || fail "--start-from the second run failed: $(tail -3 "$WORK/o")"
+    expect_in "$WORK/o" "--lr 0.001 is used instead of the checkpoint's 0.0002"
+    expect_in "$WORK/o" "Adam state 'optimizerG' (step 3)"
+    # PyTorch 1.13's run under its own names ({"G", "D", "opt_gen", "opt_disc"}, 32x32 gray).
+    "$TRAIN" --batch-size 16 --workers 1 --device cpu --max-steps 1 --start-from "$HERE/../data/torch_1_13_dcgan_training.pth" \
+      --out "$WORK/rt" >"$WORK/o" 2>&1 || fail "--start-from PyTorch's checkpoint failed: $(tail -3 "$WORK/o")"
+    expect_in "$WORK/o" "generator 'G', discriminator 'D', Adam state 'opt_gen' (step 2), Adam state 'opt_disc' (step 2)"
+    "$TRAIN" "${TINY[@]}" --max-steps 1 --start-from "$WORK/run.pth" --netG "$WORK/g.pth" --out "$WORK/rx" >"$WORK/o" 2>&1 \
+      && fail "--start-from with --netG was accepted"
+    expect_in "$WORK/o" "give it or --netG/--netD, not both"
+    "$TRAIN" --batch-size 16 --workers 1 --device cpu --max-steps 1 --start-from "$WORK/run.pth" --ngf 16 --out "$WORK/rx" >"$WORK/o" 2>&1 \
+      && fail "--start-from with another --ngf was accepted"
+    expect_in "$WORK/o" "'netG' is not the model this run builds"
+    [ -e "$WORK/rx" ] && fail "a failed --start-from left its run folder"
+    "$TRAIN" --start-from "$HERE/../data/torch_1_13_checkpoint.pth" --max-steps 1 --out "$WORK/rx" >"$WORK/o" 2>&1 \
+      && fail "--start-from a file without a DCGAN was accepted"
+    expect_in "$WORK/o" "no DCGAN generator in it (its keys: netG, view, row0"
+    "$CONV" "$WORK/rc" "$WORK/run.safetensors" >"$WORK/o" 2>&1 && fail "a run converted to .safetensors"
+    expect_in "$WORK/o" "a run becomes one torch training checkpoint, so give a .pth path"
     # PyTorch's own training checkpoint (tests/data): the error names the models it holds.
     "$GEN" --checkpoint "$HERE/../data/torch_1_13_checkpoint.pth" --num 1 --device cpu --grid "$WORK/n.png" >"$WORK/o" 2>&1 \
       && fail "a nested checkpoint without --key was accepted"

@@ -54,6 +54,50 @@ import numpy as np
 torch.save({"netG": {"w": torch.tensor([1.0, 2.0])}, "best_kid": np.float64(0.03125),
             "step": np.int64(1200), "ok": np.bool_(True), "hist": np.arange(3, dtype=np.float32)},
            os.path.join(out, "torch_1_13_numpy_meta.pth"))
+# A DCGAN training run as a PyTorch script saves it, after two steps of the example's loop, under
+# names other than netG/netD (gantry finds the models by their shapes), and the step after it:
+# fixed gradients for G's parameters and G's parameters after optimizerG.step() with them, so
+# the C++ test checks that gantry's Adam continues exactly where PyTorch's stopped.
+def dcgan32(nz, ngf, ndf, nc):
+    g = nn.Sequential(
+        nn.ConvTranspose2d(nz, ngf * 4, 4, 1, 0, bias=False), nn.BatchNorm2d(ngf * 4), nn.ReLU(True),
+        nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 2), nn.ReLU(True),
+        nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf), nn.ReLU(True),
+        nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False), nn.Tanh())
+    d = nn.Sequential(
+        nn.Conv2d(nc, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True),
+        nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 2), nn.LeakyReLU(0.2, True),
+        nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 4), nn.LeakyReLU(0.2, True),
+        nn.Conv2d(ndf * 4, 1, 4, 1, 0, bias=False), nn.Sigmoid())
+    return nn.Sequential(collections.OrderedDict([("main", g)])), nn.Sequential(collections.OrderedDict([("main", d)]))
+
+
+torch.manual_seed(7)
+G, D = dcgan32(8, 4, 4, 1)
+optG = torch.optim.Adam(G.parameters(), lr=0.0002, betas=(0.5, 0.999))
+optD = torch.optim.Adam(D.parameters(), lr=0.0002, betas=(0.5, 0.999))
+bce = nn.BCELoss()
+for _ in range(2):
+    real = torch.rand(4, 1, 32, 32) * 2 - 1
+    z = torch.randn(4, 8, 1, 1)
+    D.zero_grad()
+    fake = G(z)
+    errD = bce(D(real).view(-1), torch.ones(4)) + bce(D(fake.detach()).view(-1), torch.zeros(4))
+    errD.backward()
+    optD.step()
+    G.zero_grad()
+    bce(D(fake).view(-1), torch.ones(4)).backward()
+    optG.step()
+torch.save({"G": G.state_dict(), "D": D.state_dict(), "opt_gen": optG.state_dict(),
+            "opt_disc": optD.state_dict(), "epoch": 1}, os.path.join(out, "torch_1_13_dcgan_training.pth"))
+grads = collections.OrderedDict()
+for name, p in G.named_parameters():
+    p.grad = torch.randn_like(p) * 0.01
+    grads[name] = p.grad.clone()
+optG.step()
+torch.save({"grad": grads, "after": collections.OrderedDict((n, p.detach().clone()) for n, p in G.named_parameters())},
+           os.path.join(out, "torch_1_13_dcgan_next_step.pth"))
+
 # What gantry cannot read, each for its own reason.
 torch.save(nn.Sequential(nn.Conv2d(1, 1, 1)), os.path.join(out, "torch_1_13_whole_model.pth"))
 torch.save(net, os.path.join(out, "torch_1_13_legacy.pth"), _use_new_zipfile_serialization=False)

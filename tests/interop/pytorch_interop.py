@@ -251,6 +251,65 @@ run(os.path.join(BIN, "dcgan_train"), "--image-size", "64", "--nz", str(NZ), "--
     "--batch-size", "8", "--max-steps", "1", "--workers", "0", "--device", "cpu",
     "--netG", os.path.join(WORK, "netG_epoch_24.pth"), "--netD", os.path.join(WORK, "netD_epoch_24.pth"),
     "--out", os.path.join(WORK, "run_from_pth"))
+
+# 4. A whole training run, both ways, with the optimizer state.
+# gantry -> PyTorch: gantry_convert RUN ck.pth loads into the example's netG/netD and two
+# torch.optim.Adam (whose load_state_dict takes the file's lr and betas), every state tensor on
+# the parameter of its shape with gantry's values and step count, and PyTorch trains on from it.
+run(os.path.join(BIN, "gantry_convert"), os.path.join(WORK, "run"), os.path.join(WORK, "run.pth"))
+# weights_only=True only from PyTorch 2.0: 1.13's restricted unpickler has no float opcode, so
+# it cannot read any optimizer state_dict, its own included.
+kw = {"weights_only": True} if int(torch.__version__.split(".")[0]) >= 2 else {}
+tck = torch.load(os.path.join(WORK, "run.pth"), **kw)
+assert list(tck)[:4] == ["netG", "netD", "optimizerG", "optimizerD"], list(tck)
+assert tck["step"] == 2 and tck["epoch"] == 0
+netG3, netD3 = NetG(), NetD()
+netG3.load_state_dict(tck["netG"], strict=True)
+netD3.load_state_dict(tck["netD"], strict=True)
+optG = torch.optim.Adam(netG3.parameters(), lr=0.1, betas=(0.9, 0.9))
+optD = torch.optim.Adam(netD3.parameters(), lr=0.1, betas=(0.9, 0.9))
+optG.load_state_dict(tck["optimizerG"])
+optD.load_state_dict(tck["optimizerD"])
+for opt, net, name in ((optG, netG3, "optimizer_g"), (optD, netD3, "optimizer_d")):
+    g = opt.param_groups[0]
+    assert g["lr"] == 0.0002 and g["betas"] == (0.5, 0.999), g
+    ref = load_safetensors(os.path.join(ck, name + ".safetensors"))
+    for i, p in enumerate(net.parameters()):
+        st = opt.state[p]
+        assert float(st["step"]) == 2, (name, i, st["step"])
+        for f in ("exp_avg", "exp_avg_sq"):
+            assert st[f].shape == p.shape, "%s: state %d %s has shape %s, its parameter %s" % (name, i, f, st[f].shape, p.shape)
+            assert torch.equal(st[f], ref["state.%d.%s" % (i, f)]), "%s: state %d %s differs from gantry's" % (name, i, f)
+real = torch.rand(8, NC, 64, 64) * 2 - 1
+before = [p.detach().clone() for p in netG3.parameters()]
+netD3.zero_grad()
+fake = netG3(torch.randn(8, NZ, 1, 1))
+bce = nn.BCELoss()
+(bce(netD3(real), torch.ones(8)) + bce(netD3(fake.detach()), torch.zeros(8))).backward()
+optD.step()
+netG3.zero_grad()
+bce(netD3(fake), torch.ones(8)).backward()
+optG.step()
+assert all(float(optG.state[p]["step"]) == 3 for p in netG3.parameters())
+assert any(not torch.equal(a, p) for a, p in zip(before, netG3.parameters()))
+print("gantry run -> torch training checkpoint: netG/netD strict, both Adam states on their parameters, "
+      "PyTorch continues (step 3)")
+# PyTorch -> gantry: a PyTorch run saved under its own names continues in dcgan_train
+# --start-from (architecture, lr and Adam state from the file; the step counts go on).
+torch.save({"generator": netG3.state_dict(), "discriminator": netD3.state_dict(),
+            "g_optimizer": optG.state_dict(), "d_optimizer": optD.state_dict(), "epoch": 0},
+           os.path.join(WORK, "pytorch_run.pth"))
+r = subprocess.run([os.path.join(BIN, "dcgan_train"), "--start-from", os.path.join(WORK, "pytorch_run.pth"),
+                    "--batch-size", "8", "--max-steps", "1", "--workers", "0", "--device", "cpu",
+                    "--out", os.path.join(WORK, "run_from_pytorch")], capture_output=True, text=True)
+if r.returncode != 0:
+    sys.exit("FAIL: dcgan_train --start-from: %s%s" % (r.stdout, r.stderr))
+want = "generator 'generator', discriminator 'discriminator', Adam state 'g_optimizer' (step 3), Adam state 'd_optimizer' (step 3)"
+assert want in r.stdout, r.stdout
+ck2 = os.path.join(WORK, "run_from_pytorch", "checkpoints", open(os.path.join(WORK, "run_from_pytorch", "checkpoints", "latest")).read().strip())
+st2 = load_safetensors(os.path.join(ck2, "optimizer_g.safetensors"))
+assert int(st2["state.0.step"]) == 4, st2["state.0.step"]
+print("PyTorch run -> dcgan_train --start-from: found by shape, Adam continues (step 4)")
 print("torch.save files: read (plain, --key netG, latents, dcgan_train --netG/--netD) and written "
       "(torch.load weights_only=True, strict)")
 print("PASS")
