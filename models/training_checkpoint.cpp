@@ -1,6 +1,7 @@
 // A DCGAN training run as one torch.save file. See training_checkpoint.h.
 #include "gantry/models/training_checkpoint.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <set>
 #include <stdexcept>
@@ -35,17 +36,13 @@ std::string list(const std::vector<std::string>& keys) {
   return s.empty() ? "none" : s;
 }
 
-// The entries under `key`, without DataParallel's "module." when every one has it.
+// The entries under `key` (which has tensors), without DataParallel's "module." when every one
+// has it.
 StateDict model_entries(const SafetensorsContents& c, const std::string& key) {
-  StateDict sd;
-  const std::string p = key + ".";
-  for (const auto& e : c.tensors)
-    if (e.name.rfind(p, 0) == 0) sd.push_back({e.name.substr(p.size()), e.tensor, e.dtype});
-  bool all_module = !sd.empty();
-  for (const auto& e : sd) all_module = all_module && e.name.rfind("module.", 0) == 0;
-  if (all_module)
-    for (auto& e : sd) e.name = e.name.substr(7);
-  return sd;
+  StateDict sd = sub_state_dict(c.tensors, key);
+  const bool all_module =
+      std::all_of(sd.begin(), sd.end(), [](const NamedTensor& e) { return e.name.rfind("module.", 0) == 0; });
+  return all_module ? sub_state_dict(sd, "module") : sd;
 }
 
 struct Found {
@@ -101,12 +98,16 @@ DCGANTrainingCheckpoint dcgan_checkpoint_from_torch(const SafetensorsContents& c
                                                     const std::string& generator_key,
                                                     const std::string& discriminator_key) {
   std::vector<std::string> keys;
-  std::set<std::string> seen;
+  std::set<std::string> seen, with_tensors;
   auto note = [&](const std::string& name) {
     const std::string k = top_key(name);
     if (seen.insert(k).second) keys.push_back(k);
+    return k;
   };
-  for (const auto& e : c.tensors) note(e.name);
+  for (const auto& e : c.tensors) {
+    const std::string k = note(e.name);
+    if (e.name.size() > k.size()) with_tensors.insert(k);  // tensors under it, not a lone tensor
+  }
   for (const auto& [k, v] : c.metadata) note(k);
 
   std::vector<Found> gens, discs;
@@ -116,8 +117,8 @@ DCGANTrainingCheckpoint dcgan_checkpoint_from_torch(const SafetensorsContents& c
       optimizers.push_back(k);
       continue;
     }
-    StateDict sd = model_entries(c, k);
-    if (sd.empty()) continue;
+    if (!with_tensors.count(k)) continue;
+    const StateDict sd = model_entries(c, k);
     try {
       gens.push_back({k, sd, param_shapes(*generator_from_state_dict(sd))});
       continue;

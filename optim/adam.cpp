@@ -4,7 +4,6 @@
 #include <cmath>
 #include <cstdlib>
 #include <map>
-#include <set>
 #include <stdexcept>
 
 #include "gantry/core/autograd.h"
@@ -272,7 +271,6 @@ TorchAdamState adam_state_from_torch(const SafetensorsContents& c, const std::st
 
   // The per-parameter state: tensors, and the step where an old PyTorch saved it as an int.
   const std::string state = prefix + ".state.";
-  std::set<std::string> seen;
   auto add = [&](const std::string& name, const Tensor& t, DType dtype) {
     const std::string rest = name.substr(state.size());  // "<i>.<field>"
     const std::size_t dot = rest.find('.');
@@ -288,12 +286,11 @@ TorchAdamState adam_state_from_torch(const SafetensorsContents& c, const std::st
           " parameters");
     if (field == "step") r.max_step = std::max(r.max_step, static_cast<int64_t>(t.item()));
     r.state.push_back({"state." + rest, t, dtype});
-    seen.insert(name);
   };
   for (const auto& e : c.tensors)
     if (e.name.rfind(state, 0) == 0) add(e.name, e.tensor, e.dtype);
   for (const auto& [k, v] : c.metadata) {
-    if (k.rfind(state, 0) != 0 || seen.count(k)) continue;
+    if (k.rfind(state, 0) != 0) continue;  // a name is a tensor or metadata, never both
     double step;
     if (!torch_number(c, k, &step)) bad("'" + k + "' = " + v + " is not a tensor or a step count");
     add(k, Tensor::full({}, static_cast<float>(step)), DType::I64);
