@@ -54,6 +54,9 @@ struct Settings {
   int64_t epochs = 0;
   int64_t max_steps = 0;
   double lr = 2e-4, beta1 = 0.5, beta2 = 0.999;
+  double lr_g = 0, lr_d = 0;  // G's and D's own learning rates (TTUR); 0 = lr
+  std::string loss = "bce";   // bce, hinge or lsgan (DCGANConfig::loss)
+  double real_label = 1.0;    // D's target for real images (< 1: one-sided label smoothing)
   int64_t nz = 100, ngf = 64, ndf = 64;
   uint64_t seed = 1;
   std::string device = "auto";
@@ -88,6 +91,8 @@ json settings_json(const Settings& s) {
           {"batch_size", s.batch_size}, {"epochs", s.epochs},
           {"max_steps", s.max_steps},   {"lr", s.lr},
           {"beta1", s.beta1},           {"beta2", s.beta2},
+          {"lr_g", s.lr_g},             {"lr_d", s.lr_d},
+          {"loss", s.loss},             {"real_label", s.real_label},
           {"nz", s.nz},                 {"ngf", s.ngf},
           {"ndf", s.ndf},               {"seed", s.seed},
           {"workers", s.workers},       {"sample_every", s.sample_every},
@@ -117,6 +122,10 @@ Settings settings_from_json(const json& j, const std::string& path) {
     s.lr = j.at("lr");
     s.beta1 = j.at("beta1");
     s.beta2 = j.at("beta2");
+    s.lr_g = j.value("lr_g", 0.0);  // runs before TTUR had one lr for both
+    s.lr_d = j.value("lr_d", 0.0);
+    s.loss = j.value("loss", std::string("bce"));
+    s.real_label = j.value("real_label", 1.0);
     s.nz = j.at("nz");
     s.ngf = j.at("ngf");
     s.ndf = j.at("ndf");
@@ -182,7 +191,7 @@ void load_start_weights(Model& model, const std::string& file, const std::string
 // architecture (from the tensors' shapes) and Adam's lr and betas (as PyTorch's
 // optimizer.load_state_dict() does) — so the run continues the file's training.
 struct GivenFlags {
-  bool size, channels, nz, ngf, ndf, lr, beta1, beta2;
+  bool size, channels, nz, ngf, ndf, lr, lr_g, lr_d, beta1, beta2;
 };
 DCGANTrainingCheckpoint read_start_checkpoint(Settings& s, const GivenFlags& given) {
   const DCGANTrainingCheckpoint ck =
@@ -199,7 +208,7 @@ DCGANTrainingCheckpoint read_start_checkpoint(Settings& s, const GivenFlags& giv
   if (!given.nz) s.nz = g->nz;
   if (!given.ngf) s.ngf = g->ngf;
   if (!given.ndf) s.ndf = d->ndf;
-  // One lr and one pair of betas drive both of gantry's optimizers.
+  // Each optimizer keeps its own lr (TTUR runs have two); one pair of betas drives both.
   const std::optional<TorchAdamState>* opts[] = {&ck.optimizer_g, &ck.optimizer_d};
   const std::string keys[] = {ck.optimizer_g_key, ck.optimizer_d_key};
   std::optional<AdamOptions> first;
@@ -210,21 +219,37 @@ DCGANTrainingCheckpoint read_start_checkpoint(Settings& s, const GivenFlags& giv
       throw std::invalid_argument("--start-from " + s.start_from + ": optimizer '" + keys[k] + "' has eps " + std::to_string(o.eps) +
                                   " and weight_decay " + std::to_string(o.weight_decay) +
                                   "; dcgan_train's Adam uses PyTorch's defaults (eps 1e-8, weight_decay 0)");
-    if (first && (first->lr != o.lr || first->beta1 != o.beta1 || first->beta2 != o.beta2) &&
-        !(given.lr && given.beta1 && given.beta2))
-      throw std::invalid_argument("--start-from " + s.start_from + ": its two optimizers differ in lr or betas (" +
-                                  keys[0] + " and " + keys[1] + "); dcgan_train uses one --lr/--beta1/--beta2 for both: give them");
+    if (first && (first->beta1 != o.beta1 || first->beta2 != o.beta2) && !(given.beta1 && given.beta2))
+      throw std::invalid_argument("--start-from " + s.start_from + ": its two optimizers differ in betas (" + keys[0] + " and " +
+                                  keys[1] + "); dcgan_train uses one --beta1/--beta2 for both: give them");
     if (!first) first = o;
   }
+  auto take = [&](bool flag_given, double& value, double theirs, const std::string& flag) {
+    if (!flag_given) value = theirs;
+    else if (value != theirs)
+      std::cout << flag << " " << value << " is used instead of the checkpoint's " << theirs << "\n";
+  };
   if (first) {
-    auto take = [&](bool flag_given, double& value, double theirs, const char* flag) {
-      if (!flag_given) value = theirs;
-      else if (value != theirs)
-        std::cout << flag << " " << value << " is used instead of the checkpoint's " << theirs << "\n";
-    };
-    take(given.lr, s.lr, first->lr, "--lr");
     take(given.beta1, s.beta1, first->beta1, "--beta1");
     take(given.beta2, s.beta2, first->beta2, "--beta2");
+  }
+  // The lrs: --lr-g (--lr-d) wins, then --lr for both, then the file's optimizer.
+  const double common = s.lr;
+  auto take_lr = [&](const std::optional<TorchAdamState>& st, bool own_given, double& own, const char* flag) {
+    if (!st) return;
+    if (own_given) take(true, own, st->options.lr, flag);
+    else if (given.lr) {
+      own = common;
+      take(true, own, st->options.lr, "--lr");
+    } else {
+      own = st->options.lr;
+    }
+  };
+  take_lr(ck.optimizer_g, given.lr_g, s.lr_g, "--lr-g");
+  take_lr(ck.optimizer_d, given.lr_d, s.lr_d, "--lr-d");
+  if (s.lr_g > 0 && s.lr_g == s.lr_d) {  // one lr for both after all: keep the config plain
+    s.lr = s.lr_g;
+    s.lr_g = s.lr_d = 0;
   }
   return ck;
 }
@@ -258,7 +283,22 @@ void start_from_checkpoint(DCGANTrainer& trainer, const DCGANTrainingCheckpoint&
   optimizer(trainer.optimizer_g(), ck.optimizer_g, ck.optimizer_g_key);
   optimizer(trainer.optimizer_d(), ck.optimizer_d, ck.optimizer_d_key);
   if (!ck.optimizer_g && !ck.optimizer_d) std::cout << "; no optimizer state in it: Adam starts fresh";
-  std::cout << "; lr " << s.lr << ", betas (" << s.beta1 << ", " << s.beta2 << ")\n";
+  const double lr_g = s.lr_g > 0 ? s.lr_g : s.lr, lr_d = s.lr_d > 0 ? s.lr_d : s.lr;
+  if (lr_g == lr_d) std::cout << "; lr " << lr_g;
+  else std::cout << "; lr G " << lr_g << ", D " << lr_d;
+  std::cout << ", betas (" << s.beta1 << ", " << s.beta2 << ")\n";
+}
+
+// "loss bce, lr 0.0002", "loss hinge, lr G 0.0001 D 0.0004", "..., real label 0.9": what the
+// run optimizes, in its start line.
+std::string objective_summary(const Settings& s) {
+  std::ostringstream o;
+  const double lr_g = s.lr_g > 0 ? s.lr_g : s.lr, lr_d = s.lr_d > 0 ? s.lr_d : s.lr;
+  o << "loss " << s.loss;
+  if (lr_g == lr_d) o << ", lr " << lr_g;
+  else o << ", lr G " << lr_g << " D " << lr_d;
+  if (s.real_label != 1.0) o << ", real label " << s.real_label;
+  return o.str();
 }
 
 std::string now_stamp() {
@@ -306,6 +346,11 @@ void validate(const Settings& s) {
     bad("--channels " + std::to_string(s.channels) + ": must be 1 (gray) or 3 (RGB)");
   if (s.batch_size < 2) bad("--batch-size must be at least 2 (batch norm needs two images)");
   if (!(s.lr > 0)) bad("--lr must be positive");
+  if (!(s.lr_g >= 0) || !(s.lr_d >= 0)) bad("--lr-g/--lr-d must be positive (0 = --lr)");
+  if (!(s.real_label > 0 && s.real_label <= 1))
+    bad("--real-label " + std::to_string(s.real_label) + ": must be in (0, 1]; 0.9 is the usual one-sided label smoothing");
+  if (s.loss == "hinge" && s.real_label != 1.0)
+    bad("--real-label smooths the target of --loss bce or lsgan; the hinge loss has none (leave --real-label out)");
   if (!(s.beta1 >= 0 && s.beta1 < 1) || !(s.beta2 >= 0 && s.beta2 < 1)) bad("--beta1/--beta2 must be in [0, 1)");
   if (s.nz < 1 || s.ngf < 1 || s.ndf < 1) bad("--nz, --ngf and --ndf must be positive");
   if (s.workers < 0) bad("--workers must be >= 0");
@@ -341,6 +386,11 @@ int run(int argc, char** argv) {
   auto* o_epochs = app.add_option("--epochs", s.epochs, "passes over the data (0 = until --max-steps; both 0 = 5 epochs)");
   auto* o_steps = app.add_option("--max-steps", s.max_steps, "stop after this many steps in total (0 = no limit)");
   auto* o_lr = app.add_option("--lr", s.lr, "Adam learning rate of G and D");
+  auto* o_lr_g = app.add_option("--lr-g", s.lr_g, "G's own learning rate (two time-scale update rule, TTUR; 0 = --lr)");
+  auto* o_lr_d = app.add_option("--lr-d", s.lr_d, "D's own learning rate (TTUR, e.g. --lr-g 1e-4 --lr-d 4e-4; 0 = --lr)");
+  auto* o_loss = app.add_option("--loss", s.loss, "GAN loss: bce (the DCGAN example's), hinge (SNGAN/BigGAN) or lsgan (least squares)")
+      ->check(CLI::IsMember({"bce", "hinge", "lsgan"}));
+  auto* o_real_label = app.add_option("--real-label", s.real_label, "D's target for real images; 0.9 is one-sided label smoothing (bce, lsgan)");
   auto* o_b1 = app.add_option("--beta1", s.beta1, "Adam beta1");
   auto* o_b2 = app.add_option("--beta2", s.beta2, "Adam beta2");
   auto* o_nz = app.add_option("--nz", s.nz, "latent vector size");
@@ -375,7 +425,8 @@ int run(int argc, char** argv) {
     app.parse(argc, argv);
     if (!resume.empty()) {
       // The run's own settings win; only the length, device, workers and logging may change.
-      for (CLI::Option* o : {o_dataset, o_data, o_classes, o_size, o_channels, o_batch, o_lr, o_b1, o_b2, o_nz, o_ngf, o_ndf, o_seed, o_strict, o_flip,
+      for (CLI::Option* o : {o_dataset, o_data, o_classes, o_size, o_channels, o_batch, o_lr, o_lr_g, o_lr_d, o_loss,
+                             o_real_label, o_b1, o_b2, o_nz, o_ngf, o_ndf, o_seed, o_strict, o_flip,
                              o_ema, o_ada, o_ada_target, o_ada_speed, o_ada_interval, o_eval_every, o_eval_num, o_features,
                              o_net_g, o_net_d, o_net_g_key, o_net_d_key, o_start})
         if (o->count() > 0)
@@ -409,7 +460,8 @@ int run(int argc, char** argv) {
   std::optional<DCGANTrainingCheckpoint> start;
   if (resume.empty() && !s.start_from.empty()) {
     start = read_start_checkpoint(s, {o_size->count() > 0, o_channels->count() > 0, o_nz->count() > 0, o_ngf->count() > 0,
-                                      o_ndf->count() > 0, o_lr->count() > 0, o_b1->count() > 0, o_b2->count() > 0});
+                                      o_ndf->count() > 0, o_lr->count() > 0, o_lr_g->count() > 0, o_lr_d->count() > 0,
+                                      o_b1->count() > 0, o_b2->count() > 0});
     validate(s);  // what the file gave
   }
 
@@ -434,6 +486,9 @@ int run(int argc, char** argv) {
   DCGANConfig mc;
   mc.nz = s.nz; mc.ngf = s.ngf; mc.ndf = s.ndf; mc.nc = s.channels; mc.image_size = s.image_size;
   mc.lr = s.lr; mc.beta1 = s.beta1; mc.beta2 = s.beta2;
+  mc.lr_g = s.lr_g; mc.lr_d = s.lr_d;
+  mc.loss = gan_loss_from_name(s.loss);
+  mc.real_label = s.real_label;
   Generator init_gen(s.seed);
   DCGANTrainer trainer(mc, device, &init_gen);
   // Starting weights: loaded before the EMA copy is taken, and only when the run starts (a
@@ -574,7 +629,7 @@ int run(int argc, char** argv) {
   const bool tty = ::isatty(STDOUT_FILENO);
   std::cout << "training on " << device.str() << ": " << total_steps << " steps (" << per_epoch
             << " per epoch), batch " << s.batch_size << ", " << s.image_size << "x" << s.image_size << "x"
-            << s.channels << ", run directory " << s.out << std::endl;
+            << s.channels << ", " << objective_summary(s) << ", run directory " << s.out << std::endl;
 
   bool real_saved = fs::exists(fs::path(s.out) / "samples" / "real.png");
   const double seconds_before = state.seconds;

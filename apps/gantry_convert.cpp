@@ -39,17 +39,21 @@ void convert_run(const std::string& given, const std::string& out) {
     throw std::invalid_argument("input " + in + ": " + config_path.string() +
                                 " is missing; it holds the run's Adam settings (lr, betas)");
   const nlohmann::json settings = nlohmann::json::parse(apps::read_text(config_path.string())).at("settings");
-  AdamOptions adam;
-  adam.lr = settings.at("lr");
-  adam.beta1 = settings.at("beta1");
-  adam.beta2 = settings.at("beta2");
+  AdamOptions adam_g;
+  adam_g.lr = settings.at("lr");
+  adam_g.beta1 = settings.at("beta1");
+  adam_g.beta2 = settings.at("beta2");
+  AdamOptions adam_d = adam_g;
+  // A TTUR run (--lr-g/--lr-d) gave each its own lr; 0 or absent (older runs) means --lr.
+  if (settings.value("lr_g", 0.0) > 0) adam_g.lr = settings.at("lr_g");
+  if (settings.value("lr_d", 0.0) > 0) adam_d.lr = settings.at("lr_d");
 
   auto file = [&](const std::string& name) { return (fs::path(ck_dir) / (name + ".safetensors")).string(); };
   DCGANTrainingCheckpoint ck;
   ck.generator = load_safetensors(file("generator")).tensors;
   ck.discriminator = load_safetensors(file("discriminator")).tensors;
-  ck.optimizer_g = TorchAdamState{adam, 0, load_safetensors(file("optimizer_g")).tensors, 0};
-  ck.optimizer_d = TorchAdamState{adam, 0, load_safetensors(file("optimizer_d")).tensors, 0};
+  ck.optimizer_g = TorchAdamState{adam_g, 0, load_safetensors(file("optimizer_g")).tensors, 0};
+  ck.optimizer_d = TorchAdamState{adam_d, 0, load_safetensors(file("optimizer_d")).tensors, 0};
   if (fs::exists(file("generator_ema"))) ck.generator_ema = load_safetensors(file("generator_ema")).tensors;
   const apps::TrainState state = apps::read_train_state(ck_dir);
   ck.counters = {{"step", state.step}, {"epoch", state.epoch}, {"next_batch", state.next_batch}};

@@ -107,12 +107,25 @@ DCGANDiscriminator::DCGANDiscriminator(int64_t nc_, int64_t ndf_, int image_size
   main->push_back(make<Sigmoid>());
 }
 
-Tensor DCGANDiscriminator::forward(const Tensor& x) {
-  if (x.dim() != 4 || x.size(1) != nc || x.size(2) != image_size || x.size(3) != image_size)
-    throw std::invalid_argument("Discriminator: expected images [N, " + std::to_string(nc) + ", " +
-                                std::to_string(image_size) + ", " + std::to_string(image_size) +
+namespace {
+void check_discriminator_input(const DCGANDiscriminator& d, const Tensor& x) {
+  if (x.dim() != 4 || x.size(1) != d.nc || x.size(2) != d.image_size || x.size(3) != d.image_size)
+    throw std::invalid_argument("Discriminator: expected images [N, " + std::to_string(d.nc) + ", " +
+                                std::to_string(d.image_size) + ", " + std::to_string(d.image_size) +
                                 "], got " + shape_str(x.shape()));
+}
+}  // namespace
+
+Tensor DCGANDiscriminator::forward(const Tensor& x) {
+  check_discriminator_input(*this, x);
   return main->forward(x).reshape({x.size(0)});
+}
+
+Tensor DCGANDiscriminator::forward_logits(const Tensor& x) {
+  check_discriminator_input(*this, x);
+  Tensor h = x;
+  for (std::size_t i = 0; i + 1 < main->size(); ++i) h = (*main)[i]->forward(h);  // all but the Sigmoid
+  return h.reshape({x.size(0)});
 }
 
 // ---- builders -------------------------------------------------------------------------------

@@ -46,6 +46,9 @@ class DCGANDiscriminator : public Module {
   DCGANDiscriminator(int64_t nc, int64_t ndf, int image_size, Generator* gen = nullptr);
   // images [N, nc, image_size, image_size] -> [N] probabilities (PyTorch: view(-1, 1).squeeze(1)).
   Tensor forward(const Tensor& x) override;
+  // The same without the final Sigmoid: [N] raw scores (logits), what the hinge and
+  // least-squares GAN losses take. sigmoid(forward_logits(x)) == forward(x).
+  Tensor forward_logits(const Tensor& x);
   std::string type_name() const override { return "Discriminator"; }
 
   const int64_t nc, ndf;

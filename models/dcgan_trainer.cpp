@@ -7,17 +7,43 @@
 
 namespace gantry {
 
+GANLoss gan_loss_from_name(const std::string& name) {
+  if (name == "bce") return GANLoss::BCE;
+  if (name == "hinge") return GANLoss::Hinge;
+  if (name == "lsgan") return GANLoss::LeastSquares;
+  throw std::invalid_argument("GAN loss '" + name + "': must be bce, hinge or lsgan");
+}
+
+const char* gan_loss_name(GANLoss loss) {
+  switch (loss) {
+    case GANLoss::BCE: return "bce";
+    case GANLoss::Hinge: return "hinge";
+    case GANLoss::LeastSquares: return "lsgan";
+  }
+  return "?";
+}
+
 DCGANTrainer::DCGANTrainer(const DCGANConfig& config, Device device, Generator* init_gen)
     : config_(config), device_(device) {
+  if (!(config.generator_lr() > 0) || !(config.discriminator_lr() > 0))
+    throw std::invalid_argument("DCGANTrainer: learning rates must be positive (lr " + std::to_string(config.lr) +
+                                ", lr_g " + std::to_string(config.lr_g) + ", lr_d " + std::to_string(config.lr_d) + ")");
+  if (!(config.real_label > 0 && config.real_label <= 1))
+    throw std::invalid_argument("DCGANTrainer: real_label " + std::to_string(config.real_label) +
+                                " must be in (0, 1] (0.9 is the usual one-sided label smoothing)");
+  if (config.loss == GANLoss::Hinge && config.real_label != 1.0)
+    throw std::invalid_argument("DCGANTrainer: the hinge loss has no label to smooth (real_label " +
+                                std::to_string(config.real_label) + "); use bce or lsgan, or real_label 1");
   g_ = make_generator(config.nz, config.ngf, config.nc, config.image_size, init_gen);
   d_ = make_discriminator(config.nc, config.ndf, config.image_size, init_gen);
   g_->to(device);
   d_->to(device);
   AdamOptions opt;
-  opt.lr = config.lr;
   opt.beta1 = config.beta1;
   opt.beta2 = config.beta2;
+  opt.lr = config.generator_lr();
   opt_g_ = std::make_unique<Adam>(g_->parameters(), opt);
+  opt.lr = config.discriminator_lr();
   opt_d_ = std::make_unique<Adam>(d_->parameters(), opt);
 }
 
@@ -28,33 +54,65 @@ void set_requires_grad(const std::vector<Tensor>& params, bool on) {
     handle.requires_grad_(on);
   }
 }
+
+// D's loss on one batch of its outputs (probabilities for bce, raw scores otherwise) against
+// `target` (the real label, or 0 for fakes); `real` picks hinge's side.
+Tensor discriminator_loss(GANLoss loss, const Tensor& out, const Tensor& target, bool real) {
+  switch (loss) {
+    case GANLoss::BCE: return binary_cross_entropy(out, target);
+    case GANLoss::Hinge: return mean(relu(real ? rsub(out, 1.f) : add(out, 1.f)));
+    case GANLoss::LeastSquares: return mul(mse_loss(out, target), 0.5f);
+  }
+  throw std::logic_error("discriminator_loss: unknown loss");
+}
+
+// G's loss on D's outputs for its fakes (`ones`: G's target, 1).
+Tensor generator_loss(GANLoss loss, const Tensor& out, const Tensor& ones) {
+  switch (loss) {
+    case GANLoss::BCE: return binary_cross_entropy(out, ones);
+    case GANLoss::Hinge: return neg(mean(out));
+    case GANLoss::LeastSquares: return mul(mse_loss(out, ones), 0.5f);
+  }
+  throw std::logic_error("generator_loss: unknown loss");
+}
 }  // namespace
 
-StepStats DCGANTrainer::step(const Tensor& real_in, Generator& noise_gen) {
+StepStats DCGANTrainer::step(const Tensor& real, Generator& noise_gen) {
+  return step(real, Tensor::randn({real.shape().at(0), config_.nz, 1, 1}, &noise_gen, device_));
+}
+
+StepStats DCGANTrainer::step(const Tensor& real_in, const Tensor& z_in) {
   const Tensor real = real_in.to(device_);
   const int64_t n = real.shape()[0];
+  const bool z_ok = (z_in.dim() == 4 && z_in.size(2) == 1 && z_in.size(3) == 1) || z_in.dim() == 2;
+  if (!z_ok || z_in.size(0) != n || z_in.size(1) != config_.nz)
+    throw std::invalid_argument("DCGANTrainer::step: z must be [" + std::to_string(n) + ", " + std::to_string(config_.nz) +
+                                ", 1, 1] (the real batch's size, nz), got " + shape_str(z_in.shape()));
+  const Tensor z = z_in.to(device_);
   StepStats st;
   g_->train();
   d_->train();
   if (!real_labels_.defined() || real_labels_.numel() != n) {
-    real_labels_ = Tensor::ones({n}, device_);
+    real_labels_ = Tensor::full({n}, static_cast<float>(config_.real_label), device_);
     fake_labels_ = Tensor::zeros({n}, device_);
+    g_labels_ = Tensor::ones({n}, device_);
   }
-  const Tensor& ones = real_labels_;
-  const Tensor& zeros = fake_labels_;
+  const GANLoss loss = config_.loss;
   // D sees every image through the augmentation when ADA is on (differentiably, so G's
-  // gradient passes through it in (2)).
-  auto D = [&](const Tensor& x) { return d_->forward(ada_ ? ada_->apply(x) : x); };
+  // gradient passes through it in (2)). bce takes D's probabilities, the others its scores.
+  auto D = [&](const Tensor& x) {
+    const Tensor seen = ada_ ? ada_->apply(x) : x;
+    return loss == GANLoss::BCE ? d_->forward(seen) : d_->forward_logits(seen);
+  };
 
-  // (1) D: maximize log D(x) + log(1 - D(G(z))).
+  // (1) D: maximize log D(x) + log(1 - D(G(z))) (or the hinge / least-squares form of it).
   opt_d_->zero_grad();
   Tensor out_real = D(real);
-  Tensor err_real = binary_cross_entropy(out_real, ones);
+  Tensor err_real = discriminator_loss(loss, out_real, real_labels_, /*real=*/true);
   err_real.backward();
-  Tensor z = Tensor::randn({n, config_.nz, 1, 1}, &noise_gen, device_);
   Tensor fake = g_->forward(z);
   Tensor out_fake = D(fake.detach());
-  Tensor err_fake = binary_cross_entropy(out_fake, zeros);
+  Tensor err_fake = discriminator_loss(loss, out_fake, fake_labels_, /*real=*/false);
   err_fake.backward();
   opt_d_->step();
 
@@ -62,7 +120,7 @@ StepStats DCGANTrainer::step(const Tensor& real_in, Generator& noise_gen) {
   opt_g_->zero_grad();
   set_requires_grad(d_->parameters(), false);
   Tensor out_g = D(fake);
-  Tensor err_g = binary_cross_entropy(out_g, ones);
+  Tensor err_g = generator_loss(loss, out_g, g_labels_);
   err_g.backward();
   set_requires_grad(d_->parameters(), true);
   opt_g_->step();
@@ -73,10 +131,12 @@ StepStats DCGANTrainer::step(const Tensor& real_in, Generator& noise_gen) {
   // waited four times (each mean() is a new launch behind the previous read), and ADA's
   // tally a fifth.
   NoGradGuard guard;
-  std::vector<Tensor> parts = {err_real.reshape({1}),        err_fake.reshape({1}),
-                               err_g.reshape({1}),           mean(out_real).reshape({1}),
-                               mean(out_fake).reshape({1}), mean(out_g).reshape({1})};
-  if (ada_) parts.push_back(out_real.reshape({out_real.numel()}));
+  auto prob = [&](const Tensor& out) { return loss == GANLoss::BCE ? out : sigmoid(out); };
+  const Tensor p_real = prob(out_real);
+  std::vector<Tensor> parts = {err_real.reshape({1}),          err_fake.reshape({1}),
+                               err_g.reshape({1}),             mean(p_real).reshape({1}),
+                               mean(prob(out_fake)).reshape({1}), mean(prob(out_g)).reshape({1})};
+  if (ada_) parts.push_back(p_real.reshape({p_real.numel()}));
   const Tensor host = cat(parts).cpu();
   const float* v = host.data();
   st.loss_d = v[0] + v[1];
@@ -85,7 +145,7 @@ StepStats DCGANTrainer::step(const Tensor& real_in, Generator& noise_gen) {
   st.d_g_z1 = v[4];
   st.d_g_z2 = v[5];
   if (ada_) {  // p changes for the next step's augmentation, as before
-    ada_->observe_real(v + 6, out_real.numel());
+    ada_->observe_real(v + 6, p_real.numel());
     ada_->end_step();
     st.ada_p = static_cast<float>(ada_->p());
   }

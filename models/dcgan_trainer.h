@@ -2,7 +2,7 @@
 // DCGANTrainer: one training step of the PyTorch DCGAN example (and of the seeds), shared by
 // dcgan_train, the dcgan_step benchmark and the tests.
 //
-// step(real) does, with BCE and the labels of the example (real 1, fake 0):
+// step(real) does, with the default loss (BCE, labels real 1, fake 0, as the example):
 //   1. D update:  loss_d = BCE(D(real), 1) + BCE(D(G(z).detach()), 0);  optimizer_d.step()
 //   2. G update:  loss_g = BCE(D(G(z)), 1)  with the D just updated;     optimizer_g.step()
 // and reports d_x = mean D(real), d_g_z1 = mean D(fake) before D's update, d_g_z2 after it.
@@ -12,6 +12,20 @@
 // are frozen (requires_grad off), so the backward skips D's weight gradients, which the example
 // computes and then throws away at the next zero_grad().
 //
+// The loss (DCGANConfig::loss), with s = D's raw score (forward_logits, no Sigmoid) and
+// t = real_label:
+//   bce    (default)  D: BCE(sigmoid(s_real), t) + BCE(sigmoid(s_fake), 0)
+//                     G: BCE(sigmoid(s_fake), 1)                     (the non-saturating loss)
+//   hinge             D: mean(relu(1 - s_real)) + mean(relu(1 + s_fake))
+//                     G: -mean(s_fake)                               (Lim & Ye 2017; SNGAN, BigGAN)
+//   lsgan             D: 0.5 mean((s_real - t)^2) + 0.5 mean(s_fake^2)
+//                     G: 0.5 mean((s_fake - 1)^2)                    (Mao et al. 2017, a=0, b=t, c=1)
+// bce runs D with its Sigmoid and BCE on the probabilities, exactly as the example does. For
+// every loss d_x, d_g_z1 and d_g_z2 are means of sigmoid(s), so they read alike: near 1, D calls
+// the images real. real_label < 1 is one-sided label smoothing (Salimans et al. 2016): only D's
+// target for real images moves; G's target stays 1. The hinge loss has no target to smooth.
+// lr_g / lr_d give G and D their own learning rates (TTUR, Heusel et al. 2017); 0 = lr.
+//
 // Options (off by default; a trainer without them is the example's step exactly):
 // - enable_ema(decay): keeps an EMA generator (optim/ema.h), updated after every G step;
 //   sample() uses it.
@@ -20,6 +34,7 @@
 //   differentiably, and p follows sign(D(real) - 0.5) every `interval` steps.
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "gantry/core/random.h"
 #include "gantry/core/tensor.h"
@@ -30,10 +45,22 @@
 
 namespace gantry {
 
+enum class GANLoss { BCE, Hinge, LeastSquares };
+
+// "bce", "hinge", "lsgan" (the dcgan_train --loss values) and back. gan_loss_from_name throws
+// std::invalid_argument naming the accepted values.
+GANLoss gan_loss_from_name(const std::string& name);
+const char* gan_loss_name(GANLoss loss);
+
 struct DCGANConfig {
   int64_t nz = 100, ngf = 64, ndf = 64, nc = 3;
   int image_size = 64;
   double lr = 2e-4, beta1 = 0.5, beta2 = 0.999;
+  double lr_g = 0, lr_d = 0;  // G's and D's own learning rates (TTUR); 0 = lr
+  GANLoss loss = GANLoss::BCE;
+  double real_label = 1.0;  // D's target for real images: bce and lsgan, in (0, 1]; hinge: 1
+  double generator_lr() const { return lr_g > 0 ? lr_g : lr; }
+  double discriminator_lr() const { return lr_d > 0 ? lr_d : lr; }
 };
 
 struct StepStats {
@@ -45,11 +72,15 @@ struct StepStats {
 class DCGANTrainer {
  public:
   // Builds G and D with the DCGAN init from `init_gen` (null: the default generator) on `device`.
+  // Throws std::invalid_argument for a learning rate <= 0, real_label outside (0, 1], or a
+  // real_label other than 1 with the hinge loss.
   DCGANTrainer(const DCGANConfig& config, Device device, Generator* init_gen = nullptr);
 
   // One step on a real batch [N, nc, S, S] in [-1, 1] (any device; moved to the trainer's).
   // The latent batch is drawn from `noise_gen` ([N, nz, 1, 1] standard normal).
   StepStats step(const Tensor& real, Generator& noise_gen);
+  // The same step with the latent batch given: z [N, nz, 1, 1] (or [N, nz]), N = real's N.
+  StepStats step(const Tensor& real, const Tensor& z);
 
   // Images from a latent batch [N, nz, 1, 1], without recording gradients. eval = true uses
   // BN's running statistics (netG.eval()); eval = false uses the batch's statistics, as the
@@ -83,8 +114,8 @@ class DCGANTrainer {
   std::shared_ptr<DCGANGenerator> g_ema_;
   std::unique_ptr<EMA> ema_;
   std::unique_ptr<AdaptiveAugment> ada_;
-  // BCE's targets (all ones, all zeros) for the last batch size: made once, not twice a step.
-  Tensor real_labels_, fake_labels_;
+  // The loss targets for the last batch size (D's real_label, 0, G's 1): made once, not each step.
+  Tensor real_labels_, fake_labels_, g_labels_;
 };
 
 }  // namespace gantry

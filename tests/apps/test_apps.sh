@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end tests of dcgan_train and dcgan_generate on tiny data.
 # Usage: test_apps.sh BIN_DIR WORK_DIR [case...]
-#   (cases: flags folder datasets resume sigint pytorch report nan ema_ada generate_post quality convert
+#   (cases: flags folder datasets resume losses sigint pytorch report nan ema_ada generate_post quality convert
 #    gpu_parity host_waits)
 # gpu_parity exits 77 (skipped) where --device cuda cannot run; host_waits where the CUDA
 # emulator cannot count (any build but GANTRY_CUDA_EMU).
@@ -98,6 +98,43 @@ for case in $CASES; do
     "$TRAIN" --resume "$WORK/rb" --image-size 64 >"$WORK/o" 2>&1 && fail "--resume with a changed --image-size accepted"
     expect_in "$WORK/o" "cannot change"
     ;;
+  losses)
+    # --loss, --real-label and --lr-g/--lr-d: the start line and config.json say what the run
+    # optimizes, and a resumed run continues it (the same losses as one run of 6 steps: a resume
+    # that fell back to bce or one lr would differ from step 4 on).
+    L=(--loss lsgan --real-label 0.9 --lr-g 0.0001 --lr-d 0.0004)
+    "$TRAIN" "${TINY[@]}" "${L[@]}" --max-steps 6 --checkpoint-every 3 --seed 3 --out "$WORK/la" >"$WORK/o" 2>&1 \
+      || fail "lsgan run failed: $(tail -3 "$WORK/o")"
+    expect_in "$WORK/o" "loss lsgan, lr G 0.0001 D 0.0004, real label 0.9"
+    grep -q '"loss": "lsgan"' "$WORK/la/config.json" || fail "config.json lacks the loss"
+    grep -q '"lr_d": 0.0004' "$WORK/la/config.json" || fail "config.json lacks lr_d"
+    "$TRAIN" "${TINY[@]}" "${L[@]}" --max-steps 3 --checkpoint-every 3 --seed 3 --out "$WORK/lb" >"$WORK/o" 2>&1 || fail "lsgan run B failed"
+    "$TRAIN" --resume "$WORK/lb" --max-steps 6 --device cpu >"$WORK/o" 2>&1 || fail "resume of the lsgan run failed: $(tail -3 "$WORK/o")"
+    expect_in "$WORK/o" "loss lsgan, lr G 0.0001 D 0.0004, real label 0.9"
+    cmp -s "$WORK/la/metrics.csv" "$WORK/lb/metrics.csv" || paste -d, "$WORK/la/metrics.csv" "$WORK/lb/metrics.csv" | awk -F, 'NR > 1 {
+        for (c = 3; c <= 7; c++) { d = $c - $(c + 9); if (d < 0) d = -d; if (d > 1e-5) { print "step " $1 " column " c ": " $c " vs " $(c + 9); bad = 1 } } }
+        END { exit bad }' >"$WORK/diff" || fail "the resumed lsgan run differs: $(head -3 "$WORK/diff")"
+    # Each loss changes the step: the same seed, three different first losses.
+    "$TRAIN" "${TINY[@]}" --max-steps 1 --seed 3 --out "$WORK/l_bce" >"$WORK/o" 2>&1 || fail "bce run failed"
+    expect_in "$WORK/o" "loss bce, lr 0.0002, run directory"
+    "$TRAIN" "${TINY[@]}" --loss hinge --max-steps 1 --seed 3 --out "$WORK/l_hinge" >"$WORK/o" 2>&1 || fail "hinge run failed: $(tail -3 "$WORK/o")"
+    a=$(tail -1 "$WORK/l_bce/metrics.csv" | cut -d, -f3); b=$(tail -1 "$WORK/l_hinge/metrics.csv" | cut -d, -f3)
+    c=$(sed -n 2p "$WORK/la/metrics.csv" | cut -d, -f3)
+    [ "$a" != "$b" ] && [ "$b" != "$c" ] && [ "$a" != "$c" ] || fail "bce, hinge and lsgan gave the same loss_D: $a $b $c"
+    # Settings that cannot work.
+    "$TRAIN" "${TINY[@]}" --loss hinge --real-label 0.9 --max-steps 1 --out "$WORK/lx" >"$WORK/o" 2>&1 \
+      && fail "--loss hinge --real-label 0.9 was accepted"
+    expect_in "$WORK/o" "the hinge loss has none"
+    "$TRAIN" "${TINY[@]}" --real-label 1.5 --max-steps 1 --out "$WORK/lx" >"$WORK/o" 2>&1 && fail "--real-label 1.5 was accepted"
+    expect_in "$WORK/o" "--real-label 1.5.*must be in (0, 1]"
+    "$TRAIN" "${TINY[@]}" --loss wgan --max-steps 1 --out "$WORK/lx" >"$WORK/o" 2>&1 && fail "--loss wgan was accepted"
+    expect_in "$WORK/o" "wgan"
+    "$TRAIN" "${TINY[@]}" --lr-d -1 --max-steps 1 --out "$WORK/lx" >"$WORK/o" 2>&1 && fail "--lr-d -1 was accepted"
+    expect_in "$WORK/o" "--lr-g/--lr-d must be positive"
+    [ -e "$WORK/lx" ] && fail "a refused start left its run folder"
+    "$TRAIN" --resume "$WORK/la" --loss bce >"$WORK/o" 2>&1 && fail "--resume with another --loss was accepted"
+    expect_in "$WORK/o" "loss cannot change when resuming"
+    ;;
   sigint)
     "$TRAIN" "${TINY[@]}" --max-steps 100000 --checkpoint-every 100000 --out "$WORK/rs" >"$WORK/o" 2>&1 &
     pid=$!
@@ -181,6 +218,17 @@ for case in $CASES; do
       || fail "--start-from the second run failed: $(tail -3 "$WORK/o")"
     expect_in "$WORK/o" "--lr 0.001 is used instead of the checkpoint's 0.0002"
     expect_in "$WORK/o" "Adam state 'optimizerG' (step 3)"
+    # A TTUR run keeps its two lrs through .pth and --start-from; --lr-d overrides one of them.
+    "$TRAIN" "${TINY[@]}" --max-steps 1 --lr-g 0.0001 --lr-d 0.0004 --out "$WORK/rtt" >"$WORK/o" 2>&1 || fail "TTUR run failed"
+    "$CONV" "$WORK/rtt" "$WORK/rtt.pth" >"$WORK/o" 2>&1 || fail "TTUR run to .pth failed: $(tail -2 "$WORK/o")"
+    "$TRAIN" --batch-size 16 --workers 1 --device cpu --max-steps 1 --start-from "$WORK/rtt.pth" --out "$WORK/rtt2" >"$WORK/o" 2>&1 \
+      || fail "--start-from the TTUR run failed: $(tail -3 "$WORK/o")"
+    expect_in "$WORK/o" "(step 1); lr G 0.0001, D 0.0004, betas (0.5, 0.999)"
+    expect_in "$WORK/o" "loss bce, lr G 0.0001 D 0.0004"
+    "$TRAIN" --batch-size 16 --workers 1 --device cpu --max-steps 1 --start-from "$WORK/rtt.pth" --lr-d 0.0003 --out "$WORK/rtt3" >"$WORK/o" 2>&1 \
+      || fail "--start-from the TTUR run with --lr-d failed: $(tail -3 "$WORK/o")"
+    expect_in "$WORK/o" "--lr-d 0.0003 is used instead of the checkpoint's 0.0004"
+    expect_in "$WORK/o" "lr G 0.0001 D 0.0003"
     # PyTorch 1.13's run under its own names ({"G", "D", "opt_gen", "opt_disc"}, 32x32 gray).
     "$TRAIN" --batch-size 16 --workers 1 --device cpu --max-steps 1 --start-from "$HERE/../data/torch_1_13_dcgan_training.pth" \
       --out "$WORK/rt" >"$WORK/o" 2>&1 || fail "--start-from PyTorch's checkpoint failed: $(tail -3 "$WORK/o")"
@@ -319,11 +367,22 @@ PYEOF
     fi
     expect_in "$WORK/og" "training on cuda:0"
     # Columns 3-7: loss_d loss_g d_x d_g_z1 d_g_z2, to 1e-3 relative (fp32 sums in other orders).
-    paste -d, "$WORK/pc/metrics.csv" "$WORK/pg/metrics.csv" | awk -F, -v n="$(head -1 "$WORK/pc/metrics.csv" | awk -F, '{print NF}')" '
-      NR == 1 { next }
-      { rows++; for (c = 3; c <= 7; ++c) { a = $c; b = $(c + n); d = a - b; if (d < 0) d = -d; m = a < 0 ? -a : a;
-          if (d > 1e-3 * m + 1e-6) { printf "step %s column %d: cpu %s gpu %s\n", $1, c, a, b; bad = 1 } } }
-      END { exit (bad || rows != 3) }' >"$WORK/diff" || fail "GPU and CPU losses differ: $(cat "$WORK/diff")"
+    same_losses() {  # CPU_RUN GPU_RUN ROWS
+      paste -d, "$1/metrics.csv" "$2/metrics.csv" | awk -F, -v n="$(head -1 "$1/metrics.csv" | awk -F, '{print NF}')" -v want="$3" '
+        NR == 1 { next }
+        { rows++; for (c = 3; c <= 7; ++c) { a = $c; b = $(c + n); d = a - b; if (d < 0) d = -d; m = a < 0 ? -a : a;
+            if (d > 1e-3 * m + 1e-6) { printf "step %s column %d: cpu %s gpu %s\n", $1, c, a, b; bad = 1 } } }
+        END { exit (bad || rows != want) }'
+    }
+    same_losses "$WORK/pc" "$WORK/pg" 3 >"$WORK/diff" || fail "GPU and CPU losses differ: $(cat "$WORK/diff")"
+    # The hinge loss (D's scores without the Sigmoid) with TTUR lrs, the same way, in full fp32:
+    # loss_G = -mean(score) is a mean of scores of both signs, near 0, which turns TF32's 1e-3 per conv
+    # into 1 % of it (measured on the emulator's TF32 model; with TF32 off every digit agrees).
+    H=(--loss hinge --lr-g 0.0001 --lr-d 0.0004 --max-steps 2 --log-every 1)
+    "$TRAIN" "${TINY[@]}" "${H[@]}" --out "$WORK/hc" >"$WORK/o" 2>&1 || fail "CPU hinge run failed: $(tail -3 "$WORK/o")"
+    GANTRY_ALLOW_TF32=0 "$TRAIN" "${GPU[@]}" --device cuda "${H[@]}" --out "$WORK/hg" >"$WORK/o" 2>&1 \
+      || fail "GPU hinge run failed: $(tail -3 "$WORK/o")"
+    same_losses "$WORK/hc" "$WORK/hg" 2 >"$WORK/diff" || fail "GPU and CPU hinge losses differ: $(cat "$WORK/diff")"
     "$GEN" --checkpoint "$WORK/pg" --device cuda --num 4 --grid "$WORK/g.png" >"$WORK/o" 2>&1 || fail "dcgan_generate --device cuda failed: $(tail -3 "$WORK/o")"
     [ -s "$WORK/g.png" ] || fail "dcgan_generate --device cuda wrote no grid"
     "$TRAIN" "${GPU[@]}" --device cuda --max-steps 2 --ema 0.9 --ada --ada-interval 1 --out "$WORK/pe" >"$WORK/o" 2>&1 \

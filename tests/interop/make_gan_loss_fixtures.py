@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""Writes tests/data/torch_1_13_gan_losses.pth, which tests/test_training.cpp reads.
+
+One training step of the DCGAN (32x32 gray, nz 8, ngf = ndf = 4, batch 4) from the same
+weights, real batch and latent batch, done by real PyTorch (Debian's python3-torch 1.13) with
+each loss dcgan_train offers, written as a PyTorch script would write them:
+
+  bce_smooth_ttur  nn.BCELoss on D's probabilities, real label 0.9 (one-sided smoothing),
+                   Adam lr 1e-4 for G and 4e-4 for D (TTUR)
+  hinge            D: relu(1 - s_real).mean() + relu(1 + s_fake).mean(), G: -s_fake.mean(),
+                   on D's scores without its Sigmoid, lr 1e-4 / 4e-4
+  lsgan            D: 0.5 (s_real - 0.9)^2 + 0.5 s_fake^2, G: 0.5 (s_fake - 1)^2 (means),
+                   one lr 2e-4
+
+For each: the losses, mean sigmoid(s) on real / fake before and after D's step, D's gradients
+after its step, G's gradients, and both models' state after the step. The C++ test runs
+DCGANTrainer::step(real, z) from the same start and compares.
+Usage: /usr/bin/python3 tests/interop/make_gan_loss_fixtures.py tests/data
+"""
+import collections
+import copy
+import os
+import sys
+
+import torch
+import torch.nn as nn
+
+out = sys.argv[1]
+NZ, NGF, NDF, NC, N = 8, 4, 4, 1, 4
+
+
+def dcgan32():
+    g = nn.Sequential(
+        nn.ConvTranspose2d(NZ, NGF * 4, 4, 1, 0, bias=False), nn.BatchNorm2d(NGF * 4), nn.ReLU(True),
+        nn.ConvTranspose2d(NGF * 4, NGF * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(NGF * 2), nn.ReLU(True),
+        nn.ConvTranspose2d(NGF * 2, NGF, 4, 2, 1, bias=False), nn.BatchNorm2d(NGF), nn.ReLU(True),
+        nn.ConvTranspose2d(NGF, NC, 4, 2, 1, bias=False), nn.Tanh())
+    d = nn.Sequential(
+        nn.Conv2d(NC, NDF, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True),
+        nn.Conv2d(NDF, NDF * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(NDF * 2), nn.LeakyReLU(0.2, True),
+        nn.Conv2d(NDF * 2, NDF * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(NDF * 4), nn.LeakyReLU(0.2, True),
+        nn.Conv2d(NDF * 4, 1, 4, 1, 0, bias=False), nn.Sigmoid())
+    return nn.Sequential(collections.OrderedDict([("main", g)])), nn.Sequential(collections.OrderedDict([("main", d)]))
+
+
+def dcgan_init(m):  # the example's weights_init
+    name = m.__class__.__name__
+    if name.find("Conv") != -1:
+        nn.init.normal_(m.weight.data, 0.0, 0.02)
+    elif name.find("BatchNorm") != -1:
+        nn.init.normal_(m.weight.data, 1.0, 0.02)
+        nn.init.constant_(m.bias.data, 0)
+
+
+torch.manual_seed(11)
+G0, D0 = dcgan32()
+G0.apply(dcgan_init)
+D0.apply(dcgan_init)
+real = torch.rand(N, NC, 32, 32) * 2 - 1
+z = torch.randn(N, NZ, 1, 1)
+
+
+def step(loss, lr_g, lr_d, real_label):
+    G, D = copy.deepcopy(G0), copy.deepcopy(D0)
+    optG = torch.optim.Adam(G.parameters(), lr=lr_g, betas=(0.5, 0.999))
+    optD = torch.optim.Adam(D.parameters(), lr=lr_d, betas=(0.5, 0.999))
+    scores = D.main[:-1]  # D without its Sigmoid
+
+    def d_out(x):
+        return (D(x) if loss == "bce" else scores(x)).view(-1)
+
+    def prob(o):
+        return o if loss == "bce" else torch.sigmoid(o)
+
+    def d_loss(o, is_real):
+        target = torch.full((N,), real_label if is_real else 0.0)
+        if loss == "bce":
+            return nn.BCELoss()(o, target)
+        if loss == "hinge":
+            return torch.relu(1 - o).mean() if is_real else torch.relu(1 + o).mean()
+        return 0.5 * ((o - target) ** 2).mean()
+
+    def g_loss(o):
+        if loss == "bce":
+            return nn.BCELoss()(o, torch.ones(N))
+        if loss == "hinge":
+            return -o.mean()
+        return 0.5 * ((o - 1) ** 2).mean()
+
+    D.zero_grad()
+    out_real = d_out(real)
+    err_real = d_loss(out_real, True)
+    err_real.backward()
+    fake = G(z)
+    out_fake = d_out(fake.detach())
+    err_fake = d_loss(out_fake, False)
+    err_fake.backward()
+    optD.step()
+    d_grad = collections.OrderedDict((n, p.grad.clone()) for n, p in D.named_parameters())
+    G.zero_grad()
+    out_g = d_out(fake)
+    err_g = g_loss(out_g)
+    err_g.backward()
+    optG.step()
+    scalar = lambda v: v.detach().clone().reshape(())
+    return {
+        "loss_d": scalar(err_real + err_fake), "loss_g": scalar(err_g),
+        "d_x": scalar(prob(out_real).mean()), "d_g_z1": scalar(prob(out_fake).mean()),
+        "d_g_z2": scalar(prob(out_g).mean()),
+        "d_grad": d_grad,
+        "g_grad": collections.OrderedDict((n, p.grad.clone()) for n, p in G.named_parameters()),
+        "netG": G.state_dict(), "netD": D.state_dict(),
+    }
+
+
+torch.save({
+    "netG": G0.state_dict(), "netD": D0.state_dict(), "real": real, "z": z,
+    "bce_smooth_ttur": step("bce", 1e-4, 4e-4, 0.9),
+    "hinge": step("hinge", 1e-4, 4e-4, 1.0),
+    "lsgan": step("lsgan", 2e-4, 2e-4, 0.9),
+}, os.path.join(out, "torch_1_13_gan_losses.pth"))
+print("wrote", out, torch.__version__)
