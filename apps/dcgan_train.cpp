@@ -57,6 +57,8 @@ struct Settings {
   double lr_g = 0, lr_d = 0;  // G's and D's own learning rates (TTUR); 0 = lr
   std::string loss = "bce";   // bce, hinge or lsgan (DCGANConfig::loss)
   double real_label = 1.0;    // D's target for real images (< 1: one-sided label smoothing)
+  double generator_lr() const { return lr_g > 0 ? lr_g : lr; }
+  double discriminator_lr() const { return lr_d > 0 ? lr_d : lr; }
   int64_t nz = 100, ngf = 64, ndf = 64;
   uint64_t seed = 1;
   std::string device = "auto";
@@ -283,9 +285,8 @@ void start_from_checkpoint(DCGANTrainer& trainer, const DCGANTrainingCheckpoint&
   optimizer(trainer.optimizer_g(), ck.optimizer_g, ck.optimizer_g_key);
   optimizer(trainer.optimizer_d(), ck.optimizer_d, ck.optimizer_d_key);
   if (!ck.optimizer_g && !ck.optimizer_d) std::cout << "; no optimizer state in it: Adam starts fresh";
-  const double lr_g = s.lr_g > 0 ? s.lr_g : s.lr, lr_d = s.lr_d > 0 ? s.lr_d : s.lr;
-  if (lr_g == lr_d) std::cout << "; lr " << lr_g;
-  else std::cout << "; lr G " << lr_g << ", D " << lr_d;
+  if (s.generator_lr() == s.discriminator_lr()) std::cout << "; lr " << s.generator_lr();
+  else std::cout << "; lr G " << s.generator_lr() << ", D " << s.discriminator_lr();
   std::cout << ", betas (" << s.beta1 << ", " << s.beta2 << ")\n";
 }
 
@@ -293,10 +294,9 @@ void start_from_checkpoint(DCGANTrainer& trainer, const DCGANTrainingCheckpoint&
 // run optimizes, in its start line.
 std::string objective_summary(const Settings& s) {
   std::ostringstream o;
-  const double lr_g = s.lr_g > 0 ? s.lr_g : s.lr, lr_d = s.lr_d > 0 ? s.lr_d : s.lr;
   o << "loss " << s.loss;
-  if (lr_g == lr_d) o << ", lr " << lr_g;
-  else o << ", lr G " << lr_g << " D " << lr_d;
+  if (s.generator_lr() == s.discriminator_lr()) o << ", lr " << s.generator_lr();
+  else o << ", lr G " << s.generator_lr() << " D " << s.discriminator_lr();
   if (s.real_label != 1.0) o << ", real label " << s.real_label;
   return o.str();
 }
@@ -346,7 +346,7 @@ void validate(const Settings& s) {
     bad("--channels " + std::to_string(s.channels) + ": must be 1 (gray) or 3 (RGB)");
   if (s.batch_size < 2) bad("--batch-size must be at least 2 (batch norm needs two images)");
   if (!(s.lr > 0)) bad("--lr must be positive");
-  if (!(s.lr_g >= 0) || !(s.lr_d >= 0)) bad("--lr-g/--lr-d must be positive (0 = --lr)");
+  if (!(s.lr_g >= 0) || !(s.lr_d >= 0)) bad("--lr-g/--lr-d must be positive, or 0 for --lr's value");
   if (!(s.real_label > 0 && s.real_label <= 1))
     bad("--real-label " + std::to_string(s.real_label) + ": must be in (0, 1]; 0.9 is the usual one-sided label smoothing");
   if (s.loss == "hinge" && s.real_label != 1.0)
