@@ -57,6 +57,7 @@ struct Settings {
   double lr_g = 0, lr_d = 0;  // G's and D's own learning rates (TTUR); 0 = lr
   std::string loss = "bce";   // bce, hinge or lsgan (DCGANConfig::loss)
   double real_label = 1.0;    // D's target for real images (< 1: one-sided label smoothing)
+  bool spectral_norm = false;  // D's convs spectrally normalized (SNGAN)
   double generator_lr() const { return lr_g > 0 ? lr_g : lr; }
   double discriminator_lr() const { return lr_d > 0 ? lr_d : lr; }
   int64_t nz = 100, ngf = 64, ndf = 64;
@@ -95,6 +96,7 @@ json settings_json(const Settings& s) {
           {"beta1", s.beta1},           {"beta2", s.beta2},
           {"lr_g", s.lr_g},             {"lr_d", s.lr_d},
           {"loss", s.loss},             {"real_label", s.real_label},
+          {"spectral_norm", s.spectral_norm},
           {"nz", s.nz},                 {"ngf", s.ngf},
           {"ndf", s.ndf},               {"seed", s.seed},
           {"workers", s.workers},       {"sample_every", s.sample_every},
@@ -128,6 +130,7 @@ Settings settings_from_json(const json& j, const std::string& path) {
     s.lr_d = j.value("lr_d", 0.0);
     s.loss = j.value("loss", std::string("bce"));
     s.real_label = j.value("real_label", 1.0);
+    s.spectral_norm = j.value("spectral_norm", false);
     s.nz = j.at("nz");
     s.ngf = j.at("ngf");
     s.ndf = j.at("ndf");
@@ -175,7 +178,7 @@ void load_start_weights(Model& model, const std::string& file, const std::string
       } else {
         auto d = discriminator_from_state_dict(sd);
         theirs = "--image-size " + std::to_string(d->image_size) + " --ndf " + std::to_string(d->ndf) +
-                 " --channels " + std::to_string(d->nc);
+                 " --channels " + std::to_string(d->nc) + (d->spectral_norm ? " --spectral-norm" : "");
       }
     } catch (const std::invalid_argument& not_dcgan) {
       throw std::invalid_argument(flag + " " + file + ": " + not_dcgan.what());
@@ -183,7 +186,8 @@ void load_start_weights(Model& model, const std::string& file, const std::string
     throw std::invalid_argument(flag + " " + file + " holds a model built with " + theirs + ", but this run builds --image-size " +
                                 std::to_string(s.image_size) + " --nz " + std::to_string(s.nz) + " --ngf " +
                                 std::to_string(s.ngf) + " --ndf " + std::to_string(s.ndf) + " --channels " +
-                                std::to_string(s.channels) + ": give the file's values\n" + e.what());
+                                std::to_string(s.channels) + (s.spectral_norm ? " --spectral-norm" : "") +
+                                ": give the file's values\n" + e.what());
   }
   std::cout << flag.substr(2) << " starts from " << file << (key.empty() ? "" : " (" + key + ")") << ": " << sd.size()
             << " tensors\n";
@@ -193,7 +197,7 @@ void load_start_weights(Model& model, const std::string& file, const std::string
 // architecture (from the tensors' shapes) and Adam's lr and betas (as PyTorch's
 // optimizer.load_state_dict() does) — so the run continues the file's training.
 struct GivenFlags {
-  bool size, channels, nz, ngf, ndf, lr, lr_g, lr_d, beta1, beta2;
+  bool size, channels, nz, ngf, ndf, lr, lr_g, lr_d, beta1, beta2, spectral_norm;
 };
 DCGANTrainingCheckpoint read_start_checkpoint(Settings& s, const GivenFlags& given) {
   const DCGANTrainingCheckpoint ck =
@@ -210,6 +214,11 @@ DCGANTrainingCheckpoint read_start_checkpoint(Settings& s, const GivenFlags& giv
   if (!given.nz) s.nz = g->nz;
   if (!given.ngf) s.ngf = g->ngf;
   if (!given.ndf) s.ndf = d->ndf;
+  if (given.spectral_norm && !d->spectral_norm)
+    throw std::invalid_argument("--start-from " + s.start_from + ": its discriminator '" + ck.discriminator_key +
+                                "' has no spectral norm (main.0.weight, not weight_orig), so --spectral-norm cannot "
+                                "continue it; leave the flag out");
+  s.spectral_norm = d->spectral_norm;
   // Each optimizer keeps its own lr (TTUR runs have two); one pair of betas drives both.
   const std::optional<TorchAdamState>* opts[] = {&ck.optimizer_g, &ck.optimizer_d};
   const std::string keys[] = {ck.optimizer_g_key, ck.optimizer_d_key};
@@ -298,6 +307,7 @@ std::string objective_summary(const Settings& s) {
   if (s.generator_lr() == s.discriminator_lr()) o << ", lr " << s.generator_lr();
   else o << ", lr G " << s.generator_lr() << " D " << s.discriminator_lr();
   if (s.real_label != 1.0) o << ", real label " << s.real_label;
+  if (s.spectral_norm) o << ", spectral norm in D";
   return o.str();
 }
 
@@ -391,6 +401,7 @@ int run(int argc, char** argv) {
   auto* o_loss = app.add_option("--loss", s.loss, "GAN loss: bce (the DCGAN example's), hinge (SNGAN/BigGAN) or lsgan (least squares)")
       ->check(CLI::IsMember({"bce", "hinge", "lsgan"}));
   auto* o_real_label = app.add_option("--real-label", s.real_label, "D's target for real images; 0.9 is one-sided label smoothing (bce, lsgan)");
+  auto* o_sn = app.add_flag("--spectral-norm", s.spectral_norm, "spectral normalization of every conv in D (SNGAN; torch.nn.utils.spectral_norm's weight_orig/weight_u/weight_v in checkpoints); pairs with --loss hinge");
   auto* o_b1 = app.add_option("--beta1", s.beta1, "Adam beta1");
   auto* o_b2 = app.add_option("--beta2", s.beta2, "Adam beta2");
   auto* o_nz = app.add_option("--nz", s.nz, "latent vector size");
@@ -426,7 +437,7 @@ int run(int argc, char** argv) {
     if (!resume.empty()) {
       // The run's own settings win; only the length, device, workers and logging may change.
       for (CLI::Option* o : {o_dataset, o_data, o_classes, o_size, o_channels, o_batch, o_lr, o_lr_g, o_lr_d, o_loss,
-                             o_real_label, o_b1, o_b2, o_nz, o_ngf, o_ndf, o_seed, o_strict, o_flip,
+                             o_real_label, o_sn, o_b1, o_b2, o_nz, o_ngf, o_ndf, o_seed, o_strict, o_flip,
                              o_ema, o_ada, o_ada_target, o_ada_speed, o_ada_interval, o_eval_every, o_eval_num, o_features,
                              o_net_g, o_net_d, o_net_g_key, o_net_d_key, o_start})
         if (o->count() > 0)
@@ -461,7 +472,7 @@ int run(int argc, char** argv) {
   if (resume.empty() && !s.start_from.empty()) {
     start = read_start_checkpoint(s, {o_size->count() > 0, o_channels->count() > 0, o_nz->count() > 0, o_ngf->count() > 0,
                                       o_ndf->count() > 0, o_lr->count() > 0, o_lr_g->count() > 0, o_lr_d->count() > 0,
-                                      o_b1->count() > 0, o_b2->count() > 0});
+                                      o_b1->count() > 0, o_b2->count() > 0, o_sn->count() > 0});
     validate(s);  // what the file gave
   }
 
@@ -489,6 +500,7 @@ int run(int argc, char** argv) {
   mc.lr_g = s.lr_g; mc.lr_d = s.lr_d;
   mc.loss = gan_loss_from_name(s.loss);
   mc.real_label = s.real_label;
+  mc.spectral_norm = s.spectral_norm;
   Generator init_gen(s.seed);
   DCGANTrainer trainer(mc, device, &init_gen);
   // Starting weights: loaded before the EMA copy is taken, and only when the run starts (a

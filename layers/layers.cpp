@@ -29,6 +29,9 @@ void check_image(const char* layer, const Tensor& x, int64_t channels) {
                                 std::to_string(channels) + ", H, W], got " + shape_str(x.shape()));
 }
 
+// x / max(||x||, 1e-12): torch.nn.functional.normalize(x, dim=0), as spectral_norm uses it.
+Tensor normalized(const Tensor& x) { return div(x, clamp(sqrt(sum(square(x))), 1e-12f, INFINITY)); }
+
 }  // namespace
 
 // ---- Sequential -----------------------------------------------------------------------------
@@ -61,24 +64,52 @@ Tensor Sequential::forward(const Tensor& x) {
 
 // ---- Conv2d ---------------------------------------------------------------------------------
 
-Conv2d::Conv2d(int64_t in, int64_t out, int k, int s, int p, bool with_bias, Generator* gen)
-    : in_channels(in), out_channels(out), kernel_size(k), stride(s), padding(p) {
+Conv2d::Conv2d(int64_t in, int64_t out, int k, int s, int p, bool with_bias, Generator* gen, bool sn)
+    : in_channels(in), out_channels(out), kernel_size(k), stride(s), padding(p), spectral_norm(sn) {
   check_positive("Conv2d", "in_channels", in);
   check_positive("Conv2d", "out_channels", out);
   check_positive("Conv2d", "kernel_size", k);
   check_positive("Conv2d", "stride", s);
   const float bound = default_bound(in * k * k);
-  weight = register_parameter("weight", Tensor::empty({out, in, k, k}));
+  weight = Tensor::empty({out, in, k, k});
   weight.uniform_(-bound, bound, gen);
   if (with_bias) {
-    bias = register_parameter("bias", Tensor::empty({out}));
+    bias = Tensor::empty({out});
     bias.uniform_(-bound, bound, gen);
   }
+  if (!sn) {
+    weight = register_parameter("weight", weight);
+    if (with_bias) bias = register_parameter("bias", bias);
+    return;
+  }
+  // PyTorch's spectral_norm removes `weight` and appends `weight_orig`, so bias comes first.
+  if (with_bias) bias = register_parameter("bias", bias);
+  weight = register_parameter("weight_orig", weight);
+  NoGradGuard no_grad;
+  weight_u = register_buffer("weight_u", normalized(Tensor::randn({out}, gen)));
+  weight_v = register_buffer("weight_v", normalized(Tensor::randn({in * k * k}, gen)));
+}
+
+Tensor Conv2d::effective_weight() {
+  if (!spectral_norm) return weight;
+  const int64_t rows = out_channels, cols = weight.numel() / out_channels;
+  const Tensor w = weight.reshape({rows, cols});
+  if (is_training()) {  // one power-iteration step, as torch.nn.utils.spectral_norm (eps 1e-12)
+    NoGradGuard no_grad;
+    const Tensor v = normalized(matmul(weight_u.reshape({1, rows}), w).reshape({cols}));
+    const Tensor u = normalized(matmul(w, v.reshape({cols, 1})).reshape({rows}));
+    weight_v.copy_(v);
+    weight_u.copy_(u);
+  }
+  // Copies, so the next forward's update of the buffers cannot reach this forward's backward.
+  const Tensor u = weight_u.clone(), v = weight_v.clone();
+  const Tensor sigma = sum(mul(u, matmul(w, v.reshape({cols, 1})).reshape({rows})));
+  return div(weight, sigma);
 }
 
 Tensor Conv2d::forward(const Tensor& x) {
   check_image("Conv2d", x, in_channels);
-  return conv2d(x, weight, bias, stride, padding);
+  return conv2d(x, effective_weight(), bias, stride, padding);
 }
 
 std::string Conv2d::extra_repr() const {
@@ -87,6 +118,7 @@ std::string Conv2d::extra_repr() const {
      << kernel_size << "), stride=(" << stride << ", " << stride << ")";
   if (padding) os << ", padding=(" << padding << ", " << padding << ")";
   if (!bias.defined()) os << ", bias=False";
+  if (spectral_norm) os << ", spectral_norm";
   return os.str();
 }
 

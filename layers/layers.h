@@ -4,6 +4,8 @@
 //
 //   Sequential        children "0", "1", ... applied in order
 //   Conv2d            weight [out, in, k, k], bias [out]            (no dilation, no groups)
+//                     spectral_norm: torch.nn.utils.spectral_norm(Conv2d(...)) instead: bias,
+//                     weight_orig [out, in, k, k]; buffers weight_u [out], weight_v [in*k*k]
 //   ConvTranspose2d   weight [in, out, k, k], bias [out]
 //   BatchNorm2d       weight, bias [C]; buffers running_mean, running_var [C],
 //                     num_batches_tracked [] (stored as I64); eps 1e-5, momentum 0.1
@@ -43,16 +45,29 @@ class Sequential : public Module {
 
 class Conv2d : public Module {
  public:
+  // spectral_norm = true is torch.nn.utils.spectral_norm(conv) (Miyato et al. 2018, SNGAN): the
+  // convolution uses weight / sigma, sigma the largest singular value of weight as a matrix
+  // [out, in*k*k], estimated by one power iteration per training forward:
+  //   v = normalize(W^T u), u = normalize(W v)   (no gradient; u, v kept as buffers)
+  //   sigma = u . (W v)                          (differentiated: the gradient sees sigma(W))
+  // In eval mode u and v stay as they are. The state dict then has PyTorch's names: bias (if
+  // any), weight_orig, weight_u, weight_v, and `weight` is weight_orig's handle. u and v start as
+  // normalized N(0, 1) draws from `gen`.
   Conv2d(int64_t in_channels, int64_t out_channels, int kernel_size, int stride = 1,
-         int padding = 0, bool bias = true, Generator* gen = nullptr);
+         int padding = 0, bool bias = true, Generator* gen = nullptr, bool spectral_norm = false);
   Tensor forward(const Tensor& x) override;
   std::string type_name() const override { return "Conv2d"; }
   std::string extra_repr() const override;
+  // The weight the convolution uses: weight, or weight / sigma with spectral norm (which, in
+  // training mode, advances the power iteration by one step).
+  Tensor effective_weight();
 
   int64_t in_channels, out_channels;
   int kernel_size, stride, padding;
-  Tensor weight;  // [out, in, k, k]
+  bool spectral_norm;
+  Tensor weight;  // [out, in, k, k] (with spectral norm: weight_orig)
   Tensor bias;    // [out], undefined when bias = false
+  Tensor weight_u, weight_v;  // spectral norm's power-iteration vectors [out], [in*k*k]
 };
 
 class ConvTranspose2d : public Module {

@@ -30,10 +30,11 @@ void check_width(const char* who, const char* what, int64_t v) {
     throw std::invalid_argument(std::string(who) + ": " + what + " must be positive, got " + std::to_string(v));
 }
 
-// The 4-D tensors "main.<i>.weight" of a state dict, by index i (the conv weights).
-std::map<int, const NamedTensor*> conv_weights(const StateDict& sd) {
+// The 4-D tensors "main.<i><post>" of a state dict, by index i (the conv weights; post is
+// ".weight", or ".weight_orig" for spectrally normalized convs).
+std::map<int, const NamedTensor*> conv_weights(const StateDict& sd, const std::string& post = ".weight") {
   std::map<int, const NamedTensor*> out;
-  const std::string pre = "main.", post = ".weight";
+  const std::string pre = "main.";
   for (const auto& e : sd) {
     const std::string& k = e.name;
     if (k.size() <= pre.size() + post.size() || k.compare(0, pre.size(), pre) != 0 ||
@@ -89,21 +90,21 @@ Tensor DCGANGenerator::forward(const Tensor& z) {
 
 // ---- Discriminator --------------------------------------------------------------------------
 
-DCGANDiscriminator::DCGANDiscriminator(int64_t nc_, int64_t ndf_, int image_size_, Generator* gen)
-    : nc(nc_), ndf(ndf_), image_size(image_size_) {
+DCGANDiscriminator::DCGANDiscriminator(int64_t nc_, int64_t ndf_, int image_size_, Generator* gen, bool sn)
+    : nc(nc_), ndf(ndf_), image_size(image_size_), spectral_norm(sn) {
   const int L = num_convs("make_discriminator", image_size);
   check_width("make_discriminator", "nc", nc);
   check_width("make_discriminator", "ndf", ndf);
   main = register_module("main", std::make_shared<Sequential>());
-  main->push_back(make<Conv2d>(nc, ndf, 4, 2, 1, false, gen));
+  main->push_back(make<Conv2d>(nc, ndf, 4, 2, 1, false, gen, sn));
   main->push_back(make<LeakyReLU>(0.2f));
   int64_t mult = 1;
   for (int s = 0; s < L - 2; ++s, mult *= 2) {
-    main->push_back(make<Conv2d>(ndf * mult, ndf * mult * 2, 4, 2, 1, false, gen));
+    main->push_back(make<Conv2d>(ndf * mult, ndf * mult * 2, 4, 2, 1, false, gen, sn));
     main->push_back(make<BatchNorm2d>(ndf * mult * 2));
     main->push_back(make<LeakyReLU>(0.2f));
   }
-  main->push_back(make<Conv2d>(ndf * mult, 1, 4, 1, 0, false, gen));
+  main->push_back(make<Conv2d>(ndf * mult, 1, 4, 1, 0, false, gen, sn));
   main->push_back(make<Sigmoid>());
 }
 
@@ -138,8 +139,8 @@ std::shared_ptr<DCGANGenerator> make_generator(int64_t nz, int64_t ngf, int64_t 
 }
 
 std::shared_ptr<DCGANDiscriminator> make_discriminator(int64_t nc, int64_t ndf, int image_size,
-                                                       Generator* gen) {
-  auto d = std::make_shared<DCGANDiscriminator>(nc, ndf, image_size, gen);
+                                                       Generator* gen, bool spectral_norm) {
+  auto d = std::make_shared<DCGANDiscriminator>(nc, ndf, image_size, gen, spectral_norm);
   dcgan_init(*d, gen);
   return d;
 }
@@ -176,7 +177,8 @@ std::shared_ptr<DCGANGenerator> generator_from_state_dict(const StateDict& sd) {
 
 std::shared_ptr<DCGANDiscriminator> discriminator_from_state_dict(const StateDict& sd) {
   const char* who = "discriminator_from_state_dict";
-  const auto w = conv_weights(sd);
+  const bool sn = !conv_weights(sd, ".weight_orig").empty();
+  const auto w = conv_weights(sd, sn ? ".weight_orig" : ".weight");
   // Convolutions sit at main.0, then main.2, main.5, ..., main.2+3(L-2).
   const int L = static_cast<int>(w.size());
   bool layout = L >= 4 && L <= 6;
@@ -189,19 +191,21 @@ std::shared_ptr<DCGANDiscriminator> discriminator_from_state_dict(const StateDic
   if (!layout)
     throw std::invalid_argument(
         std::string(who) + ": not a DCGAN discriminator: expected 4, 5 or 6 convolution weights "
-        "[out, in, 4, 4] at main.0, main.2, main.5, main.8, ... (for 32, 64, 128 pixels); found " +
+        "[out, in, 4, 4] at main.0, main.2, main.5, main.8, ... (for 32, 64, 128 pixels; .weight, or "
+        ".weight_orig with spectral norm); found " +
         index_list(w));
   const Tensor& first = w.at(0)->tensor;
   const int64_t ndf = first.size(0), nc = first.size(1);
   const int image_size = 1 << (L + 1);
   Generator scratch(0);
-  auto d = std::make_shared<DCGANDiscriminator>(nc, ndf, image_size, &scratch);
+  auto d = std::make_shared<DCGANDiscriminator>(nc, ndf, image_size, &scratch, sn);
   try {
     d->load_state_dict(sd, true);
   } catch (const std::invalid_argument& e) {
     throw std::invalid_argument(std::string(who) + ": the checkpoint looks like a DCGAN discriminator with nc=" +
                                 std::to_string(nc) + ", ndf=" + std::to_string(ndf) + ", image_size=" +
-                                std::to_string(image_size) + " but does not match it:\n" + e.what());
+                                std::to_string(image_size) + (sn ? ", spectral norm" : "") +
+                                " but does not match it:\n" + e.what());
   }
   return d;
 }

@@ -35,7 +35,7 @@ DCGANTrainer::DCGANTrainer(const DCGANConfig& config, Device device, Generator* 
     throw std::invalid_argument("DCGANTrainer: the hinge loss has no label to smooth (real_label " +
                                 std::to_string(config.real_label) + "); use bce or lsgan, or real_label 1");
   g_ = make_generator(config.nz, config.ngf, config.nc, config.image_size, init_gen);
-  d_ = make_discriminator(config.nc, config.ndf, config.image_size, init_gen);
+  d_ = make_discriminator(config.nc, config.ndf, config.image_size, init_gen, config.spectral_norm);
   g_->to(device);
   d_->to(device);
   AdamOptions opt;

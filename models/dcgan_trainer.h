@@ -25,6 +25,8 @@
 // the images real. real_label < 1 is one-sided label smoothing (Salimans et al. 2016): only D's
 // target for real images moves; G's target stays 1. The hinge loss has no target to smooth.
 // lr_g / lr_d give G and D their own learning rates (TTUR, Heusel et al. 2017); 0 = lr.
+// spectral_norm builds D with every conv spectrally normalized (Miyato et al. 2018; SNGAN pairs
+// it with the hinge loss).
 //
 // Options (off by default; a trainer without them is the example's step exactly):
 // - enable_ema(decay): keeps an EMA generator (optim/ema.h), updated after every G step;
@@ -59,6 +61,7 @@ struct DCGANConfig {
   double lr_g = 0, lr_d = 0;  // G's and D's own learning rates (TTUR); 0 = lr
   GANLoss loss = GANLoss::BCE;
   double real_label = 1.0;  // D's target for real images: bce and lsgan, in (0, 1]; hinge: 1
+  bool spectral_norm = false;  // D's convs spectrally normalized (SNGAN; DCGANDiscriminator)
   double generator_lr() const { return lr_g > 0 ? lr_g : lr; }
   double discriminator_lr() const { return lr_d > 0 ? lr_d : lr; }
 };

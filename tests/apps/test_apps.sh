@@ -99,18 +99,22 @@ for case in $CASES; do
     expect_in "$WORK/o" "cannot change"
     ;;
   losses)
-    # --loss, --real-label and --lr-g/--lr-d: the start line and config.json say what the run
-    # optimizes, and a resumed run continues it (the same losses as one run of 6 steps: a resume
-    # that fell back to bce or one lr would differ from step 4 on).
-    L=(--loss lsgan --real-label 0.9 --lr-g 0.0001 --lr-d 0.0004)
+    # --loss, --real-label, --lr-g/--lr-d and --spectral-norm: the start line and config.json say
+    # what the run optimizes, and a resumed run continues it (the same losses as one run of 6
+    # steps: a resume that fell back to bce, one lr, or lost spectral norm's u and v would differ
+    # from step 4 on).
+    L=(--loss lsgan --real-label 0.9 --lr-g 0.0001 --lr-d 0.0004 --spectral-norm)
     "$TRAIN" "${TINY[@]}" "${L[@]}" --max-steps 6 --checkpoint-every 3 --seed 3 --out "$WORK/la" >"$WORK/o" 2>&1 \
       || fail "lsgan run failed: $(tail -3 "$WORK/o")"
-    expect_in "$WORK/o" "loss lsgan, lr G 0.0001 D 0.0004, real label 0.9"
+    expect_in "$WORK/o" "loss lsgan, lr G 0.0001 D 0.0004, real label 0.9, spectral norm in D"
     grep -q '"loss": "lsgan"' "$WORK/la/config.json" || fail "config.json lacks the loss"
     grep -q '"lr_d": 0.0004' "$WORK/la/config.json" || fail "config.json lacks lr_d"
+    grep -q '"spectral_norm": true' "$WORK/la/config.json" || fail "config.json lacks spectral_norm"
+    grep -aq 'main.0.weight_orig' "$WORK/la/checkpoints/step_000006/discriminator.safetensors" \
+      || fail "the spectral-norm D was not saved under PyTorch's names (main.0.weight_orig)"
     "$TRAIN" "${TINY[@]}" "${L[@]}" --max-steps 3 --checkpoint-every 3 --seed 3 --out "$WORK/lb" >"$WORK/o" 2>&1 || fail "lsgan run B failed"
     "$TRAIN" --resume "$WORK/lb" --max-steps 6 --device cpu >"$WORK/o" 2>&1 || fail "resume of the lsgan run failed: $(tail -3 "$WORK/o")"
-    expect_in "$WORK/o" "loss lsgan, lr G 0.0001 D 0.0004, real label 0.9"
+    expect_in "$WORK/o" "loss lsgan, lr G 0.0001 D 0.0004, real label 0.9, spectral norm in D"
     cmp -s "$WORK/la/metrics.csv" "$WORK/lb/metrics.csv" || paste -d, "$WORK/la/metrics.csv" "$WORK/lb/metrics.csv" | awk -F, 'NR > 1 {
         for (c = 3; c <= 7; c++) { d = $c - $(c + 9); if (d < 0) d = -d; if (d > 1e-5) { print "step " $1 " column " c ": " $c " vs " $(c + 9); bad = 1 } } }
         END { exit bad }' >"$WORK/diff" || fail "the resumed lsgan run differs: $(head -3 "$WORK/diff")"
@@ -229,6 +233,19 @@ for case in $CASES; do
       || fail "--start-from the TTUR run with --lr-d failed: $(tail -3 "$WORK/o")"
     expect_in "$WORK/o" "--lr-d 0.0003 is used instead of the checkpoint's 0.0004"
     expect_in "$WORK/o" "lr G 0.0001 D 0.0003"
+    # Spectral norm comes from the file's D (weight_orig); a plain D cannot continue with it, and
+    # --netD of a spectral-norm D into a plain run names the flag that would take it.
+    "$TRAIN" "${TINY[@]}" --max-steps 1 --spectral-norm --loss hinge --out "$WORK/rsn" >"$WORK/o" 2>&1 || fail "spectral-norm run failed"
+    "$CONV" "$WORK/rsn" "$WORK/rsn.pth" >"$WORK/o" 2>&1 || fail "spectral-norm run to .pth failed: $(tail -2 "$WORK/o")"
+    "$TRAIN" --batch-size 16 --workers 1 --device cpu --max-steps 1 --start-from "$WORK/rsn.pth" --loss hinge --out "$WORK/rsn2" >"$WORK/o" 2>&1 \
+      || fail "--start-from the spectral-norm run failed: $(tail -3 "$WORK/o")"
+    expect_in "$WORK/o" "loss hinge, lr 0.0002, spectral norm in D"
+    "$TRAIN" --batch-size 16 --workers 1 --device cpu --max-steps 1 --start-from "$WORK/run.pth" --spectral-norm --out "$WORK/rx" >"$WORK/o" 2>&1 \
+      && fail "--start-from a plain D with --spectral-norm was accepted"
+    expect_in "$WORK/o" "has no spectral norm"
+    "$CONV" "$WORK/rsn/checkpoints/step_000001/discriminator.safetensors" "$WORK/dsn.pth" >"$WORK/o" 2>&1 || fail "SN D to .pth failed"
+    "$TRAIN" "${TINY[@]}" --max-steps 1 --netD "$WORK/dsn.pth" --out "$WORK/rx" >"$WORK/o" 2>&1 && fail "--netD of a spectral-norm D into a plain run was accepted"
+    expect_in "$WORK/o" "holds a model built with --image-size 32 --ndf 8 --channels 1 --spectral-norm"
     # PyTorch 1.13's run under its own names ({"G", "D", "opt_gen", "opt_disc"}, 32x32 gray).
     "$TRAIN" --batch-size 16 --workers 1 --device cpu --max-steps 1 --start-from "$HERE/../data/torch_1_13_dcgan_training.pth" \
       --out "$WORK/rt" >"$WORK/o" 2>&1 || fail "--start-from PyTorch's checkpoint failed: $(tail -3 "$WORK/o")"
@@ -375,10 +392,10 @@ PYEOF
         END { exit (bad || rows != want) }'
     }
     same_losses "$WORK/pc" "$WORK/pg" 3 >"$WORK/diff" || fail "GPU and CPU losses differ: $(cat "$WORK/diff")"
-    # The hinge loss (D's scores without the Sigmoid) with TTUR lrs, the same way, in full fp32:
+    # The hinge loss (D's scores without the Sigmoid) with spectral norm and TTUR lrs, in full fp32:
     # loss_G = -mean(score) is a mean of scores of both signs, near 0, which turns TF32's 1e-3 per conv
     # into 1 % of it (measured on the emulator's TF32 model; with TF32 off every digit agrees).
-    H=(--loss hinge --lr-g 0.0001 --lr-d 0.0004 --max-steps 2 --log-every 1)
+    H=(--loss hinge --spectral-norm --lr-g 0.0001 --lr-d 0.0004 --max-steps 2 --log-every 1)
     "$TRAIN" "${TINY[@]}" "${H[@]}" --out "$WORK/hc" >"$WORK/o" 2>&1 || fail "CPU hinge run failed: $(tail -3 "$WORK/o")"
     GANTRY_ALLOW_TF32=0 "$TRAIN" "${GPU[@]}" --device cuda "${H[@]}" --out "$WORK/hg" >"$WORK/o" 2>&1 \
       || fail "GPU hinge run failed: $(tail -3 "$WORK/o")"

@@ -11,6 +11,9 @@ each loss dcgan_train offers, written as a PyTorch script would write them:
                    on D's scores without its Sigmoid, lr 1e-4 / 4e-4
   lsgan            D: 0.5 (s_real - 0.9)^2 + 0.5 s_fake^2, G: 0.5 (s_fake - 1)^2 (means),
                    one lr 2e-4
+  hinge_sn         hinge, lr 2e-4, with every conv of D wrapped in
+                   torch.nn.utils.spectral_norm (its start: netD_sn, the same weights as
+                   weight_orig and PyTorch's random u, v)
 
 For each: the losses, mean sigmoid(s) on real / fake before and after D's step, D's gradients
 after its step, G's gradients, and both models' state after the step. The C++ test runs
@@ -60,8 +63,8 @@ real = torch.rand(N, NC, 32, 32) * 2 - 1
 z = torch.randn(N, NZ, 1, 1)
 
 
-def step(loss, lr_g, lr_d, real_label):
-    G, D = copy.deepcopy(G0), copy.deepcopy(D0)
+def step(loss, lr_g, lr_d, real_label, D_start=None):
+    G, D = copy.deepcopy(G0), copy.deepcopy(D0 if D_start is None else D_start)
     optG = torch.optim.Adam(G.parameters(), lr=lr_g, betas=(0.5, 0.999))
     optD = torch.optim.Adam(D.parameters(), lr=lr_d, betas=(0.5, 0.999))
     scores = D.main[:-1]  # D without its Sigmoid
@@ -113,10 +116,18 @@ def step(loss, lr_g, lr_d, real_label):
     }
 
 
-torch.save({
-    "netG": G0.state_dict(), "netD": D0.state_dict(), "real": real, "z": z,
+results = {
     "bce_smooth_ttur": step("bce", 1e-4, 4e-4, 0.9),
     "hinge": step("hinge", 1e-4, 4e-4, 1.0),
     "lsgan": step("lsgan", 2e-4, 2e-4, 0.9),
+}
+D0_sn = copy.deepcopy(D0)
+for i, m in enumerate(D0_sn.main):
+    if isinstance(m, nn.Conv2d):
+        D0_sn.main[i] = nn.utils.spectral_norm(m)
+results["hinge_sn"] = step("hinge", 2e-4, 2e-4, 1.0, D0_sn)
+torch.save({
+    "netG": G0.state_dict(), "netD": D0.state_dict(), "netD_sn": D0_sn.state_dict(), "real": real, "z": z,
+    **results,
 }, os.path.join(out, "torch_1_13_gan_losses.pth"))
 print("wrote", out, torch.__version__)
