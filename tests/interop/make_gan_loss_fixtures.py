@@ -28,37 +28,17 @@ import sys
 import torch
 import torch.nn as nn
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_dcgan import dcgan32, weights_init  # noqa: E402
+
 out = sys.argv[1]
 NZ, NGF, NDF, NC, N = 8, 4, 4, 1, 4
 
 
-def dcgan32():
-    g = nn.Sequential(
-        nn.ConvTranspose2d(NZ, NGF * 4, 4, 1, 0, bias=False), nn.BatchNorm2d(NGF * 4), nn.ReLU(True),
-        nn.ConvTranspose2d(NGF * 4, NGF * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(NGF * 2), nn.ReLU(True),
-        nn.ConvTranspose2d(NGF * 2, NGF, 4, 2, 1, bias=False), nn.BatchNorm2d(NGF), nn.ReLU(True),
-        nn.ConvTranspose2d(NGF, NC, 4, 2, 1, bias=False), nn.Tanh())
-    d = nn.Sequential(
-        nn.Conv2d(NC, NDF, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True),
-        nn.Conv2d(NDF, NDF * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(NDF * 2), nn.LeakyReLU(0.2, True),
-        nn.Conv2d(NDF * 2, NDF * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(NDF * 4), nn.LeakyReLU(0.2, True),
-        nn.Conv2d(NDF * 4, 1, 4, 1, 0, bias=False), nn.Sigmoid())
-    return nn.Sequential(collections.OrderedDict([("main", g)])), nn.Sequential(collections.OrderedDict([("main", d)]))
-
-
-def dcgan_init(m):  # the example's weights_init
-    name = m.__class__.__name__
-    if name.find("Conv") != -1:
-        nn.init.normal_(m.weight.data, 0.0, 0.02)
-    elif name.find("BatchNorm") != -1:
-        nn.init.normal_(m.weight.data, 1.0, 0.02)
-        nn.init.constant_(m.bias.data, 0)
-
-
 torch.manual_seed(11)
-G0, D0 = dcgan32()
-G0.apply(dcgan_init)
-D0.apply(dcgan_init)
+G0, D0 = dcgan32(NZ, NGF, NDF, NC)
+G0.apply(weights_init)
+D0.apply(weights_init)
 real = torch.rand(N, NC, 32, 32) * 2 - 1
 z = torch.randn(N, NZ, 1, 1)
 

@@ -13,6 +13,9 @@ import sys
 import torch
 import torch.nn as nn
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from torch_dcgan import dcgan32  # noqa: E402
+
 out = sys.argv[1]
 
 # A state_dict with PyTorch's names and dtypes (conv + batch norm, num_batches_tracked int64).
@@ -58,20 +61,6 @@ torch.save({"netG": {"w": torch.tensor([1.0, 2.0])}, "best_kid": np.float64(0.03
 # names other than netG/netD (gantry finds the models by their shapes), and the step after it:
 # fixed gradients for G's parameters and G's parameters after optimizerG.step() with them, so
 # the C++ test checks that gantry's Adam continues exactly where PyTorch's stopped.
-def dcgan32(nz, ngf, ndf, nc):
-    g = nn.Sequential(
-        nn.ConvTranspose2d(nz, ngf * 4, 4, 1, 0, bias=False), nn.BatchNorm2d(ngf * 4), nn.ReLU(True),
-        nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 2), nn.ReLU(True),
-        nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf), nn.ReLU(True),
-        nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False), nn.Tanh())
-    d = nn.Sequential(
-        nn.Conv2d(nc, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True),
-        nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 2), nn.LeakyReLU(0.2, True),
-        nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 4), nn.LeakyReLU(0.2, True),
-        nn.Conv2d(ndf * 4, 1, 4, 1, 0, bias=False), nn.Sigmoid())
-    return nn.Sequential(collections.OrderedDict([("main", g)])), nn.Sequential(collections.OrderedDict([("main", d)]))
-
-
 torch.manual_seed(7)
 G, D = dcgan32(8, 4, 4, 1)
 optG = torch.optim.Adam(G.parameters(), lr=0.0002, betas=(0.5, 0.999))
