@@ -5,19 +5,25 @@
 //   2. With D frozen, the generator's loss falls: this needs the gradient to flow from D's
 //      output back through the fake images into G, so a detached fake (or a broken backward
 //      of any layer in between) fails the test.
+// Then the GAN losses, label smoothing, TTUR and spectral norm against one step of PyTorch.
 #include <catch2/catch.hpp>
 
 #include <chrono>
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "gantry/core/autograd.h"
 #include "gantry/core/ops.h"
+#include "gantry/core/safetensors.h"
+#include "gantry/core/torch_checkpoint.h"
 #include "gantry/layers/loss.h"
 #include "gantry/models/dcgan.h"
+#include "gantry/models/dcgan_trainer.h"
 #include "gantry/optim/adam.h"
 
 using namespace gantry;
+using Catch::Matchers::Contains;
 
 namespace {
 
@@ -124,4 +130,182 @@ TEST_CASE("DCGAN training: D learns to separate, then G's loss falls with D froz
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   WARN("D(x) " << d_real0 << " -> " << d_real1 << ", D(G(z)) " << d_fake0 << " -> " << d_fake1
                << "; G loss " << g_loss0 << " -> " << g_loss1 << "; " << secs << " s");
+}
+
+// ---- The GAN losses of DCGANTrainer (bce with one-sided label smoothing, hinge, lsgan), spectral
+// norm and separate learning rates for G and D (TTUR), each checked against one step of real
+// PyTorch 1.13 from the same weights, real batch and latent batch (tests/data/torch_1_13_gan_losses.pth, written by
+// tests/interop/make_gan_loss_fixtures.py: the losses there are written out in plain torch).
+
+namespace {
+
+std::string fixture(const std::string& name) { return std::string(GANTRY_TEST_DATA) + "/" + name; }
+
+const Tensor& entry(const StateDict& sd, const std::string& name) {
+  const NamedTensor* t = find_tensor(sd, name);
+  if (!t) FAIL("the fixture has no tensor " << name);
+  return t->tensor;
+}
+
+double rel_error(const Tensor& a, const Tensor& b) {
+  const double diff = std::sqrt(sum(square(sub(a, b))).item());
+  const double ref = std::sqrt(sum(square(b)).item());
+  return ref > 0 ? diff / ref : diff;
+}
+
+DCGANConfig small_config() {
+  DCGANConfig c;
+  c.nz = 8;
+  c.ngf = 4;
+  c.ndf = 4;
+  c.nc = 1;
+  c.image_size = 32;
+  return c;
+}
+
+// Runs one step of `config` from the fixture's start and compares everything PyTorch wrote
+// under `key`.
+void check_against_pytorch(const StateDict& fx, const std::string& key, const DCGANConfig& config) {
+  INFO("loss " << key);
+  const std::string d_start = config.spectral_norm ? "netD_sn" : "netD";
+  DCGANTrainer trainer(config, Device::cpu());
+  trainer.generator().load_state_dict(sub_state_dict(fx, "netG"));
+  trainer.discriminator().load_state_dict(sub_state_dict(fx, d_start));
+  const StepStats st = trainer.step(entry(fx, "real"), entry(fx, "z"));
+  const StateDict want = sub_state_dict(fx, key);
+
+  CHECK(st.loss_d == Approx(entry(want, "loss_d").item()).epsilon(1e-5));
+  CHECK(st.loss_g == Approx(entry(want, "loss_g").item()).epsilon(1e-5));
+  CHECK(st.d_x == Approx(entry(want, "d_x").item()).epsilon(1e-5));
+  CHECK(st.d_g_z1 == Approx(entry(want, "d_g_z1").item()).epsilon(1e-5));
+  CHECK(st.d_g_z2 == Approx(entry(want, "d_g_z2").item()).epsilon(1e-5));
+
+  // Gradients: D's from its own update (G's update leaves them alone), G's from its update.
+  for (const auto& [name, p] : trainer.discriminator().named_parameters()) {
+    INFO("D gradient " << name);
+    CHECK(rel_error(p.grad(), entry(want, "d_grad." + name)) < 1e-4);
+  }
+  for (const auto& [name, p] : trainer.generator().named_parameters()) {
+    INFO("G gradient " << name);
+    CHECK(rel_error(p.grad(), entry(want, "g_grad." + name)) < 1e-4);
+  }
+  // After the step: Adam's first update is about lr * sign(grad) per element, so these compare
+  // the learning rate each model got as much as the gradients; BN's running statistics too.
+  auto compare_state = [&](const StateDict& got, const std::string& model, const StateDict& start) {
+    for (const NamedTensor& t : got) {
+      INFO(model << " after the step: " << t.name);
+      const Tensor& ref = entry(want, model + "." + t.name);
+      const Tensor& before = entry(start, t.name);
+      if (t.dtype == DType::I64) {
+        CHECK(t.tensor.item() == ref.item());
+        continue;
+      }
+      const std::string& n = t.name;
+      if (n.size() > 9 && (n.compare(n.size() - 9, 9, ".weight_u") == 0 || n.compare(n.size() - 9, 9, ".weight_v") == 0)) {
+        CHECK(rel_error(t.tensor, ref) < 1e-5);  // the power iteration's vectors, three steps on
+        continue;
+      }
+      CHECK(rel_error(sub(t.tensor, before), sub(ref, before)) < 1e-3);
+    }
+  };
+  compare_state(trainer.generator().state_dict(), "netG", sub_state_dict(fx, "netG"));
+  compare_state(trainer.discriminator().state_dict(), "netD", sub_state_dict(fx, d_start));
+}
+
+}  // namespace
+
+TEST_CASE("GAN losses: one step of bce+smoothing+TTUR, hinge, lsgan and hinge+spectral norm equals PyTorch's") {
+  if (!torch_checkpoint_supported()) {  // a build without libzip (the GPU machines' staged build)
+    CHECK_THROWS_WITH(load_torch_checkpoint(fixture("torch_1_13_gan_losses.pth")), Contains("libzip"));
+    return;
+  }
+  const StateDict fx = load_torch_checkpoint(fixture("torch_1_13_gan_losses.pth")).tensors;
+
+  DCGANConfig bce = small_config();
+  bce.real_label = 0.9;
+  bce.lr_g = 1e-4;
+  bce.lr_d = 4e-4;
+  check_against_pytorch(fx, "bce_smooth_ttur", bce);
+
+  DCGANConfig hinge = small_config();
+  hinge.loss = GANLoss::Hinge;
+  hinge.lr_g = 1e-4;
+  hinge.lr_d = 4e-4;
+  check_against_pytorch(fx, "hinge", hinge);
+
+  DCGANConfig lsgan = small_config();
+  lsgan.loss = GANLoss::LeastSquares;
+  lsgan.real_label = 0.9;
+  check_against_pytorch(fx, "lsgan", lsgan);
+
+  DCGANConfig sn = small_config();  // SNGAN's pair: hinge loss, spectrally normalized D
+  sn.loss = GANLoss::Hinge;
+  sn.spectral_norm = true;
+  check_against_pytorch(fx, "hinge_sn", sn);
+}
+
+TEST_CASE("GAN losses: the learning rates reach the optimizers; a wrong lr changes the step") {
+  DCGANConfig c = small_config();
+  c.lr_g = 1e-4;
+  c.lr_d = 4e-4;
+  DCGANTrainer ttur(c, Device::cpu());
+  CHECK(ttur.optimizer_g().options().lr == 1e-4);
+  CHECK(ttur.optimizer_d().options().lr == 4e-4);
+  c.lr_g = c.lr_d = 0;  // 0 = lr for both
+  DCGANTrainer plain(c, Device::cpu());
+  CHECK(plain.optimizer_g().options().lr == c.lr);
+  CHECK(plain.optimizer_d().options().lr == c.lr);
+
+  // The fixture test above would notice a swapped pair: D's update with G's lr is 4x too small.
+  if (torch_checkpoint_supported()) {
+    const StateDict fx = load_torch_checkpoint(fixture("torch_1_13_gan_losses.pth")).tensors;
+    DCGANConfig swapped = small_config();
+    swapped.real_label = 0.9;
+    swapped.lr_g = 4e-4;
+    swapped.lr_d = 1e-4;
+    DCGANTrainer t(swapped, Device::cpu());
+    t.generator().load_state_dict(sub_state_dict(fx, "netG"));
+    t.discriminator().load_state_dict(sub_state_dict(fx, "netD"));
+    t.step(entry(fx, "real"), entry(fx, "z"));
+    const Tensor& w0 = entry(fx, "netD.main.0.weight");
+    const Tensor& want = entry(fx, "bce_smooth_ttur.netD.main.0.weight");
+    CHECK(rel_error(sub(t.discriminator().state_dict()[0].tensor, w0), sub(want, w0)) > 0.5);
+  }
+}
+
+TEST_CASE("GAN losses: names, and settings that cannot work are refused") {
+  CHECK(gan_loss_from_name("bce") == GANLoss::BCE);
+  CHECK(gan_loss_from_name("hinge") == GANLoss::Hinge);
+  CHECK(gan_loss_from_name("lsgan") == GANLoss::LeastSquares);
+  for (GANLoss l : {GANLoss::BCE, GANLoss::Hinge, GANLoss::LeastSquares})
+    CHECK(gan_loss_from_name(gan_loss_name(l)) == l);
+  CHECK_THROWS_WITH(gan_loss_from_name("wgan"), Contains("'wgan'") && Contains("bce, hinge or lsgan"));
+
+  DCGANConfig c = small_config();
+  c.loss = GANLoss::Hinge;
+  c.real_label = 0.9;
+  CHECK_THROWS_WITH(DCGANTrainer(c, Device::cpu()), Contains("hinge loss has no label to smooth"));
+  c = small_config();
+  c.real_label = 0;
+  CHECK_THROWS_WITH(DCGANTrainer(c, Device::cpu()), Contains("real_label") && Contains("(0, 1]"));
+  c = small_config();
+  c.lr = -1;
+  CHECK_THROWS_WITH(DCGANTrainer(c, Device::cpu()), Contains("learning rates must be positive"));
+  c.lr_g = c.lr_d = 1e-4;  // both own lrs given: lr itself is not used
+  CHECK_NOTHROW(DCGANTrainer(c, Device::cpu()));
+
+  DCGANTrainer t(small_config(), Device::cpu());
+  CHECK_THROWS_WITH(t.step(Tensor::zeros({4, 1, 32, 32}), Tensor::zeros({3, 8, 1, 1})),
+                    Contains("z must be [4, 8, 1, 1]") && Contains("[3, 8, 1, 1]"));
+}
+
+TEST_CASE("GAN losses: the discriminator's scores are the logits of its probabilities") {
+  DCGANTrainer t(small_config(), Device::cpu());
+  t.discriminator().train();
+  const Tensor x = Tensor::rand({3, 1, 32, 32});
+  Tensor p = t.discriminator().forward(x);
+  Tensor s = t.discriminator().forward_logits(x);
+  CHECK(s.shape() == Shape{3});
+  CHECK(rel_error(sigmoid(s), p) < 1e-6);
+  CHECK_THROWS_WITH(t.discriminator().forward_logits(Tensor::zeros({3, 3, 32, 32})), Contains("expected images [N, 1, 32, 32]"));
 }
