@@ -245,16 +245,10 @@ DCGANTrainingCheckpoint read_start_checkpoint(Settings& s, const GivenFlags& giv
     take(given.beta2, s.beta2, first->beta2, "--beta2");
   }
   // The lrs: --lr-g (--lr-d) wins, then --lr for both, then the file's optimizer.
-  const double common = s.lr;
   auto take_lr = [&](const std::optional<TorchAdamState>& st, bool own_given, double& own, const char* flag) {
     if (!st) return;
-    if (own_given) take(true, own, st->options.lr, flag);
-    else if (given.lr) {
-      own = common;
-      take(true, own, st->options.lr, "--lr");
-    } else {
-      own = st->options.lr;
-    }
+    if (!own_given && given.lr) own = s.lr;
+    take(own_given || given.lr, own, st->options.lr, own_given ? flag : "--lr");
   };
   take_lr(ck.optimizer_g, given.lr_g, s.lr_g, "--lr-g");
   take_lr(ck.optimizer_d, given.lr_d, s.lr_d, "--lr-d");
