@@ -34,6 +34,9 @@ DCGANTrainer::DCGANTrainer(const DCGANConfig& config, Device device, Generator* 
   if (config.loss == GANLoss::Hinge && config.real_label != 1.0)
     throw std::invalid_argument("DCGANTrainer: the hinge loss has no label to smooth (real_label " +
                                 std::to_string(config.real_label) + "); use bce or lsgan, or real_label 1");
+  if (config.d_steps < 1)
+    throw std::invalid_argument("DCGANTrainer: d_steps " + std::to_string(config.d_steps) +
+                                " must be at least 1 (D updates per G update; 1 is the DCGAN example's step)");
   g_ = make_generator(config.nz, config.ngf, config.nc, config.image_size, init_gen);
   d_ = make_discriminator(config.nc, config.ndf, config.image_size, init_gen, config.spectral_norm);
   g_->to(device);
@@ -78,17 +81,41 @@ Tensor generator_loss(GANLoss loss, const Tensor& out, const Tensor& ones) {
 }  // namespace
 
 StepStats DCGANTrainer::step(const Tensor& real, Generator& noise_gen) {
-  return step(real, Tensor::randn({real.shape().at(0), config_.nz, 1, 1}, &noise_gen, device_));
+  return step(std::vector<Tensor>{real}, noise_gen);
 }
 
-StepStats DCGANTrainer::step(const Tensor& real_in, const Tensor& z_in) {
-  const Tensor real = real_in.to(device_);
-  const int64_t n = real.shape()[0];
-  const bool z_ok = (z_in.dim() == 4 && z_in.size(2) == 1 && z_in.size(3) == 1) || z_in.dim() == 2;
-  if (!z_ok || z_in.size(0) != n || z_in.size(1) != config_.nz)
-    throw std::invalid_argument("DCGANTrainer::step: z must be [" + std::to_string(n) + ", " + std::to_string(config_.nz) +
-                                ", 1, 1] (the real batch's size, nz), got " + shape_str(z_in.shape()));
-  const Tensor z = z_in.to(device_);
+StepStats DCGANTrainer::step(const Tensor& real, const Tensor& z) {
+  return step(std::vector<Tensor>{real}, std::vector<Tensor>{z});
+}
+
+StepStats DCGANTrainer::step(const std::vector<Tensor>& reals, Generator& noise_gen) {
+  std::vector<Tensor> zs;
+  for (const Tensor& real : reals)
+    zs.push_back(Tensor::randn({real.dim() > 0 ? real.shape()[0] : 0, config_.nz, 1, 1}, &noise_gen, device_));
+  return step(reals, zs);
+}
+
+StepStats DCGANTrainer::step(const std::vector<Tensor>& reals_in, const std::vector<Tensor>& zs_in) {
+  const size_t k_steps = static_cast<size_t>(config_.d_steps);
+  if (reals_in.size() != k_steps || zs_in.size() != k_steps)
+    throw std::invalid_argument("DCGANTrainer::step: d_steps is " + std::to_string(k_steps) + ", so a step takes " +
+                                std::to_string(k_steps) + " real batches and as many latent batches; got " +
+                                std::to_string(reals_in.size()) + " and " + std::to_string(zs_in.size()));
+  const int64_t n = reals_in[0].shape().at(0);
+  std::vector<Tensor> reals, zs;
+  for (size_t k = 0; k < k_steps; ++k) {
+    if (reals_in[k].shape() != reals_in[0].shape())
+      throw std::invalid_argument("DCGANTrainer::step: the real batches of one step must have one shape; batch " +
+                                  std::to_string(k) + " is " + shape_str(reals_in[k].shape()) + ", batch 0 " +
+                                  shape_str(reals_in[0].shape()));
+    const Tensor& z = zs_in[k];
+    const bool z_ok = (z.dim() == 4 && z.size(2) == 1 && z.size(3) == 1) || z.dim() == 2;
+    if (!z_ok || z.size(0) != n || z.size(1) != config_.nz)
+      throw std::invalid_argument("DCGANTrainer::step: z must be [" + std::to_string(n) + ", " + std::to_string(config_.nz) +
+                                  ", 1, 1] (the real batch's size, nz), got " + shape_str(z.shape()));
+    reals.push_back(reals_in[k].to(device_));
+    zs.push_back(z.to(device_));
+  }
   StepStats st;
   g_->train();
   d_->train();
@@ -104,19 +131,36 @@ StepStats DCGANTrainer::step(const Tensor& real_in, const Tensor& z_in) {
     const Tensor seen = ada_ ? ada_->apply(x) : x;
     return loss == GANLoss::BCE ? d_->forward(seen) : d_->forward_logits(seen);
   };
+  auto prob = [&](const Tensor& out) { return loss == GANLoss::BCE ? out : sigmoid(out); };
 
-  // (1) D: maximize log D(x) + log(1 - D(G(z))) (or the hinge / least-squares form of it).
-  opt_d_->zero_grad();
-  Tensor out_real = D(real);
-  Tensor err_real = discriminator_loss(loss, out_real, real_labels_, /*real=*/true);
-  err_real.backward();
-  Tensor fake = g_->forward(z);
-  Tensor out_fake = D(fake.detach());
-  Tensor err_fake = discriminator_loss(loss, out_fake, fake_labels_, /*real=*/false);
-  err_fake.backward();
-  opt_d_->step();
+  // (1) D, d_steps times: maximize log D(x) + log(1 - D(G(z))) (or the hinge / least-squares
+  // form of it), each time on its own real and latent batch.
+  Tensor out_real, err_real, fake, out_fake, err_fake;
+  std::vector<Tensor> earlier_p_real;  // ADA's tally of the updates before the last one
+  for (size_t k = 0; k < k_steps; ++k) {
+    const bool last = k + 1 == k_steps;
+    opt_d_->zero_grad();
+    out_real = D(reals[k]);
+    err_real = discriminator_loss(loss, out_real, real_labels_, /*real=*/true);
+    err_real.backward();
+    if (last) {
+      fake = g_->forward(zs[k]);
+    } else {  // only the detached fake is used: no graph through G
+      NoGradGuard guard;
+      fake = g_->forward(zs[k]);
+    }
+    out_fake = D(fake.detach());
+    err_fake = discriminator_loss(loss, out_fake, fake_labels_, /*real=*/false);
+    err_fake.backward();
+    opt_d_->step();
+    if (ada_ && !last) {
+      NoGradGuard guard;
+      earlier_p_real.push_back(prob(out_real.detach()));
+    }
+  }
 
-  // (2) G: maximize log D(G(z)), through the updated D; D's own gradients are not needed.
+  // (2) G: maximize log D(G(z)), through the updated D, on the last D update's fake batch; D's
+  // own gradients are not needed.
   opt_g_->zero_grad();
   set_requires_grad(d_->parameters(), false);
   Tensor out_g = D(fake);
@@ -131,12 +175,14 @@ StepStats DCGANTrainer::step(const Tensor& real_in, const Tensor& z_in) {
   // waited four times (each mean() is a new launch behind the previous read), and ADA's
   // tally a fifth.
   NoGradGuard guard;
-  auto prob = [&](const Tensor& out) { return loss == GANLoss::BCE ? out : sigmoid(out); };
   const Tensor p_real = prob(out_real);
   std::vector<Tensor> parts = {err_real.reshape({1}),          err_fake.reshape({1}),
                                err_g.reshape({1}),             mean(p_real).reshape({1}),
                                mean(prob(out_fake)).reshape({1}), mean(prob(out_g)).reshape({1})};
-  if (ada_) parts.push_back(p_real.reshape({p_real.numel()}));
+  if (ada_) {
+    earlier_p_real.push_back(p_real);
+    for (const Tensor& p : earlier_p_real) parts.push_back(p.reshape({p.numel()}));
+  }
   const Tensor host = cat(parts).cpu();
   const float* v = host.data();
   st.loss_d = v[0] + v[1];
@@ -145,7 +191,7 @@ StepStats DCGANTrainer::step(const Tensor& real_in, const Tensor& z_in) {
   st.d_g_z1 = v[4];
   st.d_g_z2 = v[5];
   if (ada_) {  // p changes for the next step's augmentation, as before
-    ada_->observe_real(v + 6, p_real.numel());
+    ada_->observe_real(v + 6, host.numel() - 6);
     ada_->end_step();
     st.ada_p = static_cast<float>(ada_->p());
   }

@@ -27,6 +27,11 @@
 // lr_g / lr_d give G and D their own learning rates (TTUR, Heusel et al. 2017); 0 = lr.
 // spectral_norm builds D with every conv spectrally normalized (Miyato et al. 2018; SNGAN pairs
 // it with the hinge loss).
+// d_steps = K > 1 updates D K times per G update (WGAN's n_critic, SNGAN's n_dis): D update k
+// takes real batch k and latent batch k; G's update then goes through the fake batch of the last
+// D update, as the K = 1 step (the example's) does, so a step consumes K real batches and K
+// latent batches. The reported loss_d, d_x and d_g_z1 are the last D update's; ADA tallies the
+// real batches of all K.
 //
 // Options (off by default; a trainer without them is the example's step exactly):
 // - enable_ema(decay): keeps an EMA generator (optim/ema.h), updated after every G step;
@@ -62,6 +67,7 @@ struct DCGANConfig {
   GANLoss loss = GANLoss::BCE;
   double real_label = 1.0;  // D's target for real images: bce and lsgan, in (0, 1]; hinge: 1
   bool spectral_norm = false;  // D's convs spectrally normalized (SNGAN; DCGANDiscriminator)
+  int d_steps = 1;             // D updates per G update (n_critic); >= 1
   double generator_lr() const { return lr_g > 0 ? lr_g : lr; }
   double discriminator_lr() const { return lr_d > 0 ? lr_d : lr; }
 };
@@ -75,8 +81,8 @@ struct StepStats {
 class DCGANTrainer {
  public:
   // Builds G and D with the DCGAN init from `init_gen` (null: the default generator) on `device`.
-  // Throws std::invalid_argument for a learning rate <= 0, real_label outside (0, 1], or a
-  // real_label other than 1 with the hinge loss.
+  // Throws std::invalid_argument for a learning rate <= 0, real_label outside (0, 1], a
+  // real_label other than 1 with the hinge loss, or d_steps < 1.
   DCGANTrainer(const DCGANConfig& config, Device device, Generator* init_gen = nullptr);
 
   // One step on a real batch [N, nc, S, S] in [-1, 1] (any device; moved to the trainer's).
@@ -84,6 +90,11 @@ class DCGANTrainer {
   StepStats step(const Tensor& real, Generator& noise_gen);
   // The same step with the latent batch given: z [N, nz, 1, 1] (or [N, nz]), N = real's N.
   StepStats step(const Tensor& real, const Tensor& z);
+  // The step with d_steps D updates: `reals` holds d_steps real batches of one shape (the
+  // single-batch forms above need d_steps = 1); the latent batches are drawn from `noise_gen`
+  // in order, or given in `zs` (one per real batch).
+  StepStats step(const std::vector<Tensor>& reals, Generator& noise_gen);
+  StepStats step(const std::vector<Tensor>& reals, const std::vector<Tensor>& zs);
 
   // Images from a latent batch [N, nz, 1, 1], without recording gradients. eval = true uses
   // BN's running statistics (netG.eval()); eval = false uses the batch's statistics, as the

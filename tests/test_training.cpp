@@ -171,7 +171,14 @@ void check_against_pytorch(const StateDict& fx, const std::string& key, const DC
   DCGANTrainer trainer(config, Device::cpu());
   trainer.generator().load_state_dict(sub_state_dict(fx, "netG"));
   trainer.discriminator().load_state_dict(sub_state_dict(fx, d_start));
-  const StepStats st = trainer.step(entry(fx, "real"), entry(fx, "z"));
+  // d_steps D updates on the fixture's real, real2, real3 and z, z2, z3.
+  std::vector<Tensor> reals, zs;
+  for (int k = 0; k < config.d_steps; ++k) {
+    const std::string suffix = k == 0 ? "" : std::to_string(k + 1);
+    reals.push_back(entry(fx, "real" + suffix));
+    zs.push_back(entry(fx, "z" + suffix));
+  }
+  const StepStats st = trainer.step(reals, zs);
   const StateDict want = sub_state_dict(fx, key);
 
   CHECK(st.loss_d == Approx(entry(want, "loss_d").item()).epsilon(1e-5));
@@ -180,7 +187,7 @@ void check_against_pytorch(const StateDict& fx, const std::string& key, const DC
   CHECK(st.d_g_z1 == Approx(entry(want, "d_g_z1").item()).epsilon(1e-5));
   CHECK(st.d_g_z2 == Approx(entry(want, "d_g_z2").item()).epsilon(1e-5));
 
-  // Gradients: D's from its own update (G's update leaves them alone), G's from its update.
+  // Gradients: D's from its (last) update (G's update leaves them alone), G's from its update.
   for (const auto& [name, p] : trainer.discriminator().named_parameters()) {
     INFO("D gradient " << name);
     CHECK(rel_error(p.grad(), entry(want, "d_grad." + name)) < 1e-4);
@@ -202,7 +209,7 @@ void check_against_pytorch(const StateDict& fx, const std::string& key, const DC
       }
       const std::string& n = t.name;
       if (n.size() > 9 && (n.compare(n.size() - 9, 9, ".weight_u") == 0 || n.compare(n.size() - 9, 9, ".weight_v") == 0)) {
-        CHECK(rel_error(t.tensor, ref) < 1e-5);  // the power iteration's vectors, three steps on
+        CHECK(rel_error(t.tensor, ref) < 1e-5);  // the power iteration's vectors, d_steps + 2 steps on
         continue;
       }
       CHECK(rel_error(sub(t.tensor, before), sub(ref, before)) < 1e-3);
@@ -242,6 +249,41 @@ TEST_CASE("GAN losses: one step of bce+smoothing+TTUR, hinge, lsgan and hinge+sp
   sn.loss = GANLoss::Hinge;
   sn.spectral_norm = true;
   check_against_pytorch(fx, "hinge_sn", sn);
+
+  DCGANConfig critic3 = small_config();  // n_critic 3: three D updates, then G's
+  critic3.d_steps = 3;
+  check_against_pytorch(fx, "bce_dsteps3", critic3);
+  sn.d_steps = 2;
+  check_against_pytorch(fx, "hinge_sn_dsteps2", sn);
+}
+
+TEST_CASE("D steps: the single-batch step is d_steps 1; a step with the wrong number of batches is refused") {
+  DCGANConfig c = small_config();
+  c.d_steps = 0;
+  CHECK_THROWS_WITH(DCGANTrainer(c, Device::cpu()), Contains("d_steps 0 must be at least 1"));
+  c.d_steps = 2;
+  DCGANTrainer t(c, Device::cpu());
+  const Tensor real = Tensor::zeros({4, 1, 32, 32}), z = Tensor::zeros({4, 8, 1, 1});
+  CHECK_THROWS_WITH(t.step(real, z), Contains("d_steps is 2") && Contains("got 1 and 1"));
+  CHECK_THROWS_WITH(t.step(std::vector<Tensor>{real, Tensor::zeros({3, 1, 32, 32})}, std::vector<Tensor>{z, z}),
+                    Contains("one shape") && Contains("[3, 1, 32, 32]"));
+  CHECK_THROWS_WITH(t.step(std::vector<Tensor>{real, real}, std::vector<Tensor>{z, Tensor::zeros({4, 7, 1, 1})}),
+                    Contains("z must be [4, 8, 1, 1]"));
+
+  // Drawn from a generator, the latent batches are z_1, z_2 in order from it.
+  Generator init_a(5), init_b(5), init_c(5), noise_a(9), noise_b(9), data(3);
+  DCGANTrainer a(c, Device::cpu(), &init_a), b(c, Device::cpu(), &init_b);
+  const std::vector<Tensor> xs = {add(mul(Tensor::rand({4, 1, 32, 32}, &data), 2.f), -1.f),
+                                  add(mul(Tensor::rand({4, 1, 32, 32}, &data), 2.f), -1.f)};
+  const StepStats sa = a.step(xs, noise_a);
+  const Tensor z1 = Tensor::randn({4, 8, 1, 1}, &noise_b), z2 = Tensor::randn({4, 8, 1, 1}, &noise_b);
+  const StepStats sb = b.step(xs, std::vector<Tensor>{z1, z2});
+  CHECK(sa.loss_d == sb.loss_d);
+  CHECK(sa.loss_g == sb.loss_g);
+  CHECK(sa.d_g_z2 == sb.d_g_z2);
+  const StepStats swapped = DCGANTrainer(c, Device::cpu(), &init_c).step(xs, std::vector<Tensor>{z2, z1});
+  CHECK(swapped.loss_g != sb.loss_g);
+  CHECK(noise_a.offset() == noise_b.offset());
 }
 
 TEST_CASE("GAN losses: the learning rates reach the optimizers; a wrong lr changes the step") {

@@ -14,6 +14,10 @@ each loss dcgan_train offers, written as a PyTorch script would write them:
   hinge_sn         hinge, lr 2e-4, with every conv of D wrapped in
                    torch.nn.utils.spectral_norm (its start: netD_sn, the same weights as
                    weight_orig and PyTorch's random u, v)
+  bce_dsteps3      bce, lr 2e-4, three D updates per G update (n_critic 3) on the real
+                   batches real, real2, real3 and latent batches z, z2, z3; G's update goes
+                   through the last D update's fake batch, as the one-update step does
+  hinge_sn_dsteps2 hinge_sn's start and loss, two D updates (real, real2; z, z2)
 
 For each: the losses, mean sigmoid(s) on real / fake before and after D's step, D's gradients
 after its step, G's gradients, and both models' state after the step. The C++ test runs
@@ -43,7 +47,8 @@ real = torch.rand(N, NC, 32, 32) * 2 - 1
 z = torch.randn(N, NZ, 1, 1)
 
 
-def step(loss, lr_g, lr_d, real_label, D_start=None):
+def step(loss, lr_g, lr_d, real_label, D_start=None, batches=None):
+    batches = batches or [(real, z)]
     G, D = copy.deepcopy(G0), copy.deepcopy(D0 if D_start is None else D_start)
     optG = torch.optim.Adam(G.parameters(), lr=lr_g, betas=(0.5, 0.999))
     optD = torch.optim.Adam(D.parameters(), lr=lr_d, betas=(0.5, 0.999))
@@ -70,15 +75,16 @@ def step(loss, lr_g, lr_d, real_label, D_start=None):
             return -o.mean()
         return 0.5 * ((o - 1) ** 2).mean()
 
-    D.zero_grad()
-    out_real = d_out(real)
-    err_real = d_loss(out_real, True)
-    err_real.backward()
-    fake = G(z)
-    out_fake = d_out(fake.detach())
-    err_fake = d_loss(out_fake, False)
-    err_fake.backward()
-    optD.step()
+    for x, zk in batches:  # D's updates; the stats below are the last one's
+        D.zero_grad()
+        out_real = d_out(x)
+        err_real = d_loss(out_real, True)
+        err_real.backward()
+        fake = G(zk)
+        out_fake = d_out(fake.detach())
+        err_fake = d_loss(out_fake, False)
+        err_fake.backward()
+        optD.step()
     d_grad = collections.OrderedDict((n, p.grad.clone()) for n, p in D.named_parameters())
     G.zero_grad()
     out_g = d_out(fake)
@@ -106,8 +112,14 @@ for i, m in enumerate(D0_sn.main):
     if isinstance(m, nn.Conv2d):
         D0_sn.main[i] = nn.utils.spectral_norm(m)
 results["hinge_sn"] = step("hinge", 2e-4, 2e-4, 1.0, D0_sn)
+# Drawn after everything above, so the cases above see the same numbers as before these existed.
+real2, real3 = torch.rand(N, NC, 32, 32) * 2 - 1, torch.rand(N, NC, 32, 32) * 2 - 1
+z2, z3 = torch.randn(N, NZ, 1, 1), torch.randn(N, NZ, 1, 1)
+results["bce_dsteps3"] = step("bce", 2e-4, 2e-4, 1.0, batches=[(real, z), (real2, z2), (real3, z3)])
+results["hinge_sn_dsteps2"] = step("hinge", 2e-4, 2e-4, 1.0, D0_sn, batches=[(real, z), (real2, z2)])
 torch.save({
     "netG": G0.state_dict(), "netD": D0.state_dict(), "netD_sn": D0_sn.state_dict(), "real": real, "z": z,
+    "real2": real2, "real3": real3, "z2": z2, "z3": z3,
     **results,
 }, os.path.join(out, "torch_1_13_gan_losses.pth"))
 print("wrote", out, torch.__version__)
