@@ -58,6 +58,7 @@ struct Settings {
   std::string loss = "bce";   // bce, hinge or lsgan (DCGANConfig::loss)
   double real_label = 1.0;    // D's target for real images (< 1: one-sided label smoothing)
   bool spectral_norm = false;  // D's convs spectrally normalized (SNGAN)
+  int d_steps = 1;             // D updates per G update (n_critic), each on its own real batch
   double generator_lr() const { return lr_g > 0 ? lr_g : lr; }
   double discriminator_lr() const { return lr_d > 0 ? lr_d : lr; }
   int64_t nz = 100, ngf = 64, ndf = 64;
@@ -96,7 +97,7 @@ json settings_json(const Settings& s) {
           {"beta1", s.beta1},           {"beta2", s.beta2},
           {"lr_g", s.lr_g},             {"lr_d", s.lr_d},
           {"loss", s.loss},             {"real_label", s.real_label},
-          {"spectral_norm", s.spectral_norm},
+          {"spectral_norm", s.spectral_norm}, {"d_steps", s.d_steps},
           {"nz", s.nz},                 {"ngf", s.ngf},
           {"ndf", s.ndf},               {"seed", s.seed},
           {"workers", s.workers},       {"sample_every", s.sample_every},
@@ -131,6 +132,7 @@ Settings settings_from_json(const json& j, const std::string& path) {
     s.loss = j.value("loss", std::string("bce"));
     s.real_label = j.value("real_label", 1.0);
     s.spectral_norm = j.value("spectral_norm", false);
+    s.d_steps = j.value("d_steps", 1);
     s.nz = j.at("nz");
     s.ngf = j.at("ngf");
     s.ndf = j.at("ndf");
@@ -302,6 +304,7 @@ std::string objective_summary(const Settings& s) {
   else o << ", lr G " << s.generator_lr() << " D " << s.discriminator_lr();
   if (s.real_label != 1.0) o << ", real label " << s.real_label;
   if (s.spectral_norm) o << ", spectral norm in D";
+  if (s.d_steps > 1) o << ", " << s.d_steps << " D updates per G update";
   return o.str();
 }
 
@@ -355,6 +358,7 @@ void validate(const Settings& s) {
     bad("--real-label " + std::to_string(s.real_label) + ": must be in (0, 1]; 0.9 is the usual one-sided label smoothing");
   if (s.loss == "hinge" && s.real_label != 1.0)
     bad("--real-label smooths the target of --loss bce or lsgan; the hinge loss has none (leave --real-label out)");
+  if (s.d_steps < 1) bad("--d-steps " + std::to_string(s.d_steps) + ": must be at least 1 (D updates per G update; WGAN uses 5)");
   if (!(s.beta1 >= 0 && s.beta1 < 1) || !(s.beta2 >= 0 && s.beta2 < 1)) bad("--beta1/--beta2 must be in [0, 1)");
   if (s.nz < 1 || s.ngf < 1 || s.ndf < 1) bad("--nz, --ngf and --ndf must be positive");
   if (s.workers < 0) bad("--workers must be >= 0");
@@ -396,6 +400,7 @@ int run(int argc, char** argv) {
       ->check(CLI::IsMember({"bce", "hinge", "lsgan"}));
   auto* o_real_label = app.add_option("--real-label", s.real_label, "D's target for real images; 0.9 is one-sided label smoothing (bce, lsgan)");
   auto* o_sn = app.add_flag("--spectral-norm", s.spectral_norm, "spectral normalization of every conv in D (SNGAN; torch.nn.utils.spectral_norm's weight_orig/weight_u/weight_v in checkpoints); pairs with --loss hinge");
+  auto* o_d_steps = app.add_option("--d-steps", s.d_steps, "D updates per G update, each on its own real batch (WGAN's n_critic, SNGAN's n_dis; 1 = the DCGAN example)");
   auto* o_b1 = app.add_option("--beta1", s.beta1, "Adam beta1");
   auto* o_b2 = app.add_option("--beta2", s.beta2, "Adam beta2");
   auto* o_nz = app.add_option("--nz", s.nz, "latent vector size");
@@ -431,7 +436,7 @@ int run(int argc, char** argv) {
     if (!resume.empty()) {
       // The run's own settings win; only the length, device, workers and logging may change.
       for (CLI::Option* o : {o_dataset, o_data, o_classes, o_size, o_channels, o_batch, o_lr, o_lr_g, o_lr_d, o_loss,
-                             o_real_label, o_sn, o_b1, o_b2, o_nz, o_ngf, o_ndf, o_seed, o_strict, o_flip,
+                             o_real_label, o_sn, o_d_steps, o_b1, o_b2, o_nz, o_ngf, o_ndf, o_seed, o_strict, o_flip,
                              o_ema, o_ada, o_ada_target, o_ada_speed, o_ada_interval, o_eval_every, o_eval_num, o_features,
                              o_net_g, o_net_d, o_net_g_key, o_net_d_key, o_start})
         if (o->count() > 0)
@@ -487,6 +492,12 @@ int run(int argc, char** argv) {
   if (static_cast<int64_t>(dataset->size()) < s.batch_size)
     throw std::invalid_argument("--batch-size " + std::to_string(s.batch_size) + " is larger than the dataset (" +
                                 std::to_string(dataset->size()) + " images)");
+  // The loader drops a last short batch, so an epoch is size / batch_size batches.
+  const int64_t epoch_batches = static_cast<int64_t>(dataset->size()) / s.batch_size;
+  if (s.epochs > 0 && s.epochs * epoch_batches < s.d_steps)
+    throw std::invalid_argument("--epochs " + std::to_string(s.epochs) + " is " + std::to_string(s.epochs * epoch_batches) +
+                                " batches, fewer than one step of --d-steps " + std::to_string(s.d_steps) +
+                                "; give more --epochs or --max-steps");
 
   DCGANConfig mc;
   mc.nz = s.nz; mc.ngf = s.ngf; mc.ndf = s.ndf; mc.nc = s.channels; mc.image_size = s.image_size;
@@ -495,6 +506,7 @@ int run(int argc, char** argv) {
   mc.loss = gan_loss_from_name(s.loss);
   mc.real_label = s.real_label;
   mc.spectral_norm = s.spectral_norm;
+  mc.d_steps = s.d_steps;
   Generator init_gen(s.seed);
   DCGANTrainer trainer(mc, device, &init_gen);
   // Starting weights: loaded before the EMA copy is taken, and only when the run starts (a
@@ -581,8 +593,8 @@ int run(int argc, char** argv) {
   data::DataLoader loader(dataset, lopt);
   const int64_t per_epoch = loader.batches_per_epoch();
   int64_t total_steps = s.max_steps;
-  if (s.epochs > 0) {
-    const int64_t by_epochs = s.epochs * per_epoch;
+  if (s.epochs > 0) {  // a step takes d_steps batches
+    const int64_t by_epochs = s.epochs * per_epoch / s.d_steps;
     total_steps = total_steps > 0 ? std::min(total_steps, by_epochs) : by_epochs;
   }
   if (state.step >= total_steps) {
@@ -634,14 +646,16 @@ int run(int argc, char** argv) {
   std::signal(SIGTERM, on_signal);
   const bool tty = ::isatty(STDOUT_FILENO);
   std::cout << "training on " << device.str() << ": " << total_steps << " steps (" << per_epoch
-            << " per epoch), batch " << s.batch_size << ", " << s.image_size << "x" << s.image_size << "x"
+            << (s.d_steps > 1 ? " batches per epoch, " + std::to_string(s.d_steps) + " per step" : std::string(" per epoch"))
+            << "), batch " << s.batch_size << ", " << s.image_size << "x" << s.image_size << "x"
             << s.channels << ", " << objective_summary(s) << ", run directory " << s.out << std::endl;
 
   bool real_saved = fs::exists(fs::path(s.out) / "samples" / "real.png");
   const double seconds_before = state.seconds;
   const auto t_start = std::chrono::steady_clock::now();
   double ips_smooth = 0;
-  data::Batch batch;
+  std::vector<data::Batch> batches(static_cast<size_t>(s.d_steps));  // one per D update
+  std::vector<Tensor> reals(batches.size());
   bool out_of_time = false;
   while (state.step < total_steps && g_signal == 0) {
     if (s.time_limit > 0 &&
@@ -649,14 +663,20 @@ int run(int argc, char** argv) {
       out_of_time = true;
       break;
     }
-    if (!loader.next(batch)) break;
+    bool have_all = true;
+    for (size_t k = 0; k < batches.size() && have_all; ++k) {
+      have_all = loader.next(batches[k]);
+      reals[k] = batches[k].images;
+    }
+    if (!have_all) break;
+    const data::Batch& batch = batches.back();  // where the step ends in the data
     if (!real_saved) {
       data::save_png((fs::path(s.out) / "samples" / "real.png").string(),
-                     data::make_grid(batch.images.narrow0(0, std::min<int64_t>(64, batch.size())), 8));
+                     data::make_grid(batches[0].images.narrow0(0, std::min<int64_t>(64, batches[0].size())), 8));
       real_saved = true;
     }
     const auto t0 = std::chrono::steady_clock::now();
-    const StepStats st = trainer.step(batch.images, noise_gen);
+    const StepStats st = trainer.step(reals, noise_gen);
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (!std::isfinite(st.loss_d) || !std::isfinite(st.loss_g)) {
       std::cout << (tty ? "\n" : "") << "error: the loss became non-finite at step " << state.step + 1
@@ -676,7 +696,7 @@ int run(int argc, char** argv) {
     }
     const double elapsed = seconds_before + std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
     state.seconds = elapsed;
-    const double ips = static_cast<double>(batch.size()) / dt;
+    const double ips = static_cast<double>(batch.size()) * s.d_steps / dt;  // real images through D
     ips_smooth = ips_smooth == 0 ? ips : 0.9 * ips_smooth + 0.1 * ips;
     char row[256];
     std::snprintf(row, sizeof row, "%lld,%lld,%.6g,%.6g,%.6g,%.6g,%.6g,%.3f,%.2f", static_cast<long long>(state.step),
@@ -700,7 +720,7 @@ int run(int argc, char** argv) {
     metrics << "\n";
     metrics.flush();
 
-    const double eta = (total_steps - state.step) * static_cast<double>(s.batch_size) / std::max(ips_smooth, 1e-9);
+    const double eta = (total_steps - state.step) * static_cast<double>(s.batch_size) * s.d_steps / std::max(ips_smooth, 1e-9);
     char line[256];
     std::snprintf(line, sizeof line, "[epoch %lld] step %lld/%lld | loss_D %.3f loss_G %.3f | D(x) %.3f D(G(z)) %.3f/%.3f | %.1f img/s | ETA %s",
                   static_cast<long long>(batch.epoch + 1), static_cast<long long>(state.step), static_cast<long long>(total_steps),

@@ -99,22 +99,25 @@ for case in $CASES; do
     expect_in "$WORK/o" "cannot change"
     ;;
   losses)
-    # --loss, --real-label, --lr-g/--lr-d and --spectral-norm: the start line and config.json say
-    # what the run optimizes, and a resumed run continues it (the same losses as one run of 6
-    # steps: a resume that fell back to bce, one lr, or lost spectral norm's u and v would differ
-    # from step 4 on).
-    L=(--loss lsgan --real-label 0.9 --lr-g 0.0001 --lr-d 0.0004 --spectral-norm)
+    # --loss, --real-label, --lr-g/--lr-d, --spectral-norm and --d-steps: the start line and
+    # config.json say what the run optimizes, and a resumed run continues it (the same losses as
+    # one run of 6 steps: a resume that fell back to bce, one lr, one D update per step, or lost
+    # spectral norm's u and v or the loader's position, two batches per step, would differ from
+    # step 4 on).
+    L=(--loss lsgan --real-label 0.9 --lr-g 0.0001 --lr-d 0.0004 --spectral-norm --d-steps 2)
     "$TRAIN" "${TINY[@]}" "${L[@]}" --max-steps 6 --checkpoint-every 3 --seed 3 --out "$WORK/la" >"$WORK/o" 2>&1 \
       || fail "lsgan run failed: $(tail -3 "$WORK/o")"
-    expect_in "$WORK/o" "loss lsgan, lr G 0.0001 D 0.0004, real label 0.9, spectral norm in D"
+    expect_in "$WORK/o" "loss lsgan, lr G 0.0001 D 0.0004, real label 0.9, spectral norm in D, 2 D updates per G update"
     grep -q '"loss": "lsgan"' "$WORK/la/config.json" || fail "config.json lacks the loss"
     grep -q '"lr_d": 0.0004' "$WORK/la/config.json" || fail "config.json lacks lr_d"
     grep -q '"spectral_norm": true' "$WORK/la/config.json" || fail "config.json lacks spectral_norm"
+    grep -q '"d_steps": 2' "$WORK/la/config.json" || fail "config.json lacks d_steps"
+    expect_in "$WORK/o" "(3750 batches per epoch, 2 per step)"
     grep -aq 'main.0.weight_orig' "$WORK/la/checkpoints/step_000006/discriminator.safetensors" \
       || fail "the spectral-norm D was not saved under PyTorch's names (main.0.weight_orig)"
     "$TRAIN" "${TINY[@]}" "${L[@]}" --max-steps 3 --checkpoint-every 3 --seed 3 --out "$WORK/lb" >"$WORK/o" 2>&1 || fail "lsgan run B failed"
     "$TRAIN" --resume "$WORK/lb" --max-steps 6 --device cpu >"$WORK/o" 2>&1 || fail "resume of the lsgan run failed: $(tail -3 "$WORK/o")"
-    expect_in "$WORK/o" "loss lsgan, lr G 0.0001 D 0.0004, real label 0.9, spectral norm in D"
+    expect_in "$WORK/o" "loss lsgan, lr G 0.0001 D 0.0004, real label 0.9, spectral norm in D, 2 D updates per G update"
     cmp -s "$WORK/la/metrics.csv" "$WORK/lb/metrics.csv" || paste -d, "$WORK/la/metrics.csv" "$WORK/lb/metrics.csv" | awk -F, 'NR > 1 {
         for (c = 3; c <= 7; c++) { d = $c - $(c + 9); if (d < 0) d = -d; if (d > 1e-5) { print "step " $1 " column " c ": " $c " vs " $(c + 9); bad = 1 } } }
         END { exit bad }' >"$WORK/diff" || fail "the resumed lsgan run differs: $(head -3 "$WORK/diff")"
@@ -125,6 +128,23 @@ for case in $CASES; do
     a=$(tail -1 "$WORK/l_bce/metrics.csv" | cut -d, -f3); b=$(tail -1 "$WORK/l_hinge/metrics.csv" | cut -d, -f3)
     c=$(sed -n 2p "$WORK/la/metrics.csv" | cut -d, -f3)
     [ "$a" != "$b" ] && [ "$b" != "$c" ] && [ "$a" != "$c" ] || fail "bce, hinge and lsgan gave the same loss_D: $a $b $c"
+    # --d-steps K: a step takes K batches, so --epochs counts K batches a step. CIFAR-10's test
+    # copy has 15 images, 3 batches of 5: 2 epochs are 3 steps of 2, and step 2 ends in epoch 1.
+    C10=(--dataset cifar10 --data "$HERE/../data" --image-size 32 --ngf 8 --ndf 8 --nz 16 --workers 1 --device cpu --batch-size 5)
+    "$TRAIN" "${C10[@]}" --epochs 2 --d-steps 2 --seed 3 \
+      --out "$WORK/l_k2" >"$WORK/o" 2>&1 || fail "the --d-steps 2 run failed: $(tail -3 "$WORK/o")"
+    expect_in "$WORK/o" "3 steps (3 batches per epoch, 2 per step)"
+    [ "$(wc -l <"$WORK/l_k2/metrics.csv")" = 4 ] || fail "--d-steps 2 --epochs 2: $(wc -l <"$WORK/l_k2/metrics.csv") metric lines, expected 4"
+    [ "$(sed -n 3p "$WORK/l_k2/metrics.csv" | cut -d, -f2)" = 1 ] || fail "step 2 of --d-steps 2 should end in epoch 1: $(sed -n 3p "$WORK/l_k2/metrics.csv")"
+    "$TRAIN" "${C10[@]}" --epochs 1 --seed 3 \
+      --out "$WORK/l_k1" >"$WORK/o" 2>&1 || fail "the --d-steps 1 cifar10 run failed"
+    [ "$(sed -n 2p "$WORK/l_k1/metrics.csv" | cut -d, -f5)" != "$(sed -n 2p "$WORK/l_k2/metrics.csv" | cut -d, -f5)" ] \
+      || fail "--d-steps 2 gave the same first D(x) as --d-steps 1"
+    "$TRAIN" "${C10[@]}" --epochs 1 --d-steps 4 --out "$WORK/lx" >"$WORK/o" 2>&1 \
+      && fail "--epochs 1 (3 batches) with --d-steps 4 was accepted"
+    expect_in "$WORK/o" "fewer than one step of --d-steps 4"
+    "$TRAIN" "${TINY[@]}" --d-steps 0 --max-steps 1 --out "$WORK/lx" >"$WORK/o" 2>&1 && fail "--d-steps 0 was accepted"
+    expect_in "$WORK/o" "--d-steps 0: must be at least 1"
     # Settings that cannot work.
     "$TRAIN" "${TINY[@]}" --loss hinge --real-label 0.9 --max-steps 1 --out "$WORK/lx" >"$WORK/o" 2>&1 \
       && fail "--loss hinge --real-label 0.9 was accepted"
@@ -138,6 +158,8 @@ for case in $CASES; do
     [ -e "$WORK/lx" ] && fail "a refused start left its run folder"
     "$TRAIN" --resume "$WORK/la" --loss bce >"$WORK/o" 2>&1 && fail "--resume with another --loss was accepted"
     expect_in "$WORK/o" "loss cannot change when resuming"
+    "$TRAIN" --resume "$WORK/la" --d-steps 1 >"$WORK/o" 2>&1 && fail "--resume with another --d-steps was accepted"
+    expect_in "$WORK/o" "d-steps cannot change when resuming"
     ;;
   sigint)
     "$TRAIN" "${TINY[@]}" --max-steps 100000 --checkpoint-every 100000 --out "$WORK/rs" >"$WORK/o" 2>&1 &
@@ -327,6 +349,14 @@ for case in $CASES; do
     grep -q "generator_ema" "$WORK/o" && fail "--no-ema still used the EMA generator"
     "$TRAIN" --resume "$WORK/qb" --ada-target 0.7 >"$WORK/o" 2>&1 && fail "--resume with a changed --ada-target accepted"
     "$TRAIN" --ema 1.5 >"$WORK/o" 2>&1 && fail "--ema 1.5 accepted"; expect_in "$WORK/o" "ema"
+    # With --d-steps 3, ADA tallies the real batches of all three D updates: every adjustment
+    # moves p by 3 x 16 images / --ada-speed 4800 = 0.01 (one batch's tally would move it 0.0033).
+    "$TRAIN" "${TINY[@]}" --ada --ada-speed 4800 --ada-interval 1 --ada-target 0.01 --d-steps 3 --max-steps 6 --seed 5 \
+      --out "$WORK/q3" >"$WORK/o" 2>&1 || fail "--ada --d-steps 3 failed: $(tail -3 "$WORK/o")"
+    awk -F, 'NR > 1 { d = $10 - prev; prev = $10; if (d < 0) d = -d; if (d > 0) moved = 1
+                      if (d > 0 && (d - 0.01 > 1e-6 || 0.01 - d > 1e-6)) { print "step " $1 ": p moved by " d; bad = 1 } }
+        END { exit bad || !moved }' "$WORK/q3/metrics.csv" >"$WORK/diff" \
+      || fail "--d-steps 3: ADA's p did not move by 0.01 per adjustment: $(head -3 "$WORK/diff") $(cut -d, -f10 "$WORK/q3/metrics.csv" | tr '\n' ' ')"
     ;;
   generate_post)
     [ -d "$WORK/qa" ] || "$TRAIN" "${TINY[@]}" --max-steps 3 --out "$WORK/qa" >"$WORK/o" 2>&1
@@ -392,10 +422,11 @@ PYEOF
         END { exit (bad || rows != want) }'
     }
     same_losses "$WORK/pc" "$WORK/pg" 3 >"$WORK/diff" || fail "GPU and CPU losses differ: $(cat "$WORK/diff")"
-    # The hinge loss (D's scores without the Sigmoid) with spectral norm and TTUR lrs, in full fp32:
+    # The hinge loss (D's scores without the Sigmoid) with spectral norm, TTUR lrs and two D updates
+    # per G update (the no-grad fake batch of the first), in full fp32:
     # loss_G = -mean(score) is a mean of scores of both signs, near 0, which turns TF32's 1e-3 per conv
     # into 1 % of it (measured on the emulator's TF32 model; with TF32 off every digit agrees).
-    H=(--loss hinge --spectral-norm --lr-g 0.0001 --lr-d 0.0004 --max-steps 2 --log-every 1)
+    H=(--loss hinge --spectral-norm --lr-g 0.0001 --lr-d 0.0004 --d-steps 2 --max-steps 2 --log-every 1)
     "$TRAIN" "${TINY[@]}" "${H[@]}" --out "$WORK/hc" >"$WORK/o" 2>&1 || fail "CPU hinge run failed: $(tail -3 "$WORK/o")"
     GANTRY_ALLOW_TF32=0 "$TRAIN" "${GPU[@]}" --device cuda "${H[@]}" --out "$WORK/hg" >"$WORK/o" 2>&1 \
       || fail "GPU hinge run failed: $(tail -3 "$WORK/o")"
