@@ -9,6 +9,9 @@
 //
 // Usage: dcgan_step [--device cpu|cuda] [--config all|64rgb_b64,64rgb_b128,32gray_b128]
 //                   [--steps N] [--warmup N] [--threads N] [--batch N] [--seed N] [--json]
+//                   [--loss bce|hinge|lsgan] [--spectral-norm] [--d-steps K]
+// The last three are dcgan_train's options of the same names (DCGANConfig): the cost of each.
+// With --d-steps K a step is K D updates and one G update, and images/s counts the K batches.
 #include <omp.h>
 #include <sys/resource.h>
 
@@ -47,13 +50,16 @@ struct Options {
   int steps = 10, warmup = 2, threads = 0;
   int64_t batch = 0, seed = 1;
   bool json = false;
+  std::string loss = "bce";
+  bool spectral_norm = false;
+  int d_steps = 1;
 };
 
 [[noreturn]] void usage_error(const std::string& msg) {
   std::fprintf(stderr,
                "dcgan_step: %s\nusage: dcgan_step [--device cpu|cuda] [--config all|64rgb_b64,"
                "64rgb_b128,32gray_b128] [--steps N] [--warmup N] [--threads N] [--batch N] "
-               "[--seed N] [--json]\n",
+               "[--seed N] [--json] [--loss bce|hinge|lsgan] [--spectral-norm] [--d-steps K]\n",
                msg.c_str());
   std::exit(2);
 }
@@ -81,6 +87,9 @@ Options parse(int argc, char** argv) {
     else if (a == "--batch") o.batch = integer(i);
     else if (a == "--seed") o.seed = integer(i);
     else if (a == "--json") o.json = true;
+    else if (a == "--loss") o.loss = value(i);
+    else if (a == "--spectral-norm") o.spectral_norm = true;
+    else if (a == "--d-steps") o.d_steps = static_cast<int>(integer(i));
     else if (a == "-h" || a == "--help") usage_error("help");
     else usage_error("unknown flag '" + a + "'");
   }
@@ -88,6 +97,12 @@ Options parse(int argc, char** argv) {
     usage_error("--device must be cpu or cuda, got '" + o.device + "'");
   if (o.steps < 1) usage_error("--steps must be >= 1");
   if (o.warmup < 0) usage_error("--warmup must be >= 0");
+  if (o.d_steps < 1) usage_error("--d-steps must be >= 1");
+  try {
+    gan_loss_from_name(o.loss);
+  } catch (const std::invalid_argument& e) {
+    usage_error(std::string("--loss: ") + e.what());
+  }
   return o;
 }
 
@@ -108,12 +123,13 @@ std::vector<StepConfig> pick(const Options& o) {
   return out;
 }
 
-// Convolution FLOPs of one DCGANTrainer::step (2 per multiply-add): D runs 3 forwards (real,
-// detached fake, fake for G), 2 weight backwards (D's params are frozen in the G update) and
-// 3 input backwards (the first layer's only in the G update: real and detached fake need no
-// input gradient); G runs one forward, one weight backward and one input backward (not the
-// first layer's: z needs no gradient).
-double step_conv_flops(const StepConfig& c, int64_t N) {
+// Convolution FLOPs of one DCGANTrainer::step (2 per multiply-add): each of the K D updates
+// runs 2 D forwards (real, detached fake), 2 weight backwards and 2 input backwards without
+// the first layer's (real and detached fake need no input gradient); the G update runs one D
+// forward and one full input backward (D's params are frozen, so no weight backward). G runs
+// K forwards (one per D update; G's update reuses the last), one weight backward and one input
+// backward (not the first layer's: z needs no gradient). K = 1 is the example's step.
+double step_conv_flops(const StepConfig& c, int64_t N, int K) {
   const int L = c.image_size == 32 ? 4 : c.image_size == 64 ? 5 : 6;
   const int64_t nz = 100, ngf = 64, ndf = 64;
   double g_all = 0, g_first = 0, d_all = 0, d_first = 0;
@@ -139,7 +155,7 @@ double step_conv_flops(const StepConfig& c, int64_t N) {
     ch = out_ch;
     hw = out_hw;
   }
-  return 3 * d_all + 2 * d_all + (3 * d_all - 2 * d_first) + g_all * 2 + (g_all - g_first);
+  return K * (6 * d_all - 2 * d_first) + 2 * d_all + K * g_all + g_all + (g_all - g_first);
 }
 
 double peak_rss_mib() {
@@ -183,20 +199,26 @@ int main(int argc, char** argv) try {
 #endif
   }
   if (!opt.json)
-    std::printf("dcgan_step on %s (%s), %d warm-up + %d timed steps per config\n%-12s %6s %10s %10s %9s %12s %11s\n",
-                opt.device.c_str(), machine.c_str(), opt.warmup, opt.steps, "config", "batch",
+    std::printf("dcgan_step on %s (%s), %d warm-up + %d timed steps per config, loss %s%s, %d D update(s) per step\n"
+                "%-12s %6s %10s %10s %9s %12s %11s\n",
+                opt.device.c_str(), machine.c_str(), opt.warmup, opt.steps, opt.loss.c_str(),
+                opt.spectral_norm ? ", spectral norm in D" : "", opt.d_steps, "config", "batch",
                 "ms/step", "images/s", "GFLOP/s", "peak MiB", "CPU-s/step");
   for (StepConfig c : pick(opt)) {
     if (opt.batch > 0) c.batch = opt.batch;
     DCGANConfig dc;
     dc.nc = c.nc;
     dc.image_size = c.image_size;
+    dc.loss = gan_loss_from_name(opt.loss);
+    dc.spectral_norm = opt.spectral_norm;
+    dc.d_steps = opt.d_steps;
     Generator init(static_cast<uint64_t>(opt.seed)), noise(static_cast<uint64_t>(opt.seed) + 1);
     DCGANTrainer trainer(dc, device, &init);
     // A synthetic real batch in [-1, 1), on the trainer's device (no transfer in the timing).
     Tensor real = Tensor::rand({c.batch, c.nc, c.image_size, c.image_size}, &noise);
     for (int64_t i = 0; i < real.numel(); ++i) real.data()[i] = 2.f * real.data()[i] - 1.f;
     real = real.to(device);
+    const std::vector<Tensor> reals(static_cast<size_t>(opt.d_steps), real);  // one per D update
 #ifdef GANTRY_WITH_CUDA
     if (device.is_cuda()) cuda::reset_pool_high_water_mark();
 #endif
@@ -205,7 +227,7 @@ int main(int argc, char** argv) try {
     for (int i = 0; i < opt.warmup + opt.steps; ++i) {
       const auto t0 = std::chrono::steady_clock::now();
       const double c0 = process_cpu_ms();
-      st = trainer.step(real, noise);  // ends with .item() reads: synchronized on a GPU
+      st = trainer.step(reals, noise);  // ends with .item() reads: synchronized on a GPU
       const double dt = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       if (i >= opt.warmup) {
         ms.push_back(dt);
@@ -213,8 +235,8 @@ int main(int argc, char** argv) try {
       }
     }
     const double med = median(ms);
-    const double ips = c.batch / (med * 1e-3);
-    const double gflops = step_conv_flops(c, c.batch) / (med * 1e-3) / 1e9;
+    const double ips = c.batch * opt.d_steps / (med * 1e-3);
+    const double gflops = step_conv_flops(c, c.batch, opt.d_steps) / (med * 1e-3) / 1e9;
     double peak = peak_rss_mib();
     std::string peak_what = "max_rss";
 #ifdef GANTRY_WITH_CUDA
@@ -228,12 +250,14 @@ int main(int argc, char** argv) try {
                   "\"threads\": %d, \"steps\": %d, \"warmup\": %d, \"ms_per_step\": %.3f, "
                   "\"ms_min\": %.3f, \"ms_max\": %.3f, \"images_per_s\": %.3f, \"cpu_ms_per_step\": %.3f, "
                   "\"conv_gflop_per_step\": %.2f, \"conv_gflops\": %.2f, \"peak_mib\": %.1f, "
-                  "\"peak_kind\": \"%s\", \"loss_d\": %.5f, \"loss_g\": %.5f}\n",
+                  "\"peak_kind\": \"%s\", \"loss\": \"%s\", \"spectral_norm\": %s, \"d_steps\": %d, "
+                  "\"loss_d\": %.5f, \"loss_g\": %.5f}\n",
                   c.name.c_str(), opt.device.c_str(), machine.c_str(), static_cast<long long>(c.batch),
                   omp_get_max_threads(), opt.steps, opt.warmup, med,
                   *std::min_element(ms.begin(), ms.end()), *std::max_element(ms.begin(), ms.end()), ips,
                   median(cpu_ms),
-                  step_conv_flops(c, c.batch) / 1e9, gflops, peak, peak_what.c_str(), st.loss_d, st.loss_g);
+                  step_conv_flops(c, c.batch, opt.d_steps) / 1e9, gflops, peak, peak_what.c_str(), opt.loss.c_str(), opt.spectral_norm ? "true" : "false",
+                  opt.d_steps, st.loss_d, st.loss_g);
     } else {
       std::printf("%-12s %6lld %10.1f %10.2f %9.1f %12.1f %11.2f\n", c.name.c_str(),
                   static_cast<long long>(c.batch), med, ips, gflops, peak, median(cpu_ms) / 1e3);
