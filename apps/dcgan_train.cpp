@@ -58,6 +58,7 @@ struct Settings {
   std::string loss = "bce";   // bce, hinge or lsgan (DCGANConfig::loss)
   double real_label = 1.0;    // D's target for real images (< 1: one-sided label smoothing)
   bool spectral_norm = false;  // D's convs spectrally normalized (SNGAN)
+  std::string spectral_norm_form = "classic";  // or "parametrizations" (SpectralNormForm)
   int d_steps = 1;             // D updates per G update (n_critic), each on its own real batch
   double generator_lr() const { return lr_g > 0 ? lr_g : lr; }
   double discriminator_lr() const { return lr_d > 0 ? lr_d : lr; }
@@ -97,7 +98,8 @@ json settings_json(const Settings& s) {
           {"beta1", s.beta1},           {"beta2", s.beta2},
           {"lr_g", s.lr_g},             {"lr_d", s.lr_d},
           {"loss", s.loss},             {"real_label", s.real_label},
-          {"spectral_norm", s.spectral_norm}, {"d_steps", s.d_steps},
+          {"spectral_norm", s.spectral_norm}, {"spectral_norm_form", s.spectral_norm_form},
+          {"d_steps", s.d_steps},
           {"nz", s.nz},                 {"ngf", s.ngf},
           {"ndf", s.ndf},               {"seed", s.seed},
           {"workers", s.workers},       {"sample_every", s.sample_every},
@@ -132,6 +134,7 @@ Settings settings_from_json(const json& j, const std::string& path) {
     s.loss = j.value("loss", std::string("bce"));
     s.real_label = j.value("real_label", 1.0);
     s.spectral_norm = j.value("spectral_norm", false);
+    s.spectral_norm_form = j.value("spectral_norm_form", std::string("classic"));
     s.d_steps = j.value("d_steps", 1);
     s.nz = j.at("nz");
     s.ngf = j.at("ngf");
@@ -162,6 +165,12 @@ Settings settings_from_json(const json& j, const std::string& path) {
   return s;
 }
 
+// " --spectral-norm" (and its form, unless classic) when on: the flags that build such a D.
+std::string spectral_norm_flags(bool on, const std::string& form) {
+  if (!on) return "";
+  return form == "classic" ? " --spectral-norm" : " --spectral-norm --spectral-norm-form " + form;
+}
+
 // Loads --netG/--netD into the run's freshly built model. A file of another architecture is an
 // error that says which flags would build the file's.
 template <class Model>
@@ -180,7 +189,7 @@ void load_start_weights(Model& model, const std::string& file, const std::string
       } else {
         auto d = discriminator_from_state_dict(sd);
         theirs = "--image-size " + std::to_string(d->image_size) + " --ndf " + std::to_string(d->ndf) +
-                 " --channels " + std::to_string(d->nc) + (d->spectral_norm ? " --spectral-norm" : "");
+                 " --channels " + std::to_string(d->nc) + spectral_norm_flags(d->spectral_norm, spectral_norm_form_name(d->spectral_norm_form));
       }
     } catch (const std::invalid_argument& not_dcgan) {
       throw std::invalid_argument(flag + " " + file + ": " + not_dcgan.what());
@@ -188,7 +197,7 @@ void load_start_weights(Model& model, const std::string& file, const std::string
     throw std::invalid_argument(flag + " " + file + " holds a model built with " + theirs + ", but this run builds --image-size " +
                                 std::to_string(s.image_size) + " --nz " + std::to_string(s.nz) + " --ngf " +
                                 std::to_string(s.ngf) + " --ndf " + std::to_string(s.ndf) + " --channels " +
-                                std::to_string(s.channels) + (s.spectral_norm ? " --spectral-norm" : "") +
+                                std::to_string(s.channels) + spectral_norm_flags(s.spectral_norm, s.spectral_norm_form) +
                                 ": give the file's values\n" + e.what());
   }
   std::cout << flag.substr(2) << " starts from " << file << (key.empty() ? "" : " (" + key + ")") << ": " << sd.size()
@@ -199,7 +208,7 @@ void load_start_weights(Model& model, const std::string& file, const std::string
 // architecture (from the tensors' shapes) and Adam's lr and betas (as PyTorch's
 // optimizer.load_state_dict() does) — so the run continues the file's training.
 struct GivenFlags {
-  bool size, channels, nz, ngf, ndf, lr, lr_g, lr_d, beta1, beta2, spectral_norm;
+  bool size, channels, nz, ngf, ndf, lr, lr_g, lr_d, beta1, beta2, spectral_norm, spectral_norm_form;
 };
 DCGANTrainingCheckpoint read_start_checkpoint(Settings& s, const GivenFlags& given) {
   const DCGANTrainingCheckpoint ck =
@@ -216,11 +225,18 @@ DCGANTrainingCheckpoint read_start_checkpoint(Settings& s, const GivenFlags& giv
   if (!given.nz) s.nz = g->nz;
   if (!given.ngf) s.ngf = g->ngf;
   if (!given.ndf) s.ndf = d->ndf;
-  if (given.spectral_norm && !d->spectral_norm)
+  if ((given.spectral_norm || given.spectral_norm_form) && !d->spectral_norm)
     throw std::invalid_argument("--start-from " + s.start_from + ": its discriminator '" + ck.discriminator_key +
                                 "' has no spectral norm (main.0.weight, not weight_orig), so --spectral-norm cannot "
                                 "continue it; leave the flag out");
+  const std::string form = spectral_norm_form_name(d->spectral_norm_form);
+  if (given.spectral_norm_form && d->spectral_norm && form != s.spectral_norm_form)
+    throw std::invalid_argument("--start-from " + s.start_from + ": its discriminator '" + ck.discriminator_key +
+                                "' has the " + form + " spectral norm (" +
+                                (form == "classic" ? "main.0.weight_orig" : "main.0.parametrizations.weight.original") +
+                                "), so --spectral-norm-form " + s.spectral_norm_form + " cannot continue it; leave the flag out");
   s.spectral_norm = d->spectral_norm;
+  if (d->spectral_norm) s.spectral_norm_form = form;
   // Each optimizer keeps its own lr (TTUR runs have two); one pair of betas drives both.
   const std::optional<TorchAdamState>* opts[] = {&ck.optimizer_g, &ck.optimizer_d};
   const std::string keys[] = {ck.optimizer_g_key, ck.optimizer_d_key};
@@ -303,7 +319,7 @@ std::string objective_summary(const Settings& s) {
   if (s.generator_lr() == s.discriminator_lr()) o << ", lr " << s.generator_lr();
   else o << ", lr G " << s.generator_lr() << " D " << s.discriminator_lr();
   if (s.real_label != 1.0) o << ", real label " << s.real_label;
-  if (s.spectral_norm) o << ", spectral norm in D";
+  if (s.spectral_norm) o << ", spectral norm in D" << (s.spectral_norm_form == "classic" ? "" : " (parametrizations)");
   if (s.d_steps > 1) o << ", " << s.d_steps << " D updates per G update";
   return o.str();
 }
@@ -400,6 +416,8 @@ int run(int argc, char** argv) {
       ->check(CLI::IsMember({"bce", "hinge", "lsgan"}));
   auto* o_real_label = app.add_option("--real-label", s.real_label, "D's target for real images; 0.9 is one-sided label smoothing (bce, lsgan)");
   auto* o_sn = app.add_flag("--spectral-norm", s.spectral_norm, "spectral normalization of every conv in D (SNGAN; torch.nn.utils.spectral_norm's weight_orig/weight_u/weight_v in checkpoints); pairs with --loss hinge");
+  auto* o_sn_form = app.add_option("--spectral-norm-form", s.spectral_norm_form, "with --spectral-norm, which PyTorch spectral norm D's checkpoints match: classic (torch.nn.utils.spectral_norm: weight_orig, weight_u, weight_v) or parametrizations (torch.nn.utils.parametrizations.spectral_norm, PyTorch 2's: parametrizations.weight.original, parametrizations.weight.0._u/_v)")
+      ->check(CLI::IsMember({"classic", "parametrizations"}));
   auto* o_d_steps = app.add_option("--d-steps", s.d_steps, "D updates per G update, each on its own real batch (WGAN's n_critic, SNGAN's n_dis; 1 = the DCGAN example)");
   auto* o_b1 = app.add_option("--beta1", s.beta1, "Adam beta1");
   auto* o_b2 = app.add_option("--beta2", s.beta2, "Adam beta2");
@@ -436,7 +454,7 @@ int run(int argc, char** argv) {
     if (!resume.empty()) {
       // The run's own settings win; only the length, device, workers and logging may change.
       for (CLI::Option* o : {o_dataset, o_data, o_classes, o_size, o_channels, o_batch, o_lr, o_lr_g, o_lr_d, o_loss,
-                             o_real_label, o_sn, o_d_steps, o_b1, o_b2, o_nz, o_ngf, o_ndf, o_seed, o_strict, o_flip,
+                             o_real_label, o_sn, o_sn_form, o_d_steps, o_b1, o_b2, o_nz, o_ngf, o_ndf, o_seed, o_strict, o_flip,
                              o_ema, o_ada, o_ada_target, o_ada_speed, o_ada_interval, o_eval_every, o_eval_num, o_features,
                              o_net_g, o_net_d, o_net_g_key, o_net_d_key, o_start})
         if (o->count() > 0)
@@ -461,6 +479,8 @@ int run(int argc, char** argv) {
     if ((!s.net_g_key.empty() && s.net_g.empty() && s.start_from.empty()) ||
         (!s.net_d_key.empty() && s.net_d.empty() && s.start_from.empty()))
       throw CLI::ValidationError("--netG-key/--netD-key name a model inside the --netG/--netD or --start-from file; give that file");
+    if (resume.empty() && o_sn_form->count() > 0 && !s.spectral_norm && s.start_from.empty())
+      throw CLI::ValidationError("--spectral-norm-form " + s.spectral_norm_form + " picks the form of --spectral-norm; give --spectral-norm too");
     validate(s);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
@@ -471,7 +491,7 @@ int run(int argc, char** argv) {
   if (resume.empty() && !s.start_from.empty()) {
     start = read_start_checkpoint(s, {o_size->count() > 0, o_channels->count() > 0, o_nz->count() > 0, o_ngf->count() > 0,
                                       o_ndf->count() > 0, o_lr->count() > 0, o_lr_g->count() > 0, o_lr_d->count() > 0,
-                                      o_b1->count() > 0, o_b2->count() > 0, o_sn->count() > 0});
+                                      o_b1->count() > 0, o_b2->count() > 0, o_sn->count() > 0, o_sn_form->count() > 0});
     validate(s);  // what the file gave
   }
 
@@ -506,6 +526,7 @@ int run(int argc, char** argv) {
   mc.loss = gan_loss_from_name(s.loss);
   mc.real_label = s.real_label;
   mc.spectral_norm = s.spectral_norm;
+  mc.spectral_norm_form = spectral_norm_form_from_name(s.spectral_norm_form);
   mc.d_steps = s.d_steps;
   Generator init_gen(s.seed);
   DCGANTrainer trainer(mc, device, &init_gen);

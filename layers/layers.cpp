@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <sstream>
+#include <utility>
 #include <stdexcept>
 
 #include "gantry/core/autograd.h"
@@ -32,7 +33,52 @@ void check_image(const char* layer, const Tensor& x, int64_t channels) {
 // x / max(||x||, 1e-12): torch.nn.functional.normalize(x, dim=0), as spectral_norm uses it.
 Tensor normalized(const Tensor& x) { return div(x, clamp(sqrt(sum(square(x))), 1e-12f, INFINITY)); }
 
+// A module that only holds tensors, standing in for the containers PyTorch's parametrizations
+// put around a weight (ModuleDict, ParametrizationList, _SpectralNorm): it gives their tensors
+// PyTorch's dotted names and order, and is never called.
+class TensorHolder : public Module {
+ public:
+  explicit TensorHolder(std::string type) : type_(std::move(type)) {}
+  Tensor forward(const Tensor&) override { throw std::logic_error(type_ + " holds tensors and is not called"); }
+  std::string type_name() const override { return type_; }
+  Tensor add_parameter(const std::string& name, Tensor t) { return register_parameter(name, std::move(t)); }
+  Tensor add_buffer(const std::string& name, Tensor t) { return register_buffer(name, std::move(t)); }
+  void add_module(const std::string& name, ModulePtr m) { register_module(name, std::move(m)); }
+
+ private:
+  std::string type_;
+};
+
+// One power-iteration step for W [rows, cols] in `form`'s order; writes u and v in place.
+void power_iteration(SpectralNormForm form, const Tensor& w, Tensor& u_buf, Tensor& v_buf) {
+  const int64_t rows = w.size(0), cols = w.size(1);
+  NoGradGuard no_grad;
+  if (form == SpectralNormForm::Classic) {
+    const Tensor v = normalized(matmul(u_buf.reshape({1, rows}), w).reshape({cols}));
+    const Tensor u = normalized(matmul(w, v.reshape({cols, 1})).reshape({rows}));
+    v_buf.copy_(v);
+    u_buf.copy_(u);
+  } else {
+    const Tensor u = normalized(matmul(w, v_buf.reshape({cols, 1})).reshape({rows}));
+    const Tensor v = normalized(matmul(u.reshape({1, rows}), w).reshape({cols}));
+    u_buf.copy_(u);
+    v_buf.copy_(v);
+  }
+}
+
 }  // namespace
+
+SpectralNormForm spectral_norm_form_from_name(const std::string& name) {
+  if (name == "classic") return SpectralNormForm::Classic;
+  if (name == "parametrizations") return SpectralNormForm::Parametrization;
+  throw std::invalid_argument("spectral norm form '" + name +
+                              "': must be classic (torch.nn.utils.spectral_norm) or parametrizations "
+                              "(torch.nn.utils.parametrizations.spectral_norm)");
+}
+
+const char* spectral_norm_form_name(SpectralNormForm form) {
+  return form == SpectralNormForm::Classic ? "classic" : "parametrizations";
+}
 
 // ---- Sequential -----------------------------------------------------------------------------
 
@@ -64,8 +110,10 @@ Tensor Sequential::forward(const Tensor& x) {
 
 // ---- Conv2d ---------------------------------------------------------------------------------
 
-Conv2d::Conv2d(int64_t in, int64_t out, int k, int s, int p, bool with_bias, Generator* gen, bool sn)
-    : in_channels(in), out_channels(out), kernel_size(k), stride(s), padding(p), spectral_norm(sn) {
+Conv2d::Conv2d(int64_t in, int64_t out, int k, int s, int p, bool with_bias, Generator* gen, bool sn,
+               SpectralNormForm form)
+    : in_channels(in), out_channels(out), kernel_size(k), stride(s), padding(p), spectral_norm(sn),
+      spectral_norm_form(form) {
   check_positive("Conv2d", "in_channels", in);
   check_positive("Conv2d", "out_channels", out);
   check_positive("Conv2d", "kernel_size", k);
@@ -82,25 +130,35 @@ Conv2d::Conv2d(int64_t in, int64_t out, int k, int s, int p, bool with_bias, Gen
     if (with_bias) bias = register_parameter("bias", bias);
     return;
   }
-  // PyTorch's spectral_norm removes `weight` and appends `weight_orig`, so bias comes first.
+  // PyTorch's spectral norms remove `weight` and append their own tensors, so bias comes first.
   if (with_bias) bias = register_parameter("bias", bias);
-  weight = register_parameter("weight_orig", weight);
   NoGradGuard no_grad;
-  weight_u = register_buffer("weight_u", normalized(Tensor::randn({out}, gen)));
-  weight_v = register_buffer("weight_v", normalized(Tensor::randn({in * k * k}, gen)));
+  Tensor u = normalized(Tensor::randn({out}, gen)), v = normalized(Tensor::randn({in * k * k}, gen));
+  if (form == SpectralNormForm::Classic) {
+    weight = register_parameter("weight_orig", weight);
+    weight_u = register_buffer("weight_u", u);
+    weight_v = register_buffer("weight_v", v);
+    return;
+  }
+  auto norm = std::make_shared<TensorHolder>("_SpectralNorm");
+  weight_u = norm->add_buffer("_u", u);
+  weight_v = norm->add_buffer("_v", v);
+  auto list = std::make_shared<TensorHolder>("ParametrizationList");
+  weight = list->add_parameter("original", weight);
+  list->add_module("0", norm);
+  auto dict = std::make_shared<TensorHolder>("ModuleDict");
+  dict->add_module("weight", list);
+  register_module("parametrizations", dict);
+  // PyTorch's _SpectralNorm starts u and v with 15 iterations on the weight it is given.
+  const Tensor w = weight.reshape({out, in * k * k});
+  for (int i = 0; i < 15; ++i) power_iteration(form, w, weight_u, weight_v);
 }
 
 Tensor Conv2d::effective_weight() {
   if (!spectral_norm) return weight;
   const int64_t rows = out_channels, cols = weight.numel() / out_channels;
   const Tensor w = weight.reshape({rows, cols});
-  if (is_training()) {  // one power-iteration step, as torch.nn.utils.spectral_norm (eps 1e-12)
-    NoGradGuard no_grad;
-    const Tensor v = normalized(matmul(weight_u.reshape({1, rows}), w).reshape({cols}));
-    const Tensor u = normalized(matmul(w, v.reshape({cols, 1})).reshape({rows}));
-    weight_v.copy_(v);
-    weight_u.copy_(u);
-  }
+  if (is_training()) power_iteration(spectral_norm_form, w, weight_u, weight_v);  // one step (eps 1e-12)
   // Copies, so the next forward's update of the buffers cannot reach this forward's backward.
   const Tensor u = weight_u.clone(), v = weight_v.clone();
   const Tensor sigma = sum(mul(u, matmul(w, v.reshape({cols, 1})).reshape({rows})));
@@ -118,7 +176,7 @@ std::string Conv2d::extra_repr() const {
      << kernel_size << "), stride=(" << stride << ", " << stride << ")";
   if (padding) os << ", padding=(" << padding << ", " << padding << ")";
   if (!bias.defined()) os << ", bias=False";
-  if (spectral_norm) os << ", spectral_norm";
+  if (spectral_norm && spectral_norm_form == SpectralNormForm::Classic) os << ", spectral_norm";
   return os.str();
 }
 

@@ -5,7 +5,10 @@
 //   Sequential        children "0", "1", ... applied in order
 //   Conv2d            weight [out, in, k, k], bias [out]            (no dilation, no groups)
 //                     spectral_norm: torch.nn.utils.spectral_norm(Conv2d(...)) instead: bias,
-//                     weight_orig [out, in, k, k]; buffers weight_u [out], weight_v [in*k*k]
+//                     weight_orig [out, in, k, k]; buffers weight_u [out], weight_v [in*k*k];
+//                     or, SpectralNormForm::Parametrization, torch.nn.utils.parametrizations.
+//                     spectral_norm(Conv2d(...)): bias, parametrizations.weight.original,
+//                     parametrizations.weight.0._u, parametrizations.weight.0._v
 //   ConvTranspose2d   weight [in, out, k, k], bias [out]
 //   BatchNorm2d       weight, bias [C]; buffers running_mean, running_var [C],
 //                     num_batches_tracked [] (stored as I64); eps 1e-5, momentum 0.1
@@ -43,6 +46,17 @@ class Sequential : public Module {
   std::vector<ModulePtr> layers_;
 };
 
+// The two PyTorch spectral norms, which differ in their state-dict names and in the order of
+// the power iteration's two half-steps (docs/ops.md section 8):
+//   Classic          torch.nn.utils.spectral_norm               v = n(W^T u), then u = n(W v)
+//   Parametrization  torch.nn.utils.parametrizations.spectral_norm  u = n(W v), then v = n(W^T u)
+// Both then use sigma = u . (W v) with u, v held constant in the backward.
+enum class SpectralNormForm { Classic, Parametrization };
+// "classic" / "parametrizations" (dcgan_train --spectral-norm-form) and back; the parser throws
+// std::invalid_argument naming both.
+SpectralNormForm spectral_norm_form_from_name(const std::string& name);
+const char* spectral_norm_form_name(SpectralNormForm form);
+
 class Conv2d : public Module {
  public:
   // spectral_norm = true is torch.nn.utils.spectral_norm(conv) (Miyato et al. 2018, SNGAN): the
@@ -53,10 +67,18 @@ class Conv2d : public Module {
   // In eval mode u and v stay as they are. The state dict then has PyTorch's names: bias (if
   // any), weight_orig, weight_u, weight_v, and `weight` is weight_orig's handle. u and v start as
   // normalized N(0, 1) draws from `gen`.
+  // form = Parametrization is torch.nn.utils.parametrizations.spectral_norm(conv) instead (PyTorch
+  // 2's recommended one): u first in each iteration, the tensors in PyTorch's module tree
+  // (children parametrizations -> weight -> 0, type names ModuleDict, ParametrizationList,
+  // _SpectralNorm), so the names are parametrizations.weight.original and
+  // parametrizations.weight.0._u / ._v; u and v start with 15 iterations, as PyTorch's do.
   Conv2d(int64_t in_channels, int64_t out_channels, int kernel_size, int stride = 1,
-         int padding = 0, bool bias = true, Generator* gen = nullptr, bool spectral_norm = false);
+         int padding = 0, bool bias = true, Generator* gen = nullptr, bool spectral_norm = false,
+         SpectralNormForm form = SpectralNormForm::Classic);
   Tensor forward(const Tensor& x) override;
-  std::string type_name() const override { return "Conv2d"; }
+  std::string type_name() const override {
+    return spectral_norm && spectral_norm_form == SpectralNormForm::Parametrization ? "ParametrizedConv2d" : "Conv2d";
+  }
   std::string extra_repr() const override;
   // The weight the convolution uses: weight, or weight / sigma with spectral norm (which, in
   // training mode, advances the power iteration by one step).
@@ -65,7 +87,8 @@ class Conv2d : public Module {
   int64_t in_channels, out_channels;
   int kernel_size, stride, padding;
   bool spectral_norm;
-  Tensor weight;  // [out, in, k, k] (with spectral norm: weight_orig)
+  SpectralNormForm spectral_norm_form;
+  Tensor weight;  // [out, in, k, k] (with spectral norm: weight_orig, or parametrizations.weight.original)
   Tensor bias;    // [out], undefined when bias = false
   Tensor weight_u, weight_v;  // spectral norm's power-iteration vectors [out], [in*k*k]
 };

@@ -90,21 +90,22 @@ Tensor DCGANGenerator::forward(const Tensor& z) {
 
 // ---- Discriminator --------------------------------------------------------------------------
 
-DCGANDiscriminator::DCGANDiscriminator(int64_t nc_, int64_t ndf_, int image_size_, Generator* gen, bool sn)
-    : nc(nc_), ndf(ndf_), image_size(image_size_), spectral_norm(sn) {
+DCGANDiscriminator::DCGANDiscriminator(int64_t nc_, int64_t ndf_, int image_size_, Generator* gen, bool sn,
+                                       SpectralNormForm form)
+    : nc(nc_), ndf(ndf_), image_size(image_size_), spectral_norm(sn), spectral_norm_form(form) {
   const int L = num_convs("make_discriminator", image_size);
   check_width("make_discriminator", "nc", nc);
   check_width("make_discriminator", "ndf", ndf);
   main = register_module("main", std::make_shared<Sequential>());
-  main->push_back(make<Conv2d>(nc, ndf, 4, 2, 1, false, gen, sn));
+  main->push_back(make<Conv2d>(nc, ndf, 4, 2, 1, false, gen, sn, form));
   main->push_back(make<LeakyReLU>(0.2f));
   int64_t mult = 1;
   for (int s = 0; s < L - 2; ++s, mult *= 2) {
-    main->push_back(make<Conv2d>(ndf * mult, ndf * mult * 2, 4, 2, 1, false, gen, sn));
+    main->push_back(make<Conv2d>(ndf * mult, ndf * mult * 2, 4, 2, 1, false, gen, sn, form));
     main->push_back(make<BatchNorm2d>(ndf * mult * 2));
     main->push_back(make<LeakyReLU>(0.2f));
   }
-  main->push_back(make<Conv2d>(ndf * mult, 1, 4, 1, 0, false, gen, sn));
+  main->push_back(make<Conv2d>(ndf * mult, 1, 4, 1, 0, false, gen, sn, form));
   main->push_back(make<Sigmoid>());
 }
 
@@ -139,8 +140,8 @@ std::shared_ptr<DCGANGenerator> make_generator(int64_t nz, int64_t ngf, int64_t 
 }
 
 std::shared_ptr<DCGANDiscriminator> make_discriminator(int64_t nc, int64_t ndf, int image_size,
-                                                       Generator* gen, bool spectral_norm) {
-  auto d = std::make_shared<DCGANDiscriminator>(nc, ndf, image_size, gen, spectral_norm);
+                                                       Generator* gen, bool spectral_norm, SpectralNormForm form) {
+  auto d = std::make_shared<DCGANDiscriminator>(nc, ndf, image_size, gen, spectral_norm, form);
   dcgan_init(*d, gen);
   return d;
 }
@@ -177,8 +178,11 @@ std::shared_ptr<DCGANGenerator> generator_from_state_dict(const StateDict& sd) {
 
 std::shared_ptr<DCGANDiscriminator> discriminator_from_state_dict(const StateDict& sd) {
   const char* who = "discriminator_from_state_dict";
-  const bool sn = !conv_weights(sd, ".weight_orig").empty();
-  const auto w = conv_weights(sd, sn ? ".weight_orig" : ".weight");
+  const char* parametrized = ".parametrizations.weight.original";
+  const bool sn_param = !conv_weights(sd, parametrized).empty();
+  const bool sn = sn_param || !conv_weights(sd, ".weight_orig").empty();
+  const SpectralNormForm form = sn_param ? SpectralNormForm::Parametrization : SpectralNormForm::Classic;
+  const auto w = conv_weights(sd, sn_param ? parametrized : sn ? ".weight_orig" : ".weight");
   // Convolutions sit at main.0, then main.2, main.5, ..., main.2+3(L-2).
   const int L = static_cast<int>(w.size());
   bool layout = L >= 4 && L <= 6;
@@ -192,19 +196,20 @@ std::shared_ptr<DCGANDiscriminator> discriminator_from_state_dict(const StateDic
     throw std::invalid_argument(
         std::string(who) + ": not a DCGAN discriminator: expected 4, 5 or 6 convolution weights "
         "[out, in, 4, 4] at main.0, main.2, main.5, main.8, ... (for 32, 64, 128 pixels; .weight, or "
-        ".weight_orig with spectral norm); found " +
+        ".weight_orig / .parametrizations.weight.original with spectral norm); found " +
         index_list(w));
   const Tensor& first = w.at(0)->tensor;
   const int64_t ndf = first.size(0), nc = first.size(1);
   const int image_size = 1 << (L + 1);
   Generator scratch(0);
-  auto d = std::make_shared<DCGANDiscriminator>(nc, ndf, image_size, &scratch, sn);
+  auto d = std::make_shared<DCGANDiscriminator>(nc, ndf, image_size, &scratch, sn, form);
   try {
     d->load_state_dict(sd, true);
   } catch (const std::invalid_argument& e) {
     throw std::invalid_argument(std::string(who) + ": the checkpoint looks like a DCGAN discriminator with nc=" +
                                 std::to_string(nc) + ", ndf=" + std::to_string(ndf) + ", image_size=" +
-                                std::to_string(image_size) + (sn ? ", spectral norm" : "") +
+                                std::to_string(image_size) +
+                                (sn ? std::string(", spectral norm (") + spectral_norm_form_name(form) + ")" : "") +
                                 " but does not match it:\n" + e.what());
   }
   return d;

@@ -17,7 +17,9 @@
 //   main.11 Conv2d(8d, 1, 4, 1, 0)   main.12 Sigmoid                                    1x1
 // With spectral_norm every Conv2d of D is torch.nn.utils.spectral_norm(Conv2d(...)) (SNGAN's
 // normalization; the BatchNorms stay, as in the example with its convs wrapped): keys
-// main.<i>.weight_orig, main.<i>.weight_u, main.<i>.weight_v instead of main.<i>.weight.
+// main.<i>.weight_orig, main.<i>.weight_u, main.<i>.weight_v instead of main.<i>.weight; with
+// SpectralNormForm::Parametrization torch.nn.utils.parametrizations.spectral_norm(Conv2d(...)):
+// main.<i>.parametrizations.weight.original, main.<i>.parametrizations.weight.0._u and ._v.
 // image_size 32 has one middle stage fewer (G starts at 4g, D ends at 4d); 128 one more (G
 // starts at 16g, D ends at 16d). Supported sizes: 32, 64, 128.
 //
@@ -47,7 +49,7 @@ class DCGANGenerator : public Module {
 class DCGANDiscriminator : public Module {
  public:
   DCGANDiscriminator(int64_t nc, int64_t ndf, int image_size, Generator* gen = nullptr,
-                     bool spectral_norm = false);
+                     bool spectral_norm = false, SpectralNormForm form = SpectralNormForm::Classic);
   // images [N, nc, image_size, image_size] -> [N] probabilities (PyTorch: view(-1, 1).squeeze(1)).
   Tensor forward(const Tensor& x) override;
   // The same without the final Sigmoid: [N] raw scores (logits), what the hinge and
@@ -58,6 +60,7 @@ class DCGANDiscriminator : public Module {
   const int64_t nc, ndf;
   const int image_size;
   const bool spectral_norm;
+  const SpectralNormForm spectral_norm_form;  // which PyTorch spectral norm (when spectral_norm)
   std::shared_ptr<Sequential> main;
 };
 
@@ -66,11 +69,13 @@ class DCGANDiscriminator : public Module {
 std::shared_ptr<DCGANGenerator> make_generator(int64_t nz, int64_t ngf, int64_t nc, int image_size,
                                                Generator* gen = nullptr);
 std::shared_ptr<DCGANDiscriminator> make_discriminator(int64_t nc, int64_t ndf, int image_size,
-                                                       Generator* gen = nullptr, bool spectral_norm = false);
+                                                       Generator* gen = nullptr, bool spectral_norm = false,
+                                                       SpectralNormForm form = SpectralNormForm::Classic);
 
 // Rebuilds a model from a checkpoint alone: nz, ngf/ndf, nc and image_size are read off the
 // tensor shapes (a discriminator with weight_orig/weight_u/weight_v keys is rebuilt with
-// spectral norm), then the state is loaded strictly. A state dict that is not a DCGAN of this
+// spectral norm, one with parametrizations.weight.original/... keys with its Parametrization
+// form), then the state is loaded strictly. A state dict that is not a DCGAN of this
 // layout throws std::invalid_argument saying what was expected and what was found. Does not
 // touch the default random generator.
 std::shared_ptr<DCGANGenerator> generator_from_state_dict(const StateDict& sd);

@@ -67,6 +67,7 @@ struct DCGANConfig {
   GANLoss loss = GANLoss::BCE;
   double real_label = 1.0;  // D's target for real images: bce and lsgan, in (0, 1]; hinge: 1
   bool spectral_norm = false;  // D's convs spectrally normalized (SNGAN; DCGANDiscriminator)
+  SpectralNormForm spectral_norm_form = SpectralNormForm::Classic;  // which PyTorch one (layers.h)
   int d_steps = 1;             // D updates per G update (n_critic); >= 1
   double generator_lr() const { return lr_g > 0 ? lr_g : lr; }
   double discriminator_lr() const { return lr_d > 0 ? lr_d : lr; }

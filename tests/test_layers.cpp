@@ -381,3 +381,98 @@ TEST_CASE("spectral norm: the gradient of weight_orig includes sigma(W)'s, by fi
   CHECK(worst < 3e-3);
   CHECK(worst_constant > 10 * worst);  // the check can tell the two apart
 }
+
+// ---- The parametrizations form: torch.nn.utils.parametrizations.spectral_norm (PyTorch 2's),
+// whose names and power-iteration order differ from the classic one; against PyTorch itself:
+// the hinge_psn case in tests/test_training.cpp.
+
+TEST_CASE("spectral norm, parametrizations form: PyTorch's module tree, names and order") {
+  Generator g(3);
+  Conv2d conv(3, 4, 3, 1, 1, /*bias=*/true, &g, /*spectral_norm=*/true, SpectralNormForm::Parametrization);
+  const StateDict sd = conv.state_dict();
+  REQUIRE(sd.size() == 4);
+  CHECK(sd[0].name == "bias");
+  CHECK(sd[1].name == "parametrizations.weight.original");
+  CHECK(sd[2].name == "parametrizations.weight.0._u");
+  CHECK(sd[3].name == "parametrizations.weight.0._v");
+  CHECK(sd[1].tensor.shape() == Shape{4, 3, 3, 3});
+  CHECK(sd[2].tensor.shape() == Shape{4});
+  CHECK(sd[3].tensor.shape() == Shape{27});
+  const auto params = conv.named_parameters();
+  REQUIRE(params.size() == 2);
+  CHECK(params[1].first == "parametrizations.weight.original");
+  CHECK(conv.weight.data() == sd[1].tensor.data());  // `weight` is the trained tensor's handle
+  CHECK(conv.type_name() == "ParametrizedConv2d");
+  const std::string r = conv.repr();
+  for (const char* part : {"ParametrizedConv2d(", "(parametrizations): ModuleDict(", "(weight): ParametrizationList(",
+                           "(0): _SpectralNorm()"})
+    CHECK(r.find(part) != std::string::npos);
+  CHECK_THROWS_WITH(conv.child("parametrizations")->forward(Tensor::zeros({1})), Contains("not called"));
+  CHECK(spectral_norm_form_from_name("parametrizations") == SpectralNormForm::Parametrization);
+  CHECK(spectral_norm_form_from_name(spectral_norm_form_name(SpectralNormForm::Classic)) == SpectralNormForm::Classic);
+  CHECK_THROWS_WITH(spectral_norm_form_from_name("new"), Contains("'new'") && Contains("classic") && Contains("parametrizations"));
+}
+
+TEST_CASE("spectral norm: the classic form updates v then u, the parametrizations form u then v") {
+  // One training forward from known u, v, computed by hand in double.
+  for (SpectralNormForm form : {SpectralNormForm::Classic, SpectralNormForm::Parametrization}) {
+    INFO(spectral_norm_form_name(form));
+    Generator g(11);
+    Conv2d conv(2, 3, 2, 1, 0, false, &g, true, form);  // W [3, 8]
+    NoGradGuard no_grad;
+    const std::vector<float> w = conv.weight.to_vector();
+    const std::vector<float> u0f = conv.weight_u.to_vector(), v0f = conv.weight_v.to_vector();
+    const std::vector<double> u0(u0f.begin(), u0f.end()), v0(v0f.begin(), v0f.end());
+    auto wv = [&](const std::vector<double>& v) {
+      std::vector<double> o(3, 0.0);
+      for (int i = 0; i < 3; ++i)
+        for (int j = 0; j < 8; ++j) o[i] += w[i * 8 + j] * v[j];
+      return o;
+    };
+    auto wtu = [&](const std::vector<double>& u) {
+      std::vector<double> o(8, 0.0);
+      for (int i = 0; i < 3; ++i)
+        for (int j = 0; j < 8; ++j) o[j] += w[i * 8 + j] * u[i];
+      return o;
+    };
+    auto unit = [](std::vector<double> x) {
+      double n = 0;
+      for (double e : x) n += e * e;
+      for (double& e : x) e /= std::sqrt(n);
+      return x;
+    };
+    std::vector<double> u, v;
+    if (form == SpectralNormForm::Classic) {
+      v = unit(wtu(u0));
+      u = unit(wv(v));
+    } else {
+      u = unit(wv(v0));
+      v = unit(wtu(u));
+    }
+    conv.train();
+    conv.forward(test::rnd({1, 2, 3, 3}, 12));
+    const std::vector<float> got_u = conv.weight_u.to_vector(), got_v = conv.weight_v.to_vector();
+    for (int i = 0; i < 3; ++i) CHECK(got_u[i] == Approx(u[i]).margin(1e-6));
+    for (int j = 0; j < 8; ++j) CHECK(got_v[j] == Approx(v[j]).margin(1e-6));
+  }
+}
+
+TEST_CASE("spectral norm, parametrizations form: u and v start 15 iterations in, as PyTorch's") {
+  // The same draws as the classic form's u, v (which start as they are drawn), then 15 steps.
+  Generator ga(13), gb(13);
+  Conv2d classic(1, 4, 2, 1, 0, false, &ga, true, SpectralNormForm::Classic);
+  Conv2d param(1, 4, 2, 1, 0, false, &gb, true, SpectralNormForm::Parametrization);
+  REQUIRE(classic.weight.to_vector() == param.weight.to_vector());
+  // 15 u-first steps from the classic start: u_k = n(W v_{k-1}), v_k = n(W^T u_k).
+  NoGradGuard no_grad;
+  const Tensor w = classic.weight.reshape({4, 4});
+  Tensor u = classic.weight_u.clone(), v = classic.weight_v.clone();
+  auto unit = [](const Tensor& x) { return div(x, Tensor::full({}, static_cast<float>(l2_norm(x)))); };
+  for (int i = 0; i < 15; ++i) {
+    u = unit(matmul(w, v.reshape({4, 1})).reshape({4}));
+    v = unit(matmul(u.reshape({1, 4}), w).reshape({4}));
+  }
+  CHECK(l2_norm(sub(param.weight_u, u)) < 1e-5);
+  CHECK(l2_norm(sub(param.weight_v, v)) < 1e-5);
+  CHECK(l2_norm(sub(param.weight_u, classic.weight_u)) > 1e-3);  // 15 steps moved them
+}

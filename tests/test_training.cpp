@@ -167,7 +167,9 @@ DCGANConfig small_config() {
 // under `key`.
 void check_against_pytorch(const StateDict& fx, const std::string& key, const DCGANConfig& config) {
   INFO("loss " << key);
-  const std::string d_start = config.spectral_norm ? "netD_sn" : "netD";
+  const std::string d_start = !config.spectral_norm                                       ? "netD"
+                              : config.spectral_norm_form == SpectralNormForm::Classic ? "netD_sn"
+                                                                                       : "netD_psn";
   DCGANTrainer trainer(config, Device::cpu());
   trainer.generator().load_state_dict(sub_state_dict(fx, "netG"));
   trainer.discriminator().load_state_dict(sub_state_dict(fx, d_start));
@@ -208,7 +210,10 @@ void check_against_pytorch(const StateDict& fx, const std::string& key, const DC
         continue;
       }
       const std::string& n = t.name;
-      if (n.size() > 9 && (n.compare(n.size() - 9, 9, ".weight_u") == 0 || n.compare(n.size() - 9, 9, ".weight_v") == 0)) {
+      auto ends_with = [&](const std::string& tail) {
+        return n.size() > tail.size() && n.compare(n.size() - tail.size(), tail.size(), tail) == 0;
+      };
+      if (ends_with(".weight_u") || ends_with(".weight_v") || ends_with("._u") || ends_with("._v")) {
         CHECK(rel_error(t.tensor, ref) < 1e-5);  // the power iteration's vectors, d_steps + 2 steps on
         continue;
       }
@@ -221,7 +226,7 @@ void check_against_pytorch(const StateDict& fx, const std::string& key, const DC
 
 }  // namespace
 
-TEST_CASE("GAN losses: one step of bce+smoothing+TTUR, hinge, lsgan and hinge+spectral norm equals PyTorch's") {
+TEST_CASE("GAN losses: one step of bce+smoothing+TTUR, hinge, lsgan, hinge+spectral norm (both forms) and D steps equals PyTorch's") {
   if (!torch_checkpoint_supported()) {  // a build without libzip (the GPU machines' staged build)
     CHECK_THROWS_WITH(load_torch_checkpoint(fixture("torch_1_13_gan_losses.pth")), Contains("libzip"));
     return;
@@ -255,6 +260,12 @@ TEST_CASE("GAN losses: one step of bce+smoothing+TTUR, hinge, lsgan and hinge+sp
   check_against_pytorch(fx, "bce_dsteps3", critic3);
   sn.d_steps = 2;
   check_against_pytorch(fx, "hinge_sn_dsteps2", sn);
+
+  DCGANConfig psn = small_config();  // torch.nn.utils.parametrizations.spectral_norm (PyTorch 2's)
+  psn.loss = GANLoss::Hinge;
+  psn.spectral_norm = true;
+  psn.spectral_norm_form = SpectralNormForm::Parametrization;
+  check_against_pytorch(fx, "hinge_psn", psn);
 }
 
 TEST_CASE("D steps: the single-batch step is d_steps 1; a step with the wrong number of batches is refused") {

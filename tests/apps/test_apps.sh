@@ -268,6 +268,32 @@ for case in $CASES; do
     "$CONV" "$WORK/rsn/checkpoints/step_000001/discriminator.safetensors" "$WORK/dsn.pth" >"$WORK/o" 2>&1 || fail "SN D to .pth failed"
     "$TRAIN" "${TINY[@]}" --max-steps 1 --netD "$WORK/dsn.pth" --out "$WORK/rx" >"$WORK/o" 2>&1 && fail "--netD of a spectral-norm D into a plain run was accepted"
     expect_in "$WORK/o" "holds a model built with --image-size 32 --ndf 8 --channels 1 --spectral-norm"
+    # The parametrizations form (torch.nn.utils.parametrizations.spectral_norm's names): saved,
+    # resumed exactly, found by --start-from, and a mismatched form or a form alone refused.
+    P=(--loss hinge --spectral-norm --spectral-norm-form parametrizations --checkpoint-every 2 --seed 4)
+    "$TRAIN" "${TINY[@]}" "${P[@]}" --max-steps 4 --out "$WORK/rp" >"$WORK/o" 2>&1 || fail "parametrizations run failed: $(tail -3 "$WORK/o")"
+    expect_in "$WORK/o" "spectral norm in D (parametrizations)"
+    grep -q '"spectral_norm_form": "parametrizations"' "$WORK/rp/config.json" || fail "config.json lacks spectral_norm_form"
+    grep -aq 'main.0.parametrizations.weight.original' "$WORK/rp/checkpoints/step_000004/discriminator.safetensors" \
+      || fail "the parametrizations D was not saved under PyTorch's names"
+    grep -aq 'weight_orig' "$WORK/rp/checkpoints/step_000004/discriminator.safetensors" && fail "the parametrizations D holds weight_orig"
+    "$TRAIN" "${TINY[@]}" "${P[@]}" --max-steps 2 --out "$WORK/rp2" >"$WORK/o" 2>&1 || fail "parametrizations run B failed"
+    "$TRAIN" --resume "$WORK/rp2" --max-steps 4 --device cpu >"$WORK/o" 2>&1 || fail "resume of the parametrizations run failed: $(tail -3 "$WORK/o")"
+    cmp -s "$WORK/rp/checkpoints/step_000004/discriminator.safetensors" "$WORK/rp2/checkpoints/step_000004/discriminator.safetensors" \
+      || fail "the resumed parametrizations run's D differs from the uninterrupted run's"
+    "$CONV" "$WORK/rp" "$WORK/rp.pth" >"$WORK/o" 2>&1 || fail "parametrizations run to .pth failed: $(tail -3 "$WORK/o")"
+    "$TRAIN" --batch-size 16 --workers 1 --device cpu --max-steps 1 --start-from "$WORK/rp.pth" --loss hinge --out "$WORK/rp3" >"$WORK/o" 2>&1 \
+      || fail "--start-from the parametrizations run failed: $(tail -3 "$WORK/o")"
+    expect_in "$WORK/o" "spectral norm in D (parametrizations)"
+    "$TRAIN" --batch-size 16 --workers 1 --device cpu --max-steps 1 --start-from "$WORK/rp.pth" --loss hinge --spectral-norm-form classic \
+      --out "$WORK/rx" >"$WORK/o" 2>&1 && fail "--start-from a parametrizations D with --spectral-norm-form classic was accepted"
+    expect_in "$WORK/o" "has the parametrizations spectral norm (main.0.parametrizations.weight.original), so --spectral-norm-form classic cannot continue it"
+    "$TRAIN" "${TINY[@]}" --loss hinge --spectral-norm --max-steps 1 --netD "$WORK/rp/checkpoints/step_000004/discriminator.safetensors" \
+      --out "$WORK/rx" >"$WORK/o" 2>&1 && fail "--netD of a parametrizations D into a classic run was accepted"
+    expect_in "$WORK/o" "holds a model built with --image-size 32 --ndf 8 --channels 1 --spectral-norm --spectral-norm-form parametrizations"
+    "$TRAIN" "${TINY[@]}" --spectral-norm-form parametrizations --max-steps 1 --out "$WORK/rx" >"$WORK/o" 2>&1 \
+      && fail "--spectral-norm-form without --spectral-norm was accepted"
+    expect_in "$WORK/o" "give --spectral-norm too"
     # PyTorch 1.13's run under its own names ({"G", "D", "opt_gen", "opt_disc"}, 32x32 gray).
     "$TRAIN" --batch-size 16 --workers 1 --device cpu --max-steps 1 --start-from "$HERE/../data/torch_1_13_dcgan_training.pth" \
       --out "$WORK/rt" >"$WORK/o" 2>&1 || fail "--start-from PyTorch's checkpoint failed: $(tail -3 "$WORK/o")"

@@ -18,6 +18,9 @@ each loss dcgan_train offers, written as a PyTorch script would write them:
                    batches real, real2, real3 and latent batches z, z2, z3; G's update goes
                    through the last D update's fake batch, as the one-update step does
   hinge_sn_dsteps2 hinge_sn's start and loss, two D updates (real, real2; z, z2)
+  hinge_psn        hinge, lr 2e-4, D's convs wrapped in torch.nn.utils.parametrizations.
+                   spectral_norm instead (PyTorch 2's; its start: netD_psn, D0's weights as
+                   parametrizations.weight.original, u and v 15 power iterations in)
 
 For each: the losses, mean sigmoid(s) on real / fake before and after D's step, D's gradients
 after its step, G's gradients, and both models' state after the step. The C++ test runs
@@ -117,8 +120,13 @@ real2, real3 = torch.rand(N, NC, 32, 32) * 2 - 1, torch.rand(N, NC, 32, 32) * 2 
 z2, z3 = torch.randn(N, NZ, 1, 1), torch.randn(N, NZ, 1, 1)
 results["bce_dsteps3"] = step("bce", 2e-4, 2e-4, 1.0, batches=[(real, z), (real2, z2), (real3, z3)])
 results["hinge_sn_dsteps2"] = step("hinge", 2e-4, 2e-4, 1.0, D0_sn, batches=[(real, z), (real2, z2)])
+D0_psn = copy.deepcopy(D0)
+for i, m in enumerate(D0_psn.main):
+    if isinstance(m, nn.Conv2d):
+        D0_psn.main[i] = nn.utils.parametrizations.spectral_norm(m)
+results["hinge_psn"] = step("hinge", 2e-4, 2e-4, 1.0, D0_psn)
 torch.save({
-    "netG": G0.state_dict(), "netD": D0.state_dict(), "netD_sn": D0_sn.state_dict(), "real": real, "z": z,
+    "netG": G0.state_dict(), "netD": D0.state_dict(), "netD_sn": D0_sn.state_dict(), "netD_psn": D0_psn.state_dict(), "real": real, "z": z,
     "real2": real2, "real3": real3, "z2": z2, "z3": z3,
     **results,
 }, os.path.join(out, "torch_1_13_gan_losses.pth"))

@@ -350,6 +350,45 @@ if r.returncode != 0:
 assert "Adam state 'optimizerD' (step 3)" in r.stdout and "spectral norm in D" in r.stdout, r.stdout
 print("spectral norm: gantry's D loads into torch.nn.utils.spectral_norm convs (strict, same weight/sigma), "
       "PyTorch's hinge step continues in dcgan_train --start-from")
+# 6. The same with torch.nn.utils.parametrizations.spectral_norm (PyTorch 2's form, in 1.13 too):
+# dcgan_train --spectral-norm-form parametrizations saves PyTorch's parametrizations.weight.*
+# names, PyTorch's parametrized netD loads them strictly and computes W / (u.(W v)) from them,
+# trains a hinge step, and --start-from continues it in that form.
+run(os.path.join(BIN, "dcgan_train"), "--image-size", "64", "--nz", str(NZ), "--ngf", str(NGF), "--ndf", str(NDF),
+    "--batch-size", "8", "--max-steps", "2", "--workers", "0", "--device", "cpu", "--loss", "hinge", "--spectral-norm",
+    "--spectral-norm-form", "parametrizations", "--out", os.path.join(WORK, "run_psn"))
+run(os.path.join(BIN, "gantry_convert"), os.path.join(WORK, "run_psn"), os.path.join(WORK, "run_psn.pth"))
+pck = torch.load(os.path.join(WORK, "run_psn.pth"))
+netD_psn = NetD()
+for i, m in enumerate(netD_psn.main):
+    if isinstance(m, nn.Conv2d):
+        netD_psn.main[i] = nn.utils.parametrizations.spectral_norm(m)
+netD_psn.load_state_dict(pck["netD"], strict=True)
+assert list(pck["netD"].keys()) == list(netD_psn.state_dict().keys()), list(pck["netD"].keys())[:4]
+netD_psn.eval()
+with torch.no_grad():
+    w = pck["netD"]["main.0.parametrizations.weight.original"]
+    u, v = pck["netD"]["main.0.parametrizations.weight.0._u"], pck["netD"]["main.0.parametrizations.weight.0._v"]
+    assert torch.allclose(netD_psn.main[0].weight, w / torch.dot(u, w.reshape(w.shape[0], -1) @ v), rtol=1e-6)
+optD_psn = torch.optim.Adam(netD_psn.parameters(), lr=0.1)
+optD_psn.load_state_dict(pck["optimizerD"])
+netD_psn.train()
+netG_psn = NetG()
+netG_psn.load_state_dict(pck["netG"], strict=True)
+netD_psn.zero_grad()
+fake = netG_psn(torch.randn(8, NZ, 1, 1)).detach()
+(torch.relu(1 - netD_psn.main[:-1](x).view(-1)).mean() + torch.relu(1 + netD_psn.main[:-1](fake).view(-1)).mean()).backward()
+optD_psn.step()
+torch.save({"netG": pck["netG"], "netD": netD_psn.state_dict(), "optimizerG": pck["optimizerG"],
+            "optimizerD": optD_psn.state_dict()}, os.path.join(WORK, "pytorch_psn.pth"))
+r = subprocess.run([os.path.join(BIN, "dcgan_train"), "--start-from", os.path.join(WORK, "pytorch_psn.pth"), "--loss", "hinge",
+                    "--batch-size", "8", "--max-steps", "1", "--workers", "0", "--device", "cpu",
+                    "--out", os.path.join(WORK, "run_psn_from_pytorch")], capture_output=True, text=True)
+if r.returncode != 0:
+    sys.exit("FAIL: dcgan_train --start-from a parametrizations spectral-norm run: %s%s" % (r.stdout, r.stderr))
+assert "Adam state 'optimizerD' (step 3)" in r.stdout and "spectral norm in D (parametrizations)" in r.stdout, r.stdout
+print("spectral norm, parametrizations form: gantry's D loads into torch.nn.utils.parametrizations.spectral_norm "
+      "convs (strict, same names and order, same weight/sigma), PyTorch's hinge step continues in dcgan_train --start-from")
 print("torch.save files: read (plain, --key netG, latents, dcgan_train --netG/--netD) and written "
       "(torch.load weights_only=True, strict)")
 print("PASS")
