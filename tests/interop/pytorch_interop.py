@@ -310,85 +310,59 @@ ck2 = os.path.join(WORK, "run_from_pytorch", "checkpoints", open(os.path.join(WO
 st2 = load_safetensors(os.path.join(ck2, "optimizer_g.safetensors"))
 assert int(st2["state.0.step"]) == 4, st2["state.0.step"]
 print("PyTorch run -> dcgan_train --start-from: found by shape, Adam continues (step 4)")
-# 5. Spectral norm and the hinge loss (SNGAN), both ways: gantry's D with --spectral-norm loads
-# strictly into the example's netD with torch.nn.utils.spectral_norm on every conv, whose weight
-# is then W / (u.(W v)) from the file's u, v (as gantry's in eval mode); PyTorch trains a
-# hinge step on it and dcgan_train --start-from takes the spectral norm from the file.
-run(os.path.join(BIN, "dcgan_train"), "--image-size", "64", "--nz", str(NZ), "--ngf", str(NGF), "--ndf", str(NDF),
-    "--batch-size", "8", "--max-steps", "2", "--workers", "0", "--device", "cpu", "--loss", "hinge", "--spectral-norm",
-    "--out", os.path.join(WORK, "run_sn"))
-run(os.path.join(BIN, "gantry_convert"), os.path.join(WORK, "run_sn"), os.path.join(WORK, "run_sn.pth"))
-sck = torch.load(os.path.join(WORK, "run_sn.pth"))
-netD_sn = NetD()
-for i, m in enumerate(netD_sn.main):
-    if isinstance(m, nn.Conv2d):
-        netD_sn.main[i] = nn.utils.spectral_norm(m)
-netD_sn.load_state_dict(sck["netD"], strict=True)
-netD_sn.eval()
+# 5. Spectral norm and the hinge loss (SNGAN), both ways, in each of PyTorch's two forms:
+# gantry's D with --spectral-norm (--spectral-norm-form parametrizations) loads strictly into the
+# example's netD with torch.nn.utils.spectral_norm (torch.nn.utils.parametrizations.spectral_norm,
+# PyTorch 2's) on every conv, with the same names in the same order, and its weight is then
+# W / (u.(W v)) from the file's u, v (as gantry's in eval mode); PyTorch trains a hinge step on
+# it and dcgan_train --start-from takes the spectral norm and its form from the file.
 x = torch.rand(4, NC, 64, 64) * 2 - 1
-with torch.no_grad():
-    netD_sn(x)  # spectral_norm's pre-forward hook sets .weight (in eval: from the stored u, v)
-    w = sck["netD"]["main.0.weight_orig"]
-    u, v = sck["netD"]["main.0.weight_u"], sck["netD"]["main.0.weight_v"]
-    assert torch.allclose(netD_sn.main[0].weight, w / torch.dot(u, w.reshape(w.shape[0], -1) @ v), rtol=1e-6)
-optD_sn = torch.optim.Adam(netD_sn.parameters(), lr=0.1)
-optD_sn.load_state_dict(sck["optimizerD"])
-netD_sn.train()
-netG_sn = NetG()
-netG_sn.load_state_dict(sck["netG"], strict=True)
-netD_sn.zero_grad()
-fake = netG_sn(torch.randn(8, NZ, 1, 1)).detach()
-(torch.relu(1 - netD_sn.main[:-1](x).view(-1)).mean() + torch.relu(1 + netD_sn.main[:-1](fake).view(-1)).mean()).backward()
-optD_sn.step()
-torch.save({"netG": sck["netG"], "netD": netD_sn.state_dict(), "optimizerG": sck["optimizerG"],
-            "optimizerD": optD_sn.state_dict()}, os.path.join(WORK, "pytorch_sn.pth"))
-r = subprocess.run([os.path.join(BIN, "dcgan_train"), "--start-from", os.path.join(WORK, "pytorch_sn.pth"), "--loss", "hinge",
-                    "--batch-size", "8", "--max-steps", "1", "--workers", "0", "--device", "cpu",
-                    "--out", os.path.join(WORK, "run_sn_from_pytorch")], capture_output=True, text=True)
-if r.returncode != 0:
-    sys.exit("FAIL: dcgan_train --start-from a spectral-norm run: %s%s" % (r.stdout, r.stderr))
-assert "Adam state 'optimizerD' (step 3)" in r.stdout and "spectral norm in D" in r.stdout, r.stdout
-print("spectral norm: gantry's D loads into torch.nn.utils.spectral_norm convs (strict, same weight/sigma), "
-      "PyTorch's hinge step continues in dcgan_train --start-from")
-# 6. The same with torch.nn.utils.parametrizations.spectral_norm (PyTorch 2's form, in 1.13 too):
-# dcgan_train --spectral-norm-form parametrizations saves PyTorch's parametrizations.weight.*
-# names, PyTorch's parametrized netD loads them strictly and computes W / (u.(W v)) from them,
-# trains a hinge step, and --start-from continues it in that form.
-run(os.path.join(BIN, "dcgan_train"), "--image-size", "64", "--nz", str(NZ), "--ngf", str(NGF), "--ndf", str(NDF),
-    "--batch-size", "8", "--max-steps", "2", "--workers", "0", "--device", "cpu", "--loss", "hinge", "--spectral-norm",
-    "--spectral-norm-form", "parametrizations", "--out", os.path.join(WORK, "run_psn"))
-run(os.path.join(BIN, "gantry_convert"), os.path.join(WORK, "run_psn"), os.path.join(WORK, "run_psn.pth"))
-pck = torch.load(os.path.join(WORK, "run_psn.pth"))
-netD_psn = NetD()
-for i, m in enumerate(netD_psn.main):
-    if isinstance(m, nn.Conv2d):
-        netD_psn.main[i] = nn.utils.parametrizations.spectral_norm(m)
-netD_psn.load_state_dict(pck["netD"], strict=True)
-assert list(pck["netD"].keys()) == list(netD_psn.state_dict().keys()), list(pck["netD"].keys())[:4]
-netD_psn.eval()
-with torch.no_grad():
-    w = pck["netD"]["main.0.parametrizations.weight.original"]
-    u, v = pck["netD"]["main.0.parametrizations.weight.0._u"], pck["netD"]["main.0.parametrizations.weight.0._v"]
-    assert torch.allclose(netD_psn.main[0].weight, w / torch.dot(u, w.reshape(w.shape[0], -1) @ v), rtol=1e-6)
-optD_psn = torch.optim.Adam(netD_psn.parameters(), lr=0.1)
-optD_psn.load_state_dict(pck["optimizerD"])
-netD_psn.train()
-netG_psn = NetG()
-netG_psn.load_state_dict(pck["netG"], strict=True)
-netD_psn.zero_grad()
-fake = netG_psn(torch.randn(8, NZ, 1, 1)).detach()
-(torch.relu(1 - netD_psn.main[:-1](x).view(-1)).mean() + torch.relu(1 + netD_psn.main[:-1](fake).view(-1)).mean()).backward()
-optD_psn.step()
-torch.save({"netG": pck["netG"], "netD": netD_psn.state_dict(), "optimizerG": pck["optimizerG"],
-            "optimizerD": optD_psn.state_dict()}, os.path.join(WORK, "pytorch_psn.pth"))
-r = subprocess.run([os.path.join(BIN, "dcgan_train"), "--start-from", os.path.join(WORK, "pytorch_psn.pth"), "--loss", "hinge",
-                    "--batch-size", "8", "--max-steps", "1", "--workers", "0", "--device", "cpu",
-                    "--out", os.path.join(WORK, "run_psn_from_pytorch")], capture_output=True, text=True)
-if r.returncode != 0:
-    sys.exit("FAIL: dcgan_train --start-from a parametrizations spectral-norm run: %s%s" % (r.stdout, r.stderr))
-assert "Adam state 'optimizerD' (step 3)" in r.stdout and "spectral norm in D (parametrizations)" in r.stdout, r.stdout
-print("spectral norm, parametrizations form: gantry's D loads into torch.nn.utils.parametrizations.spectral_norm "
-      "convs (strict, same names and order, same weight/sigma), PyTorch's hinge step continues in dcgan_train --start-from")
+
+
+def spectral_norm_round_trip(form, wrap, w_key, u_key, v_key, start_line):
+    name = "run_sn_" + form
+    run(os.path.join(BIN, "dcgan_train"), "--image-size", "64", "--nz", str(NZ), "--ngf", str(NGF), "--ndf", str(NDF),
+        "--batch-size", "8", "--max-steps", "2", "--workers", "0", "--device", "cpu", "--loss", "hinge", "--spectral-norm",
+        "--spectral-norm-form", form, "--out", os.path.join(WORK, name))
+    run(os.path.join(BIN, "gantry_convert"), os.path.join(WORK, name), os.path.join(WORK, name + ".pth"))
+    ck = torch.load(os.path.join(WORK, name + ".pth"))
+    netD_sn = NetD()
+    for i, m in enumerate(netD_sn.main):
+        if isinstance(m, nn.Conv2d):
+            netD_sn.main[i] = wrap(m)
+    netD_sn.load_state_dict(ck["netD"], strict=True)
+    assert list(ck["netD"].keys()) == list(netD_sn.state_dict().keys()), list(ck["netD"].keys())[:4]
+    netD_sn.eval()
+    with torch.no_grad():
+        netD_sn(x)  # the classic form's pre-forward hook sets .weight (in eval: from the stored u, v)
+        w, u, v = ck["netD"][w_key], ck["netD"][u_key], ck["netD"][v_key]
+        assert torch.allclose(netD_sn.main[0].weight, w / torch.dot(u, w.reshape(w.shape[0], -1) @ v), rtol=1e-6)
+    optD_sn = torch.optim.Adam(netD_sn.parameters(), lr=0.1)
+    optD_sn.load_state_dict(ck["optimizerD"])
+    netD_sn.train()
+    netG_sn = NetG()
+    netG_sn.load_state_dict(ck["netG"], strict=True)
+    netD_sn.zero_grad()
+    fake = netG_sn(torch.randn(8, NZ, 1, 1)).detach()
+    (torch.relu(1 - netD_sn.main[:-1](x).view(-1)).mean() + torch.relu(1 + netD_sn.main[:-1](fake).view(-1)).mean()).backward()
+    optD_sn.step()
+    torch.save({"netG": ck["netG"], "netD": netD_sn.state_dict(), "optimizerG": ck["optimizerG"],
+                "optimizerD": optD_sn.state_dict()}, os.path.join(WORK, name + "_pytorch.pth"))
+    r = subprocess.run([os.path.join(BIN, "dcgan_train"), "--start-from", os.path.join(WORK, name + "_pytorch.pth"),
+                        "--loss", "hinge", "--batch-size", "8", "--max-steps", "1", "--workers", "0", "--device", "cpu",
+                        "--out", os.path.join(WORK, name + "_from_pytorch")], capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit("FAIL: dcgan_train --start-from a %s spectral-norm run: %s%s" % (form, r.stdout, r.stderr))
+    assert "Adam state 'optimizerD' (step 3)" in r.stdout and start_line in r.stdout, r.stdout
+    print("spectral norm, %s form: gantry's D loads into PyTorch's convs (strict, same names and order, same "
+          "weight/sigma), PyTorch's hinge step continues in dcgan_train --start-from" % form)
+
+
+spectral_norm_round_trip("classic", nn.utils.spectral_norm, "main.0.weight_orig", "main.0.weight_u", "main.0.weight_v",
+                         "spectral norm in D,")
+spectral_norm_round_trip("parametrizations", nn.utils.parametrizations.spectral_norm,
+                         "main.0.parametrizations.weight.original", "main.0.parametrizations.weight.0._u",
+                         "main.0.parametrizations.weight.0._v", "spectral norm in D (parametrizations)")
 print("torch.save files: read (plain, --key netG, latents, dcgan_train --netG/--netD) and written "
       "(torch.load weights_only=True, strict)")
 print("PASS")
