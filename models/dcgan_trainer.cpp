@@ -92,7 +92,7 @@ StepStats DCGANTrainer::step(const Tensor& real, const Tensor& z) {
 StepStats DCGANTrainer::step(const std::vector<Tensor>& reals, Generator& noise_gen) {
   std::vector<Tensor> zs;
   for (const Tensor& real : reals)
-    zs.push_back(Tensor::randn({real.dim() > 0 ? real.shape()[0] : 0, config_.nz, 1, 1}, &noise_gen, device_));
+    zs.push_back(Tensor::randn({real.shape().at(0), config_.nz, 1, 1}, &noise_gen, device_));
   return step(reals, zs);
 }
 
