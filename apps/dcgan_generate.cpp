@@ -1,10 +1,11 @@
 // dcgan_generate: images from a trained DCGAN generator, gantry's or PyTorch's (safetensors or
-// torch.save .pth, PyTorch DCGAN example layout): one PNG per image, a grid, or latent
-// interpolations; optionally the best of M by the run's discriminator, and the seed's
-// post-processing (bicubic upscale, median blur, sharpen).
+// torch.save .pth, PyTorch DCGAN example layout): one file per image (PNG, JPEG, WebP, BMP or
+// TGA), a grid, or latent interpolations; optionally the best of M by the run's discriminator,
+// and the seed's post-processing (bicubic upscale, median blur, sharpen).
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <numeric>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -17,6 +18,7 @@
 #include "gantry/core/torch_checkpoint.h"
 #include "gantry/core/version.h"
 #include "gantry/data/grid.h"
+#include "gantry/data/image.h"
 #include "gantry/data/postprocess.h"
 #include "gantry/data/transforms.h"
 #include "gantry/models/dcgan.h"
@@ -62,9 +64,17 @@ Tensor load_latents(const std::string& path, int64_t nz) {
   return z->tensor.reshape({s[0], nz, 1, 1});
 }
 
+// Whether a format (an --format name or a file extension) has a quality setting: JPEG and WebP.
+bool has_quality(std::string f) {
+  if (!f.empty() && f[0] == '.') f.erase(0, 1);
+  std::transform(f.begin(), f.end(), f.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return f == "jpg" || f == "jpeg" || f == "webp";
+}
+
 int run(int argc, char** argv) {
-  std::string checkpoint, key, latent, out_dir, grid, device_choice = "auto", bn = "eval";
+  std::string checkpoint, key, latent, out_dir, grid, device_choice = "auto", bn = "eval", format = "png";
   int64_t num = 64, batch_size = 256, nrow = 8;
+  int quality = 0;  // 0: the format's default (JPEG 95, WebP lossless)
   uint64_t seed = 0;
   int interpolate = 0;
   int64_t best_of = 0;
@@ -77,8 +87,12 @@ int run(int argc, char** argv) {
   app.add_option("--num", num, "number of images (with --interpolate: number of interpolation rows)")->check(CLI::PositiveNumber);
   app.add_option("--seed", seed, "seed of the latent vectors");
   app.add_option("--latent", latent, "a safetensors or torch.save file with a tensor z of shape [N, nz] or [N, nz, 1, 1] (torch.save({'z': z}, 'z.pt')); images come out in that order");
-  app.add_option("--out", out_dir, "write one PNG per image (000000.png, 000001.png, ...) into this folder");
-  app.add_option("--grid", grid, "write all images as one grid PNG");
+  app.add_option("--out", out_dir, "write each image to its own file in this folder: 000000.png, 000001.png, ... (--format picks the format)");
+  app.add_option("--format", format, "the format of --out's files: png, jpg, webp, bmp or tga (--grid takes its file's extension)")
+      ->check(CLI::IsMember({"png", "jpg", "jpeg", "webp", "bmp", "tga"}));
+  app.add_option("--quality", quality, "JPEG quality (default 95), or lossy WebP at this quality (default: lossless); 1-100")
+      ->check(CLI::Range(1, 100));
+  app.add_option("--grid", grid, "write all images as one grid, in the format its extension names (.png, .jpg, .webp, .bmp, .tga)");
   app.add_option("--nrow", nrow, "images per grid row")->check(CLI::PositiveNumber);
   app.add_option("--bn", bn, "batch norm statistics: eval (running statistics, as netG.eval()) or batch")->check(CLI::IsMember({"eval", "batch"}));
   app.add_option("--interpolate", interpolate, "K: a grid of K-step spherical interpolations between random latent pairs (one row per pair)")->check(CLI::Range(2, 1000));
@@ -97,9 +111,19 @@ int run(int argc, char** argv) {
     if (best_of && (!latent.empty() || interpolate)) throw CLI::ValidationError("--best-of cannot be combined with --latent or --interpolate");
     if (best_of && best_of < num) throw CLI::ValidationError("--best-of " + std::to_string(best_of) + " must be at least --num " + std::to_string(num));
     if (median != 0 && median % 2 == 0) throw CLI::ValidationError("--median " + std::to_string(median) + ": the window must be odd (3, 5, ...)");
+    if (!grid.empty() && !data::image_extension_writable(grid))
+      throw CLI::ValidationError("--grid " + grid + ": cannot write that kind of file; end the name with one of " +
+                                 data::writable_image_extensions());
+    if (!out_dir.empty() && !data::image_extension_writable("x." + format))
+      throw CLI::ValidationError("--format " + format + ": this gantry was built without libwebp; use png, jpg, bmp or tga");
+    if (app.count("--format") && out_dir.empty()) throw CLI::ValidationError("--format names --out's files; give --out DIR (--grid takes its file's extension)");
+    if (quality && !has_quality(out_dir.empty() ? "" : format) && !has_quality(grid.empty() ? "" : fs::path(grid).extension().string()))
+      throw CLI::ValidationError("--quality is for JPEG and WebP files; neither --out's --format " + format +
+                                 (grid.empty() ? "" : " nor --grid " + grid) + " is one");
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  const int jpeg_quality = quality ? quality : 95;
   const Device device = apps::choose_device(device_choice);
   const std::string gen_file = apps::resolve_generator_file(checkpoint, /*prefer_ema=*/!no_ema);
   std::string disc_file;
@@ -188,15 +212,15 @@ int run(int argc, char** argv) {
     fs::create_directories(out_dir);
     for (int64_t i = 0; i < n_out; ++i) {
       char name[32];
-      std::snprintf(name, sizeof name, "%06lld.png", static_cast<long long>(i));
-      data::save_png((fs::path(out_dir) / name).string(),
-                     post ? processed[i] : data::tensor_to_image(images.narrow0(i, 1)));
+      std::snprintf(name, sizeof name, "%06lld.%s", static_cast<long long>(i), format.c_str());
+      data::write_image((fs::path(out_dir) / name).string(),
+                        post ? processed[i] : data::tensor_to_image(images.narrow0(i, 1)), jpeg_quality, quality);
     }
     std::cerr << "wrote " << n_out << " images to " << out_dir << "\n";
   }
   if (!grid.empty()) {
     if (fs::path(grid).has_parent_path()) fs::create_directories(fs::path(grid).parent_path());
-    data::save_png(grid, data::make_grid(images, static_cast<int>(nrow)));
+    data::write_image(grid, data::make_grid(images, static_cast<int>(nrow)), jpeg_quality, quality);
     std::cerr << "wrote grid " << grid << "\n";
   }
   return 0;

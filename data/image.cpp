@@ -436,15 +436,24 @@ std::vector<uint8_t> encode_webp(const Image& img, int lossy_quality) {
 #endif
 }
 
-void write_image(const std::string& path, const Image& img, int jpeg_quality) {
+bool image_extension_writable(const std::string& path) {
+  const std::string e = extension_of(path);
+  return e == ".png" || e == ".jpg" || e == ".jpeg" || e == ".bmp" || e == ".tga" ||
+         (e == ".webp" && webp_supported());
+}
+
+std::string writable_image_extensions() {
+  return std::string(".png, .jpg, .jpeg, .bmp, .tga") + (webp_supported() ? ", .webp" : "");
+}
+
+void write_image(const std::string& path, const Image& img, int jpeg_quality, int webp_quality) {
   const std::string e = extension_of(path);
   if (e == ".png") return write_file_atomic(path, encode_png(img));
-  if (e == ".webp") return write_file_atomic(path, encode_webp(img));
+  if (e == ".webp") return write_file_atomic(path, encode_webp(img, webp_quality));
   if (e == ".jpg" || e == ".jpeg") return write_file_atomic(path, encode_jpeg(img, jpeg_quality));
   if (e == ".bmp") return write_file_atomic(path, encode_bmp(img));
   if (e == ".tga") return write_file_atomic(path, encode_tga(img));
-  throw std::invalid_argument("write_image: " + path +
-                              ": unknown extension; use .png, .jpg, .jpeg, .bmp, .tga or .webp");
+  throw std::invalid_argument("write_image: " + path + ": unknown extension; use .png, .jpg, .jpeg, .bmp, .tga or .webp");
 }
 
 // ---- pixel operations -------------------------------------------------------------------------

@@ -75,8 +75,14 @@ std::vector<uint8_t> encode_jpeg(const Image& img, int quality = 95);  // 1 or 3
 std::vector<uint8_t> encode_bmp(const Image& img);
 std::vector<uint8_t> encode_tga(const Image& img);
 // Writes an image choosing the format by extension (.png .jpg/.jpeg .bmp .tga .webp), atomically
-// (see write_file_atomic).
-void write_image(const std::string& path, const Image& img, int jpeg_quality = 95);
+// (see write_file_atomic). webp_quality 0 is lossless WebP, 1-100 lossy at that quality.
+void write_image(const std::string& path, const Image& img, int jpeg_quality = 95,
+                 int webp_quality = 0);
+// Whether write_image can write `path` in this build: its extension is one of those above
+// (case-insensitive), and .webp only where webp_supported().
+bool image_extension_writable(const std::string& path);
+// The extensions write_image takes in this build, for messages: ".png, .jpg, .jpeg, .bmp, .tga[, .webp]".
+std::string writable_image_extensions();
 // Writes bytes to `path` through a temporary file in the same folder that is flushed and then
 // renamed over `path`, so readers never see a half-written file.
 void write_file_atomic(const std::string& path, const std::vector<uint8_t>& bytes);

@@ -167,6 +167,9 @@ TEST_CASE("WebP: lossless round trips, lossy with alpha, truncation, bad headers
   for (size_t i = 0; i < got.pixels.size(); ++i) err += std::abs(int(got.pixels[i]) - int(smooth.pixels[i]));
   CHECK(err / double(got.pixels.size()) < 4.0);  // mean absolute error in 8-bit levels
   CHECK_THROWS_AS(encode_webp(smooth, 101), std::invalid_argument);
+  // write_image's webp_quality: the lossy encoder's bytes (0, the default, is lossless: above).
+  write_image((dir / "lossy_w.webp").string(), smooth, 95, 90);
+  CHECK(testdata::read_bytes(dir / "lossy_w.webp") == lossy);
 
   // Truncated: the RIFF size says so; decoding names the file.
   testdata::write_bytes(dir / "cut.webp", std::vector<uint8_t>(lossy.begin(), lossy.begin() + lossy.size() / 2));
@@ -177,6 +180,17 @@ TEST_CASE("WebP: lossless round trips, lossy with alpha, truncation, bad headers
   testdata::write_bytes(dir / "junk.webp", junk);
   CHECK_THAT(check_image_file((dir / "junk.webp").string()), Catch::Contains("not a readable WebP"));
   CHECK_THROWS_WITH(load_image((dir / "junk.webp").string()), Catch::Contains("junk.webp"));
+}
+
+TEST_CASE("image_extension_writable: what write_image takes in this build", "[data][image]") {
+  for (const char* p : {"a.png", "b/c.PNG", "d.jpg", "e.JPEG", "f.bmp", "g.tga"}) CHECK(image_extension_writable(p));
+  for (const char* p : {"a.gif", "b", "c.png.tmp", "d.jpg/", ".png"}) CHECK_FALSE(image_extension_writable(p));
+  CHECK(image_extension_writable("w.webp") == webp_supported());
+  CHECK((writable_image_extensions().find(".webp") != std::string::npos) == webp_supported());
+  const auto dir = fresh_dir("writable");
+  CHECK_THROWS_WITH(write_image((dir / "x.gif").string(), Image(2, 2, 3, 0)),
+                    Catch::Contains("x.gif") && Catch::Contains("unknown extension"));
+  CHECK_FALSE(std::filesystem::exists(dir / "x.gif"));
 }
 
 TEST_CASE("resize: filters keep constants, box averages exactly", "[data][resize]") {

@@ -193,6 +193,28 @@ for case in $CASES; do
     expect_in "$WORK/o" "\[3, 21\]"
     "$GEN" --checkpoint "$WORK/netG.safetensors" --interpolate 6 --num 2 --grid "$WORK/interp.png" >"$WORK/o" 2>&1 || fail "--interpolate failed"
     [ -s "$WORK/interp.png" ] || fail "no interpolation grid"
+    # Other formats: --format names --out's files, --grid's extension its own; the files are what
+    # their names say (JPEG starts FF D8 FF, BMP "BM"); a lower --quality gives a smaller JPEG.
+    "$GEN" --checkpoint "$WORK/netG.safetensors" --num 2 --format jpg --quality 80 --out "$WORK/genj" --grid "$WORK/grid.bmp" >"$WORK/o" 2>&1 \
+      || fail "--format jpg failed: $(tail -3 "$WORK/o")"
+    [ "$(ls "$WORK/genj")" = "$(printf '000000.jpg\n000001.jpg')" ] || fail "--format jpg wrote $(ls "$WORK/genj" | tr '\n' ' ')"
+    [ "$(head -c 3 "$WORK/genj/000000.jpg" | od -An -tx1 | tr -d ' ')" = ffd8ff ] || fail "000000.jpg is not a JPEG"
+    [ "$(head -c 2 "$WORK/grid.bmp")" = BM ] || fail "--grid grid.bmp is not a BMP"
+    "$GEN" --checkpoint "$WORK/netG.safetensors" --num 2 --format jpg --quality 10 --out "$WORK/genj10" >"$WORK/o" 2>&1 || fail "--quality 10 failed"
+    cmp -s "$WORK/genj10/000000.jpg" "$WORK/genj/000000.jpg" && fail "--quality 10 and 80 wrote the same JPEG"
+    [ "$(stat -c %s "$WORK/genj10/000000.jpg")" -lt "$(stat -c %s "$WORK/genj/000000.jpg")" ] || fail "--quality 10 is not smaller than --quality 80"
+    # WebP where this build has libwebp (the GPU machine may not): RIFF....WEBP.
+    if "$GEN" --checkpoint "$WORK/netG.safetensors" --num 2 --grid "$WORK/grid.webp" >"$WORK/o" 2>&1; then
+      [ "$(head -c 12 "$WORK/grid.webp" | tail -c 4)" = WEBP ] || fail "--grid grid.webp is not a WebP"
+    else
+      expect_in "$WORK/o" "end the name with one of .png, .jpg, .jpeg, .bmp, .tga$"
+    fi
+    "$GEN" --checkpoint "$WORK/netG.safetensors" --num 2 --grid "$WORK/grid.gif" >"$WORK/o" 2>&1 && fail "--grid .gif accepted"
+    expect_in "$WORK/o" "grid.gif: cannot write that kind of file; end the name with one of .png, .jpg"
+    "$GEN" --checkpoint "$WORK/netG.safetensors" --num 2 --quality 50 --out "$WORK/genq" >"$WORK/o" 2>&1 && fail "--quality with png accepted"
+    expect_in "$WORK/o" "--quality is for JPEG and WebP files"
+    "$GEN" --checkpoint "$WORK/netG.safetensors" --num 2 --format jpg --grid "$WORK/g2.png" >"$WORK/o" 2>&1 && fail "--format without --out accepted"
+    expect_in "$WORK/o" "--format names --out's files"
     ;;
   convert)
     # safetensors -> .pth -> safetensors: the same generator each way (the same PNGs, bit for
