@@ -15,6 +15,7 @@
 #include "gantry/core/autograd.h"
 #include "gantry/core/ops.h"
 #include "gantry/core/random.h"
+#include "gantry/core/safetensors.h"
 #include "gantry/core/torch_checkpoint.h"
 #include "gantry/core/version.h"
 #include "gantry/data/grid.h"
@@ -64,6 +65,30 @@ Tensor load_latents(const std::string& path, int64_t nz) {
   return z->tensor.reshape({s[0], nz, 1, 1});
 }
 
+// N(0, 1) latents of `shape`; with truncation T > 0 the truncation trick of BigGAN (Brock et al.
+// 2019): entries with |z| > T are drawn again from the same stream until none is left, so
+// the values follow N(0, 1) restricted to [-T, T]. Deterministic for a seed.
+Tensor draw_latents(const Shape& shape, float truncation, Generator& rng) {
+  Tensor z = Tensor::randn(shape, &rng);
+  if (truncation <= 0) return z;
+  float* p = z.data();
+  std::vector<int64_t> out;
+  for (int64_t i = 0; i < z.numel(); ++i)
+    if (std::fabs(p[i]) > truncation) out.push_back(i);
+  std::vector<float> redraw;
+  while (!out.empty()) {
+    redraw.resize(out.size());
+    rng.fill_normal(redraw.data(), static_cast<int64_t>(redraw.size()), 0.f, 1.f);
+    std::vector<int64_t> still;
+    for (size_t j = 0; j < out.size(); ++j) {
+      if (std::fabs(redraw[j]) > truncation) still.push_back(out[j]);
+      else p[out[j]] = redraw[j];
+    }
+    out.swap(still);
+  }
+  return z;
+}
+
 // Whether a format (an --format name or a file extension) has a quality setting: JPEG and WebP.
 bool has_quality(std::string f) {
   if (!f.empty() && f[0] == '.') f.erase(0, 1);
@@ -75,6 +100,8 @@ int run(int argc, char** argv) {
   std::string checkpoint, key, latent, out_dir, grid, device_choice = "auto", bn = "eval", format = "png";
   int64_t num = 64, batch_size = 256, nrow = 8;
   int quality = 0;  // 0: the format's default (JPEG 95, WebP lossless)
+  float truncation = 0;  // 0: plain N(0, 1) latents
+  std::string save_latents;
   uint64_t seed = 0;
   int interpolate = 0;
   int64_t best_of = 0;
@@ -87,6 +114,9 @@ int run(int argc, char** argv) {
   app.add_option("--num", num, "number of images (with --interpolate: number of interpolation rows)")->check(CLI::PositiveNumber);
   app.add_option("--seed", seed, "seed of the latent vectors");
   app.add_option("--latent", latent, "a safetensors or torch.save file with a tensor z of shape [N, nz] or [N, nz, 1, 1] (torch.save({'z': z}, 'z.pt')); images come out in that order");
+  app.add_option("--truncation", truncation, "the truncation trick (BigGAN): latent entries with |z| > T are drawn again, so every entry lies in [-T, T]; smaller T trades variety for fidelity")
+      ->check(CLI::Range(0.05f, 1000.f));
+  app.add_option("--save-latents", save_latents, "write the latent vectors of the images written, in their order, as z [N, nz, 1, 1] to this .safetensors file (--latent reads it back)");
   app.add_option("--out", out_dir, "write each image to its own file in this folder: 000000.png, 000001.png, ... (--format picks the format)");
   app.add_option("--format", format, "the format of --out's files: png, jpg, webp, bmp or tga (--grid takes its file's extension)")
       ->check(CLI::IsMember({"png", "jpg", "jpeg", "webp", "bmp", "tga"}));
@@ -108,6 +138,9 @@ int run(int argc, char** argv) {
     if (out_dir.empty() && grid.empty()) throw CLI::ValidationError("give --out DIR and/or --grid FILE.png: nowhere to write images");
     if (!latent.empty() && interpolate) throw CLI::ValidationError("--latent and --interpolate cannot be combined");
     if (!latent.empty() && app.count("--num")) throw CLI::ValidationError("--num comes from --latent's z; give one of them");
+    if (!latent.empty() && truncation > 0) throw CLI::ValidationError("--truncation draws the latents; --latent gives them: give one of them");
+    if (!save_latents.empty() && fs::path(save_latents).extension() != ".safetensors")
+      throw CLI::ValidationError("--save-latents " + save_latents + ": the file name must end in .safetensors");
     if (best_of && (!latent.empty() || interpolate)) throw CLI::ValidationError("--best-of cannot be combined with --latent or --interpolate");
     if (best_of && best_of < num) throw CLI::ValidationError("--best-of " + std::to_string(best_of) + " must be at least --num " + std::to_string(num));
     if (median != 0 && median % 2 == 0) throw CLI::ValidationError("--median " + std::to_string(median) + ": the window must be odd (3, 5, ...)");
@@ -144,7 +177,7 @@ int run(int argc, char** argv) {
     z = load_latents(latent, g->nz);
   } else if (interpolate) {
     Generator rng(seed);
-    Tensor ends = Tensor::randn({2 * num, g->nz}, &rng);
+    Tensor ends = draw_latents({2 * num, g->nz}, truncation, rng);
     std::vector<float> e = ends.to_vector(), all;
     for (int64_t r = 0; r < num; ++r) {
       std::vector<float> a(e.begin() + 2 * r * g->nz, e.begin() + (2 * r + 1) * g->nz);
@@ -158,7 +191,7 @@ int run(int argc, char** argv) {
     nrow = interpolate;
   } else {
     Generator rng(seed);
-    z = Tensor::randn({best_of ? best_of : num, g->nz, 1, 1}, &rng);
+    z = draw_latents({best_of ? best_of : num, g->nz, 1, 1}, truncation, rng);
   }
 
   NoGradGuard no_grad;
@@ -183,8 +216,13 @@ int run(int argc, char** argv) {
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return scores[a] > scores[b]; });
     std::vector<Tensor> keep;
-    for (int64_t i = 0; i < num; ++i) keep.push_back(images.narrow0(order[i], 1));
+    std::vector<Tensor> keep_z;
+    for (int64_t i = 0; i < num; ++i) {
+      keep.push_back(images.narrow0(order[i], 1));
+      keep_z.push_back(z.narrow0(order[i], 1));
+    }
     images = cat(keep, 0);
+    z = cat(keep_z, 0);
     n_out = num;
     std::cerr << "best " << num << " of " << n << " by " << disc_file << ": D scores " << scores[order[0]] << " .. "
               << scores[order[num - 1]] << " (all: " << scores[order[n - 1]] << " .. " << scores[order[0]] << ")\n";
@@ -217,6 +255,11 @@ int run(int argc, char** argv) {
                         post ? processed[i] : data::tensor_to_image(images.narrow0(i, 1)), jpeg_quality, quality);
     }
     std::cerr << "wrote " << n_out << " images to " << out_dir << "\n";
+  }
+  if (!save_latents.empty()) {
+    if (fs::path(save_latents).has_parent_path()) fs::create_directories(fs::path(save_latents).parent_path());
+    save_safetensors(save_latents, {{"z", z.reshape({n_out, g->nz, 1, 1})}});
+    std::cerr << "wrote the " << n_out << " latent vectors to " << save_latents << "\n";
   }
   if (!grid.empty()) {
     if (fs::path(grid).has_parent_path()) fs::create_directories(fs::path(grid).parent_path());

@@ -101,6 +101,17 @@ def poison(path):
         f.write(data)
 
 
+def describe(path, name):
+    """Prints a F32 tensor's shape and its largest |value| (for checks of written files)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    n = struct.unpack("<Q", data[:8])[0]
+    e = json.loads(data[8:8 + n])[name]
+    b, end = e["data_offsets"]
+    values = struct.unpack("<%df" % ((end - b) // 4), data[8 + n + b:8 + n + end])
+    print("shape %s max_abs %.6f" % ("x".join(map(str, e["shape"])), max(abs(v) for v in values)))
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "folder":
@@ -111,5 +122,7 @@ if __name__ == "__main__":
         latent(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
     elif cmd == "poison":
         poison(sys.argv[2])
+    elif cmd == "describe":
+        describe(sys.argv[2], sys.argv[3])
     else:
         sys.exit("unknown fixture " + cmd)

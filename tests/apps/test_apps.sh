@@ -193,6 +193,21 @@ for case in $CASES; do
     expect_in "$WORK/o" "\[3, 21\]"
     "$GEN" --checkpoint "$WORK/netG.safetensors" --interpolate 6 --num 2 --grid "$WORK/interp.png" >"$WORK/o" 2>&1 || fail "--interpolate failed"
     [ -s "$WORK/interp.png" ] || fail "no interpolation grid"
+    # The truncation trick keeps every latent entry in [-T, T]; --save-latents writes the z of the
+    # images written, and --latent gives back the same images from it, byte for byte.
+    "$GEN" --checkpoint "$WORK/netG.safetensors" --num 6 --seed 3 --truncation 0.5 --save-latents "$WORK/zt/z.safetensors" --out "$WORK/gent" >"$WORK/o" 2>&1 \
+      || fail "--truncation --save-latents failed: $(tail -3 "$WORK/o")"
+    "$PY" "$HERE/fixtures.py" describe "$WORK/zt/z.safetensors" z >"$WORK/d" || fail "--save-latents wrote no readable z"
+    awk '$2 != "6x20x1x1" || $4 > 0.5 { exit 1 }' "$WORK/d" || fail "--truncation 0.5 saved $(cat "$WORK/d")"
+    "$GEN" --checkpoint "$WORK/netG.safetensors" --num 6 --seed 3 --save-latents "$WORK/z6.safetensors" --out "$WORK/gen6" >"$WORK/o" 2>&1 || fail "--save-latents failed"
+    "$PY" "$HERE/fixtures.py" describe "$WORK/z6.safetensors" z >"$WORK/d"
+    awk '$4 <= 0.5 { exit 1 }' "$WORK/d" || fail "without --truncation all 120 entries lie in [-0.5, 0.5]: $(cat "$WORK/d")"
+    "$GEN" --checkpoint "$WORK/netG.safetensors" --latent "$WORK/zt/z.safetensors" --out "$WORK/genrt" >"$WORK/o" 2>&1 || fail "--latent of --save-latents failed"
+    for i in 0 1 2 3 4 5; do cmp -s "$WORK/gent/00000$i.png" "$WORK/genrt/00000$i.png" || fail "image $i differs when regenerated from --save-latents"; done
+    "$GEN" --checkpoint "$WORK/netG.safetensors" --latent "$WORK/zt/z.safetensors" --truncation 1 --out "$WORK/genx" >"$WORK/o" 2>&1 && fail "--latent with --truncation accepted"
+    expect_in "$WORK/o" "--truncation draws the latents; --latent gives them"
+    "$GEN" --checkpoint "$WORK/netG.safetensors" --num 2 --save-latents "$WORK/z.pt" --out "$WORK/genx" >"$WORK/o" 2>&1 && fail "--save-latents z.pt accepted"
+    expect_in "$WORK/o" "z.pt: the file name must end in .safetensors"
     # Other formats: --format names --out's files, --grid's extension its own; the files are what
     # their names say (JPEG starts FF D8 FF, BMP "BM"); a lower --quality gives a smaller JPEG.
     "$GEN" --checkpoint "$WORK/netG.safetensors" --num 2 --format jpg --quality 80 --out "$WORK/genj" --grid "$WORK/grid.bmp" >"$WORK/o" 2>&1 \
@@ -408,7 +423,7 @@ for case in $CASES; do
     ;;
   generate_post)
     [ -d "$WORK/qa" ] || "$TRAIN" "${TINY[@]}" --max-steps 3 --out "$WORK/qa" >"$WORK/o" 2>&1
-    "$GEN" --checkpoint "$WORK/qa" --best-of 12 --num 3 --out "$WORK/best" --upscale 2 --median 3 --sharpen --grid "$WORK/best.png" >"$WORK/o" 2>&1 \
+    "$GEN" --checkpoint "$WORK/qa" --best-of 12 --num 3 --out "$WORK/best" --upscale 2 --median 3 --sharpen --grid "$WORK/best.png" --save-latents "$WORK/best_z.safetensors" >"$WORK/o" 2>&1 \
       || fail "--best-of with post-processing failed: $(tail -3 "$WORK/o")"
     expect_in "$WORK/o" "best 3 of 12"
     [ "$(ls "$WORK/best" | wc -l)" = 3 ] || fail "--best-of 12 --num 3 wrote $(ls "$WORK/best" | wc -l) images"
@@ -417,6 +432,22 @@ import struct, sys
 d = open(sys.argv[1], "rb").read()
 w, h = struct.unpack(">II", d[16:24])
 sys.exit(0 if (w, h) == (64, 64) else 1)
+PYEOF
+    # --save-latents with --best-of: the kept images' z, best first. --num 12 keeps all 12 in D's
+    # order, and --latent regenerates those images from its z in that order; the 3 best are its first.
+    "$GEN" --checkpoint "$WORK/qa" --best-of 12 --num 12 --out "$WORK/all" --save-latents "$WORK/all_z.safetensors" >"$WORK/o" 2>&1 \
+      || fail "--best-of 12 --num 12 failed: $(tail -3 "$WORK/o")"
+    "$GEN" --checkpoint "$WORK/qa" --latent "$WORK/all_z.safetensors" --out "$WORK/all_rt" >"$WORK/o" 2>&1 || fail "--latent of --best-of's z failed"
+    for f in "$WORK"/all/*.png; do cmp -s "$f" "$WORK/all_rt/$(basename "$f")" || fail "--best-of's saved z do not give its images in its order ($(basename "$f"))"; done
+    "$PY" - "$WORK/best_z.safetensors" "$WORK/all_z.safetensors" <<'PYEOF' || fail "--best-of's --save-latents are not the 3 best of the 12 latents"
+import json, struct, sys
+def rows(path):
+    d = open(path, "rb").read(); n = struct.unpack("<Q", d[:8])[0]; e = json.loads(d[8:8 + n])["z"]
+    b, end = e["data_offsets"]; v = struct.unpack("<%df" % ((end - b) // 4), d[8 + n + b:8 + n + end])
+    k = len(v) // e["shape"][0]
+    return [v[i * k:(i + 1) * k] for i in range(e["shape"][0])]
+best, every = rows(sys.argv[1]), rows(sys.argv[2])
+sys.exit(0 if len(best) == 3 and len(every) == 12 and best == every[:3] else 1)
 PYEOF
     [ -f "$WORK/netG.safetensors" ] || "$PY" "$HERE/fixtures.py" pytorch-generator "$WORK/netG.safetensors" 20 8 3
     "$GEN" --checkpoint "$WORK/netG.safetensors" --best-of 8 --num 2 --grid "$WORK/x.png" >"$WORK/o" 2>&1 && fail "--best-of without a discriminator accepted"
