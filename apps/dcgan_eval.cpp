@@ -36,6 +36,7 @@ int run(int argc, char** argv) {
   int64_t num = 1000, subset_size = 0;
   int subsets = 100, threads = 0;
   uint64_t seed = 0;
+  float truncation = 0;
   bool no_ema = false;
   CLI::App app{"dcgan_eval: KID and FID of a DCGAN generator (gantry " + std::string(version()) + ")"};
   app.option_defaults()->always_capture_default();
@@ -51,11 +52,15 @@ int run(int argc, char** argv) {
   app.add_option("--subsets", subsets, "KID: number of subsets")->check(CLI::PositiveNumber);
   app.add_option("--subset-size", subset_size, "KID: rows per subset (0 = min(1000, num/2), so subsets differ and the +- means something)")->check(CLI::Range(int64_t{0}, int64_t{1000000}));
   app.add_option("--seed", seed, "seed of the latent vectors");
+  app.add_option("--truncation", truncation, "score images from truncated latents (dcgan_generate --truncation: entries with |z| > T drawn again); 0 = off")
+      ->check(CLI::Range(0.f, 1000.f));
   app.add_flag("--no-ema", no_ema, "score the raw generator even when the run has an EMA generator");
   app.add_option("--device", device_choice, "auto, cpu, cuda or cuda:N");
   app.add_option("--threads", threads, "CPU threads (0 = all cores)");
   try {
     app.parse(argc, argv);
+    if (truncation != 0 && truncation < 0.05f)
+      throw CLI::ValidationError("--truncation " + std::to_string(truncation) + ": give 0 (off) or at least 0.05, as dcgan_generate takes");
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
@@ -88,7 +93,7 @@ int run(int argc, char** argv) {
 
   NoGradGuard no_grad;
   const Tensor real = apps::classifier_features(*net, apps::dataset_images(*ds, num, g->image_size, static_cast<int>(g->nc)), device);
-  const Tensor fake = apps::generated_features(*net, [&](const Tensor& z) { return g->forward(z); }, g->nz, num, seed, device);
+  const Tensor fake = apps::generated_features(*net, [&](const Tensor& z) { return g->forward(z); }, g->nz, num, seed, device, 64, truncation);
   const apps::QualityScores q = apps::score(real, fake, subsets, subset_size);
   std::cout << "KID " << q.kid.mean << " +- " << q.kid.std << " (" << q.kid.subsets << " subsets of " << q.kid.subset_size
             << ")\nFID " << q.fid << "\n";
@@ -98,7 +103,8 @@ int run(int argc, char** argv) {
   json j = {{"kid", q.kid.mean},        {"kid_std", q.kid.std},     {"kid_subsets", q.kid.subsets},
             {"kid_subset_size", q.kid.subset_size}, {"fid", q.fid}, {"num", num},
             {"generator", gen_file},    {"features", features},     {"dataset", ds->name()},
-            {"bn", bn},                 {"seed", seed},             {"gantry_version", version()}};
+            {"bn", bn},                 {"seed", seed},             {"truncation", truncation},
+            {"gantry_version", version()}};
   apps::write_text_atomic(json_out, j.dump(2) + "\n");
   std::cerr << "wrote " << json_out << "\n";
   return 0;

@@ -65,30 +65,6 @@ Tensor load_latents(const std::string& path, int64_t nz) {
   return z->tensor.reshape({s[0], nz, 1, 1});
 }
 
-// N(0, 1) latents of `shape`; with truncation T > 0 the truncation trick of BigGAN (Brock et al.
-// 2019): entries with |z| > T are drawn again from the same stream until none is left, so
-// the values follow N(0, 1) restricted to [-T, T]. Deterministic for a seed.
-Tensor draw_latents(const Shape& shape, float truncation, Generator& rng) {
-  Tensor z = Tensor::randn(shape, &rng);
-  if (truncation <= 0) return z;
-  float* p = z.data();
-  std::vector<int64_t> out;
-  for (int64_t i = 0; i < z.numel(); ++i)
-    if (std::fabs(p[i]) > truncation) out.push_back(i);
-  std::vector<float> redraw;
-  while (!out.empty()) {
-    redraw.resize(out.size());
-    rng.fill_normal(redraw.data(), static_cast<int64_t>(redraw.size()), 0.f, 1.f);
-    std::vector<int64_t> still;
-    for (size_t j = 0; j < out.size(); ++j) {
-      if (std::fabs(redraw[j]) > truncation) still.push_back(out[j]);
-      else p[out[j]] = redraw[j];
-    }
-    out.swap(still);
-  }
-  return z;
-}
-
 // Whether a format (an --format name or a file extension) has a quality setting: JPEG and WebP.
 bool has_quality(std::string f) {
   if (!f.empty() && f[0] == '.') f.erase(0, 1);
@@ -177,7 +153,7 @@ int run(int argc, char** argv) {
     z = load_latents(latent, g->nz);
   } else if (interpolate) {
     Generator rng(seed);
-    Tensor ends = draw_latents({2 * num, g->nz}, truncation, rng);
+    Tensor ends = sample_latents({2 * num, g->nz}, rng, truncation);
     std::vector<float> e = ends.to_vector(), all;
     for (int64_t r = 0; r < num; ++r) {
       std::vector<float> a(e.begin() + 2 * r * g->nz, e.begin() + (2 * r + 1) * g->nz);
@@ -191,7 +167,7 @@ int run(int argc, char** argv) {
     nrow = interpolate;
   } else {
     Generator rng(seed);
-    z = draw_latents({best_of ? best_of : num, g->nz, 1, 1}, truncation, rng);
+    z = sample_latents({best_of ? best_of : num, g->nz, 1, 1}, rng, truncation);
   }
 
   NoGradGuard no_grad;

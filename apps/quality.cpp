@@ -8,6 +8,7 @@
 #include "gantry/core/ops.h"
 #include "gantry/core/random.h"
 #include "gantry/data/transforms.h"
+#include "gantry/models/dcgan.h"
 
 namespace gantry::apps {
 
@@ -75,12 +76,14 @@ Tensor dataset_images(const data::Dataset& ds, int64_t count, int image_size, in
 }
 
 Tensor generated_features(ConvClassifier& net, const std::function<Tensor(const Tensor&)>& sample, int64_t nz,
-                          int64_t count, uint64_t seed, Device device, int64_t chunk) {
+                          int64_t count, uint64_t seed, Device device, int64_t chunk, float truncation) {
   Generator gen(seed);
   std::vector<Tensor> parts;
   for (int64_t i = 0; i < count; i += chunk) {
     const int64_t n = std::min(chunk, count - i);
-    Tensor z = Tensor::randn({n, nz, 1, 1}, &gen, device);
+    // Untruncated latents are drawn on the device itself (the same values, by Philox's contract).
+    Tensor z = truncation > 0 ? sample_latents({n, nz, 1, 1}, gen, truncation).to(device)
+                              : Tensor::randn({n, nz, 1, 1}, &gen, device);
     parts.push_back(classifier_features(net, sample(z), device));
   }
   return parts.size() == 1 ? parts[0] : cat(parts, 0);

@@ -23,9 +23,11 @@ Tensor classifier_features(ConvClassifier& net, const Tensor& images, Device dev
 // training sees them (size S, `channels` channels, no flip): [count, channels, S, S].
 Tensor dataset_images(const data::Dataset& ds, int64_t count, int image_size, int channels);
 // Features of `count` generated images: sample(z) maps latents [n, nz, 1, 1] to images; the
-// latents come from Generator(seed), in chunks of `chunk`.
+// latents come from Generator(seed), in chunks of `chunk`, truncated at `truncation` when it is
+// positive (sample_latents, models/dcgan.h).
 Tensor generated_features(ConvClassifier& net, const std::function<Tensor(const Tensor&)>& sample,
-                          int64_t nz, int64_t count, uint64_t seed, Device device, int64_t chunk = 64);
+                          int64_t nz, int64_t count, uint64_t seed, Device device, int64_t chunk = 64,
+                          float truncation = 0);
 
 struct QualityScores {
   KidResult kid;

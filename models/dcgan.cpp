@@ -1,6 +1,7 @@
 // DCGAN generator and discriminator builders. See dcgan.h for the architecture.
 #include "gantry/models/dcgan.h"
 
+#include <cmath>
 #include <map>
 #include <stdexcept>
 #include <string>
@@ -213,6 +214,31 @@ std::shared_ptr<DCGANDiscriminator> discriminator_from_state_dict(const StateDic
                                 " but does not match it:\n" + e.what());
   }
   return d;
+}
+
+// ---- Latents ----------------------------------------------------------------------------------
+
+Tensor sample_latents(const Shape& shape, Generator& gen, float truncation) {
+  if (!(truncation >= 0))
+    throw std::invalid_argument("sample_latents: truncation must be 0 (off) or positive, got " + std::to_string(truncation));
+  Tensor z = Tensor::randn(shape, &gen);
+  if (truncation == 0) return z;
+  float* p = z.data();
+  std::vector<int64_t> outside;  // indices still beyond the threshold
+  for (int64_t i = 0; i < z.numel(); ++i)
+    if (std::fabs(p[i]) > truncation) outside.push_back(i);
+  std::vector<float> redraw;
+  while (!outside.empty()) {
+    redraw.resize(outside.size());
+    gen.fill_normal(redraw.data(), static_cast<int64_t>(redraw.size()), 0.f, 1.f);
+    size_t still = 0;
+    for (size_t j = 0; j < outside.size(); ++j) {
+      if (std::fabs(redraw[j]) > truncation) outside[still++] = outside[j];
+      else p[outside[j]] = redraw[j];
+    }
+    outside.resize(still);
+  }
+  return z;
 }
 
 }  // namespace gantry

@@ -81,4 +81,11 @@ std::shared_ptr<DCGANDiscriminator> make_discriminator(int64_t nc, int64_t ndf, 
 std::shared_ptr<DCGANGenerator> generator_from_state_dict(const StateDict& sd);
 std::shared_ptr<DCGANDiscriminator> discriminator_from_state_dict(const StateDict& sd);
 
+// Latent vectors of `shape` (e.g. [n, nz, 1, 1]) on the host, N(0, 1) from `gen`: the same
+// values as Tensor::randn(shape, &gen). With truncation T > 0, BigGAN's truncation trick (Brock
+// et al. 2019, "resampling the values with magnitude above a chosen threshold"): entries with
+// |z| > T are drawn again from `gen`, in index order, until none is left, so each entry follows
+// N(0, 1) restricted to [-T, T]. Deterministic for a generator state. Requires T >= 0 (0 = off).
+Tensor sample_latents(const Shape& shape, Generator& gen, float truncation = 0);
+
 }  // namespace gantry

@@ -476,6 +476,14 @@ PYEOF
     expect_in "$WORK/o" "FID"
     grep -q '"fid"' "$WORK/qe/eval.json" || fail "no eval.json with fid"
     grep -q '"kid_std"' "$WORK/qe/eval.json" || fail "eval.json lacks kid_std"
+    # --truncation scores other images (the same seed, truncated latents) and says so in eval.json.
+    fid_plain=$(sed -n 's/^FID //p' "$WORK/o")
+    "$EVAL" --checkpoint "$WORK/qe" --features "$WORK/clf.safetensors" --num 16 --subsets 5 --device cpu --truncation 0.5 \
+      --json "$WORK/qe/eval_t.json" >"$WORK/o" 2>&1 || fail "dcgan_eval --truncation failed: $(tail -3 "$WORK/o")"
+    grep -q '"truncation": 0.5' "$WORK/qe/eval_t.json" || fail "eval.json lacks the truncation: $(cat "$WORK/qe/eval_t.json")"
+    [ "$(sed -n 's/^FID //p' "$WORK/o")" != "$fid_plain" ] || fail "--truncation 0.5 gave the untruncated FID $fid_plain"
+    "$EVAL" --checkpoint "$WORK/qe" --features "$WORK/clf.safetensors" --num 16 --truncation 0.01 >"$WORK/o" 2>&1 && fail "--truncation 0.01 accepted"
+    expect_in "$WORK/o" "give 0 (off) or at least 0.05"
     "$EVAL" --checkpoint "$WORK/qe" --features "$WORK/qe/config.json" --num 16 >"$WORK/o" 2>&1 && fail "a non-classifier --features accepted"
     "$TRAIN" --eval-every 5 >"$WORK/o" 2>&1 && fail "--eval-every without --features accepted"; expect_in "$WORK/o" "features"
     ;;
