@@ -30,6 +30,12 @@ Device choose_device(const std::string& choice, const std::string& flag) {
   return dev;
 }
 
+void note_truncation_with_batch_stats(float truncation, const std::string& bn) {
+  if (truncation > 0 && bn == "batch")
+    std::cerr << "note: --truncation with --bn batch: G's batch norm rescales the truncated latents by their own "
+                 "statistics, which undoes most of the truncation; --bn eval keeps it (docs/quality.md)\n";
+}
+
 int run_app(const char* app, int (*body)(int, char**), int argc, char** argv) {
   try {
     return body(argc, argv);

@@ -11,6 +11,10 @@ namespace gantry::apps {
 // naming the flag. `flag` names the option in messages ("--device").
 Device choose_device(const std::string& choice, const std::string& flag = "--device");
 
+// With --truncation and --bn batch, says on stderr that G's first batch norm, normalizing with
+// the batch's own statistics, undoes most of the truncation (measured in docs/quality.md).
+void note_truncation_with_batch_stats(float truncation, const std::string& bn);
+
 // Runs an app's body and turns an escaping exception into "<app>: error: <what>" on stderr
 // and exit code 1, so every app reports failures the same way.
 int run_app(const char* app, int (*body)(int, char**), int argc, char** argv);

@@ -83,6 +83,7 @@ int run(int argc, char** argv) {
   auto g = generator_from_state_dict(apps::load_model_weights(gen_file, key));
   g->to(device);
   g->train(bn == "batch");
+  apps::note_truncation_with_batch_stats(truncation, bn);
   auto net = load_classifier(features);
   data::DatasetOptions dopt;
   dopt.quiet = true;

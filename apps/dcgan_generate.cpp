@@ -145,6 +145,7 @@ int run(int argc, char** argv) {
   auto g = generator_from_state_dict(apps::load_model_weights(gen_file, key));
   g->to(device);
   g->train(bn == "batch");
+  apps::note_truncation_with_batch_stats(truncation, bn);
   std::cerr << "generator " << gen_file << ": nz " << g->nz << ", ngf " << g->ngf << ", " << g->image_size << "x"
             << g->image_size << "x" << g->nc << "\n";
 
