@@ -481,6 +481,7 @@ PYEOF
     "$EVAL" --checkpoint "$WORK/qe" --features "$WORK/clf.safetensors" --num 16 --subsets 5 --device cpu --truncation 0.5 \
       --json "$WORK/qe/eval_t.json" >"$WORK/o" 2>&1 || fail "dcgan_eval --truncation failed: $(tail -3 "$WORK/o")"
     grep -q '"truncation": 0.5' "$WORK/qe/eval_t.json" || fail "eval.json lacks the truncation: $(cat "$WORK/qe/eval_t.json")"
+    expect_in "$WORK/o" "note: --truncation with --bn batch"
     [ "$(sed -n 's/^FID //p' "$WORK/o")" != "$fid_plain" ] || fail "--truncation 0.5 gave the untruncated FID $fid_plain"
     "$EVAL" --checkpoint "$WORK/qe" --features "$WORK/clf.safetensors" --num 16 --truncation 0.01 >"$WORK/o" 2>&1 && fail "--truncation 0.01 accepted"
     expect_in "$WORK/o" "give 0 (off) or at least 0.05"
