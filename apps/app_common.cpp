@@ -30,6 +30,11 @@ Device choose_device(const std::string& choice, const std::string& flag) {
   return dev;
 }
 
+std::string truncation_error(float truncation) {
+  if (truncation == 0 || (truncation >= 0.05f && truncation <= 1000.f)) return {};
+  return "--truncation " + std::to_string(truncation) + ": give 0 (off) or a threshold from 0.05 to 1000";
+}
+
 void note_truncation_with_batch_stats(float truncation, const std::string& bn) {
   if (truncation > 0 && bn == "batch")
     std::cerr << "note: --truncation with --bn batch: G's batch norm rescales the truncated latents by their own "

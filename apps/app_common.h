@@ -11,6 +11,9 @@ namespace gantry::apps {
 // naming the flag. `flag` names the option in messages ("--device").
 Device choose_device(const std::string& choice, const std::string& flag = "--device");
 
+// What is wrong with a --truncation value, or "" when it is fine: 0 (off) or 0.05-1000 (below
+// 0.05 redrawing takes ever longer and the images collapse to G(0)).
+std::string truncation_error(float truncation);
 // With --truncation and --bn batch, says on stderr that G's first batch norm, normalizing with
 // the batch's own statistics, undoes most of the truncation (measured in docs/quality.md).
 void note_truncation_with_batch_stats(float truncation, const std::string& bn);

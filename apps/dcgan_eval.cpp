@@ -52,15 +52,13 @@ int run(int argc, char** argv) {
   app.add_option("--subsets", subsets, "KID: number of subsets")->check(CLI::PositiveNumber);
   app.add_option("--subset-size", subset_size, "KID: rows per subset (0 = min(1000, num/2), so subsets differ and the +- means something)")->check(CLI::Range(int64_t{0}, int64_t{1000000}));
   app.add_option("--seed", seed, "seed of the latent vectors");
-  app.add_option("--truncation", truncation, "score images from truncated latents (dcgan_generate --truncation: entries with |z| > T drawn again); 0 = off")
-      ->check(CLI::Range(0.f, 1000.f));
+  app.add_option("--truncation", truncation, "score images from truncated latents (dcgan_generate --truncation: entries with |z| > T drawn again); 0 = off");
   app.add_flag("--no-ema", no_ema, "score the raw generator even when the run has an EMA generator");
   app.add_option("--device", device_choice, "auto, cpu, cuda or cuda:N");
   app.add_option("--threads", threads, "CPU threads (0 = all cores)");
   try {
     app.parse(argc, argv);
-    if (truncation != 0 && truncation < 0.05f)
-      throw CLI::ValidationError("--truncation " + std::to_string(truncation) + ": give 0 (off) or at least 0.05, as dcgan_generate takes");
+    if (const std::string e = apps::truncation_error(truncation); !e.empty()) throw CLI::ValidationError(e);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }

@@ -90,8 +90,7 @@ int run(int argc, char** argv) {
   app.add_option("--num", num, "number of images (with --interpolate: number of interpolation rows)")->check(CLI::PositiveNumber);
   app.add_option("--seed", seed, "seed of the latent vectors");
   app.add_option("--latent", latent, "a safetensors or torch.save file with a tensor z of shape [N, nz] or [N, nz, 1, 1] (torch.save({'z': z}, 'z.pt')); images come out in that order");
-  app.add_option("--truncation", truncation, "the truncation trick (BigGAN): latent entries with |z| > T are drawn again, so every entry lies in [-T, T]; smaller T trades variety for fidelity")
-      ->check(CLI::Range(0.05f, 1000.f));
+  app.add_option("--truncation", truncation, "the truncation trick (BigGAN): latent entries with |z| > T are drawn again, so every entry lies in [-T, T]; smaller T trades variety for fidelity; 0 = off");
   app.add_option("--save-latents", save_latents, "write the latent vectors of the images written, in their order, as z [N, nz, 1, 1] to this .safetensors file (--latent reads it back)");
   app.add_option("--out", out_dir, "write each image to its own file in this folder: 000000.png, 000001.png, ... (--format picks the format)");
   app.add_option("--format", format, "the format of --out's files: png, jpg, webp, bmp or tga (--grid takes its file's extension)")
@@ -114,6 +113,7 @@ int run(int argc, char** argv) {
     if (out_dir.empty() && grid.empty()) throw CLI::ValidationError("give --out DIR and/or --grid FILE.png: nowhere to write images");
     if (!latent.empty() && interpolate) throw CLI::ValidationError("--latent and --interpolate cannot be combined");
     if (!latent.empty() && app.count("--num")) throw CLI::ValidationError("--num comes from --latent's z; give one of them");
+    if (const std::string e = apps::truncation_error(truncation); !e.empty()) throw CLI::ValidationError(e);
     if (!latent.empty() && truncation > 0) throw CLI::ValidationError("--truncation draws the latents; --latent gives them: give one of them");
     if (!save_latents.empty() && fs::path(save_latents).extension() != ".safetensors")
       throw CLI::ValidationError("--save-latents " + save_latents + ": the file name must end in .safetensors");

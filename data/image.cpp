@@ -453,7 +453,8 @@ void write_image(const std::string& path, const Image& img, int jpeg_quality, in
   if (e == ".jpg" || e == ".jpeg") return write_file_atomic(path, encode_jpeg(img, jpeg_quality));
   if (e == ".bmp") return write_file_atomic(path, encode_bmp(img));
   if (e == ".tga") return write_file_atomic(path, encode_tga(img));
-  throw std::invalid_argument("write_image: " + path + ": unknown extension; use .png, .jpg, .jpeg, .bmp, .tga or .webp");
+  throw std::invalid_argument("write_image: " + path +
+                              ": unknown extension; use .png, .jpg, .jpeg, .bmp, .tga or .webp");
 }
 
 // ---- pixel operations -------------------------------------------------------------------------

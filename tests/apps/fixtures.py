@@ -87,6 +87,16 @@ def latent(path, n, nz):
     save_safetensors(path, [("z", "F32", [n, nz], [rng.gauss(0, 1) for _ in range(n * nz)])])
 
 
+def read_f32(path, name):
+    """A F32 tensor of a safetensors file: (shape, flat values)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    n = struct.unpack("<Q", data[:8])[0]
+    e = json.loads(data[8:8 + n])[name]
+    b, end = e["data_offsets"]
+    return e["shape"], struct.unpack("<%df" % ((end - b) // 4), data[8 + n + b:8 + n + end])
+
+
 def poison(path):
     with open(path, "rb") as f:
         data = bytearray(f.read())
@@ -103,13 +113,8 @@ def poison(path):
 
 def describe(path, name):
     """Prints a F32 tensor's shape and its largest |value| (for checks of written files)."""
-    with open(path, "rb") as f:
-        data = f.read()
-    n = struct.unpack("<Q", data[:8])[0]
-    e = json.loads(data[8:8 + n])[name]
-    b, end = e["data_offsets"]
-    values = struct.unpack("<%df" % ((end - b) // 4), data[8 + n + b:8 + n + end])
-    print("shape %s max_abs %.6f" % ("x".join(map(str, e["shape"])), max(abs(v) for v in values)))
+    shape, values = read_f32(path, name)
+    print("shape %s max_abs %.6f" % ("x".join(map(str, shape)), max(abs(v) for v in values)))
 
 
 if __name__ == "__main__":
