@@ -62,36 +62,47 @@ void accumulate(std::shared_ptr<TensorImpl>& slot, const Tensor& g) {
 
 }  // namespace
 
-void Tensor::backward(const Tensor& gradient, bool retain_graph) const {
-  if (!requires_grad())
-    throw std::logic_error("backward: tensor of shape " + shape_str(shape()) +
-                           " does not require grad (did you detach() it or run under "
-                           "NoGradGuard?)");
-  Tensor seed = gradient;
-  if (!seed.defined()) {
-    if (numel() != 1)
-      throw std::invalid_argument("backward: tensor of shape " + shape_str(shape()) +
-                                  " is not a scalar; pass a gradient of the same shape");
-    seed = Tensor::ones(shape(), device());
-  } else if (seed.shape() != shape()) {
-    throw std::invalid_argument("backward: gradient shape " + shape_str(seed.shape()) +
-                                " does not match tensor shape " + shape_str(shape()));
-  }
+Tensor set_graph_backward(Tensor output, GraphBackwardFn fn) {
+  if (output.defined() && output.grad_fn()) output.grad_fn()->graph_backward = std::move(fn);
+  return output;
+}
 
-  NoGradGuard no_grad;  // the backward pass itself is not recorded
-  if (is_leaf()) {
-    accumulate(impl()->grad, seed);
-    return;
-  }
+Tensor mark_linear_backward(Tensor output) {
+  if (output.defined() && output.grad_fn()) output.grad_fn()->linear_backward = true;
+  return output;
+}
 
-  // Reverse topological order of the nodes reachable from this tensor (iterative DFS, so a
-  // deep graph cannot overflow the stack).
-  // Owning pointers: releasing a node's inputs below may drop the last other owner of a node
-  // still to be visited.
+namespace {
+
+// Where the gradients of a backward pass go: into the leaves' .grad (Tensor::backward), or,
+// for grad(), into `leaf_results` / `node_results` for the requested inputs only.
+struct Targets {
+  bool to_leaves = true;
+  std::unordered_map<const TensorImpl*, size_t> leaves;  // leaf input -> index in results
+  std::unordered_map<const Node*, size_t> nodes;         // non-leaf input's node -> index
+  std::vector<Tensor> results;
+};
+
+void add_into(Tensor& slot, const Tensor& g) { slot = slot.defined() ? slot + g : g; }
+
+// The backward pass shared by Tensor::backward and grad(): seeds the roots' nodes, walks the
+// nodes that lead to a target in reverse topological order, and hands each input its gradient.
+void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& seeds,
+                  bool retain_graph, bool create_graph, Targets& targets) {
+  // The backward pass itself is recorded only for create_graph.
+  NoGradGuard no_grad;
+  if (create_graph) set_grad_enabled(true);
+
+  // Reverse topological order of the nodes reachable from the roots (iterative DFS, so a deep
+  // graph cannot overflow the stack). Owning pointers: releasing a node's inputs below may
+  // drop the last other owner of a node still to be visited. `leads` marks the nodes from
+  // which a target is reachable; only they run (all of them for Tensor::backward).
   std::vector<std::shared_ptr<Node>> order;
   std::unordered_set<Node*> seen;
-  std::vector<std::pair<std::shared_ptr<Node>, size_t>> stack{{grad_fn(), 0}};
-  seen.insert(grad_fn().get());
+  std::unordered_map<Node*, bool> leads;
+  std::vector<std::pair<std::shared_ptr<Node>, size_t>> stack;
+  for (const Tensor& r : roots)
+    if (r.grad_fn() && seen.insert(r.grad_fn().get()).second) stack.push_back({r.grad_fn(), 0});
   while (!stack.empty()) {
     auto& [node, next] = stack.back();
     if (node->released)
@@ -104,21 +115,38 @@ void Tensor::backward(const Tensor& gradient, bool retain_graph) const {
           seen.insert(in.grad_fn().get()).second)
         stack.push_back({in.grad_fn(), 0});
     } else {
+      bool lead = targets.to_leaves || targets.nodes.count(node.get()) > 0;
+      for (const Tensor& in : node->inputs) {
+        if (lead || !in.defined() || !in.requires_grad()) continue;
+        lead = in.grad_fn() ? leads[in.grad_fn().get()] : targets.leaves.count(in.impl().get()) > 0;
+      }
+      leads[node.get()] = lead;
       order.push_back(node);
       stack.pop_back();
     }
   }
 
-  std::unordered_map<Node*, std::shared_ptr<TensorImpl>> pending;
+  std::unordered_map<Node*, Tensor> pending;
   // No copy of the seed: pending gradients are summed out of place, and a leaf takes one
-  // over only when nothing else (here: `seed`, or the caller's `gradient`) holds it.
-  pending[grad_fn().get()] = seed.impl();
+  // over only when nothing else (here: `seeds`, or the caller's gradient) holds it.
+  for (size_t i = 0; i < roots.size(); ++i) {
+    const Tensor& r = roots[i];
+    if (r.grad_fn()) {
+      add_into(pending[r.grad_fn().get()], seeds[i]);
+    } else if (targets.to_leaves) {
+      accumulate(r.impl()->grad, seeds[i]);
+    } else if (auto t = targets.leaves.find(r.impl().get()); t != targets.leaves.end()) {
+      add_into(targets.results[t->second], seeds[i]);
+    }
+  }
   for (auto it = order.rbegin(); it != order.rend(); ++it) {
     Node* node = it->get();
     auto found = pending.find(node);
     if (found == pending.end()) continue;  // no gradient reached it
-    Tensor g(found->second);
+    Tensor g = found->second;
     pending.erase(found);
+    if (auto t = targets.nodes.find(node); t != targets.nodes.end()) add_into(targets.results[t->second], g);
+    if (!leads[node]) continue;  // nothing asked for lies behind it
     for (const auto& [t, version] : node->saved)
       if (t.version() != version)
         throw std::runtime_error(
@@ -126,7 +154,18 @@ void Tensor::backward(const Tensor& gradient, bool retain_graph) const {
             " that '" + node->name + "' saved for its backward was modified in place after it " +
             "ran (version " + std::to_string(version) + ", now " + std::to_string(t.version()) +
             "); modify a clone() of it instead, or modify it after backward()");
-    std::vector<Tensor> grads = node->backward(g);
+    std::vector<Tensor> grads;
+    if (!create_graph) {
+      grads = node->backward(g);
+    } else if (node->graph_backward) {
+      grads = node->graph_backward(g, node->inputs);
+    } else if (node->linear_backward) {
+      grads = node->backward(g);
+    } else {
+      throw std::logic_error("grad(create_graph): the backward of '" + node->name +
+                             "' cannot be differentiated again in gantry yet (docs/ops.md, "
+                             "\"Double backward\", lists the ops that can)");
+    }
     if (grads.size() != node->inputs.size())
       throw std::logic_error("backward of '" + node->name + "' returned " +
                              std::to_string(grads.size()) + " gradients for " +
@@ -139,22 +178,89 @@ void Tensor::backward(const Tensor& gradient, bool retain_graph) const {
                                shape_str(grads[i].shape()) + " for input " + std::to_string(i) +
                                " of shape " + shape_str(in.shape()));
       if (in.grad_fn()) {
-        auto& slot = pending[in.grad_fn().get()];
         // A tensor used twice gets the sum. Out of place: a backward may hand the same
         // gradient tensor to several inputs, so it must never be modified.
-        if (!slot) slot = grads[i].impl();
-        else slot = (Tensor(slot) + grads[i]).impl();
-      } else {
+        if (leads[in.grad_fn().get()] || targets.nodes.count(in.grad_fn().get()))
+          add_into(pending[in.grad_fn().get()], grads[i]);
+      } else if (targets.to_leaves) {
         accumulate(in.impl()->grad, grads[i]);
+      } else if (auto t = targets.leaves.find(in.impl().get()); t != targets.leaves.end()) {
+        add_into(targets.results[t->second], grads[i]);
       }
     }
     if (!retain_graph) {
       node->released = true;
       node->backward = nullptr;  // frees the saved tensors now
+      node->graph_backward = nullptr;
       node->saved.clear();
       node->inputs.clear();      // and the activations the graph held
     }
   }
+}
+
+// The seed of `t`'s backward: `gradient`, or ones for a scalar.
+Tensor seed_for(const char* who, const Tensor& t, const Tensor& gradient) {
+  if (!gradient.defined()) {
+    if (t.numel() != 1)
+      throw std::invalid_argument(std::string(who) + ": tensor of shape " + shape_str(t.shape()) +
+                                  " is not a scalar; pass a gradient of the same shape");
+    return Tensor::ones(t.shape(), t.device());
+  }
+  if (gradient.shape() != t.shape())
+    throw std::invalid_argument(std::string(who) + ": gradient shape " + shape_str(gradient.shape()) +
+                                " does not match tensor shape " + shape_str(t.shape()));
+  return gradient;
+}
+
+}  // namespace
+
+void Tensor::backward(const Tensor& gradient, bool retain_graph) const {
+  if (!requires_grad())
+    throw std::logic_error("backward: tensor of shape " + shape_str(shape()) +
+                           " does not require grad (did you detach() it or run under "
+                           "NoGradGuard?)");
+  Targets to_leaves;
+  run_backward({*this}, {seed_for("backward", *this, gradient)}, retain_graph, false, to_leaves);
+}
+
+std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<Tensor>& inputs,
+                         const std::vector<Tensor>& grad_outputs, const GradOptions& options) {
+  if (outputs.empty()) throw std::invalid_argument("grad: no outputs given");
+  if (!grad_outputs.empty() && grad_outputs.size() != outputs.size())
+    throw std::invalid_argument("grad: " + std::to_string(grad_outputs.size()) + " grad_outputs for " +
+                                std::to_string(outputs.size()) + " outputs (give one per output, or none)");
+  std::vector<Tensor> seeds;
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    const Tensor& out = outputs[i];
+    if (!out.defined() || !out.requires_grad())
+      throw std::logic_error("grad: output " + std::to_string(i) +
+                             (out.defined() ? " of shape " + shape_str(out.shape()) : std::string()) +
+                             " does not require grad (did you detach() it or run under NoGradGuard?)");
+    seeds.push_back(seed_for("grad", out, grad_outputs.empty() ? Tensor() : grad_outputs[i]));
+  }
+  Targets targets;
+  targets.to_leaves = false;
+  targets.results.resize(inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const Tensor& in = inputs[i];
+    if (!in.defined() || !in.requires_grad())
+      throw std::logic_error("grad: input " + std::to_string(i) +
+                             (in.defined() ? " of shape " + shape_str(in.shape()) : std::string()) +
+                             " does not require grad (call requires_grad_(true) on it before the forward)");
+    if (in.grad_fn()) targets.nodes.emplace(in.grad_fn().get(), i);
+    else targets.leaves.emplace(in.impl().get(), i);
+  }
+  if (targets.nodes.size() + targets.leaves.size() != inputs.size())
+    throw std::invalid_argument("grad: the same tensor is given twice in inputs");
+  run_backward(outputs, seeds, options.retain_graph || options.create_graph, options.create_graph, targets);
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (targets.results[i].defined()) continue;
+    if (!options.allow_unused)
+      throw std::logic_error("grad: input " + std::to_string(i) + " of shape " + shape_str(inputs[i].shape()) +
+                             " is not used by the outputs (set GradOptions::allow_unused to get an undefined "
+                             "gradient for it instead)");
+  }
+  return targets.results;
 }
 
 }  // namespace gantry

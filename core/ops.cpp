@@ -99,7 +99,7 @@ Tensor unary(Unary op, const char* name, const Tensor& x) {
   if (x.is_cuda()) ON_CUDA(name, cuda::unary_forward(op, x.data(), y.data(), x.numel()));
   else cpu::unary_forward<float>(op, x.data(), y.data(), x.numel());
   Tensor xs = x.detach(), ys = y.detach();
-  return record(y, name, {x}, {xs, ys}, [op, xs, ys](const Tensor& g) {
+  y = record(y, name, {x}, {xs, ys}, [op, xs, ys](const Tensor& g) {
     Tensor gx = Tensor::empty_like(xs);
     if (xs.is_cuda())
       ON_CUDA("unary backward",
@@ -108,6 +108,32 @@ Tensor unary(Unary op, const char* name, const Tensor& x) {
       cpu::unary_backward<float>(op, xs.data(), ys.data(), g.data(), gx.data(), xs.numel());
     return std::vector<Tensor>{gx};
   });
+  return set_graph_backward(y, [op, xs, ys](const Tensor& g, const std::vector<Tensor>& in) {
+    const Tensor& a = in[0];
+    switch (op) {
+      case Unary::Neg: return std::vector<Tensor>{neg(g)};
+      case Unary::Square: return std::vector<Tensor>{mul(g, mul(a, 2.f))};
+      case Unary::Sqrt: return std::vector<Tensor>{div(mul(g, 0.5f), sqrt(a))};
+      case Unary::Exp: return std::vector<Tensor>{mul(g, exp(a))};
+      case Unary::Log: return std::vector<Tensor>{div(g, a)};
+      case Unary::Tanh: return std::vector<Tensor>{mul(g, rsub(square(tanh(a)), 1.f))};
+      case Unary::Sigmoid: {
+        const Tensor sg = sigmoid(a);
+        return std::vector<Tensor>{mul(g, mul(sg, rsub(sg, 1.f)))};
+      }
+      case Unary::Abs:
+      case Unary::Relu: break;
+    }
+    // Piecewise linear: the derivative is a constant mask (f'(x) on ones), g times it.
+    Tensor mask = Tensor::empty_like(xs);
+    const Tensor ones = Tensor::ones(xs.shape(), xs.device());
+    if (xs.is_cuda())
+      ON_CUDA("unary backward",
+              cuda::unary_backward(op, xs.data(), ys.data(), ones.data(), mask.data(), xs.numel()));
+    else
+      cpu::unary_backward<float>(op, xs.data(), ys.data(), ones.data(), mask.data(), xs.numel());
+    return std::vector<Tensor>{mul(g, mask)};
+  });
 }
 
 Tensor scalar_affine(const char* name, const Tensor& x, float a, float b) {
@@ -115,9 +141,9 @@ Tensor scalar_affine(const char* name, const Tensor& x, float a, float b) {
   Tensor y = Tensor::empty_like(x);
   if (x.is_cuda()) ON_CUDA(name, cuda::affine(x.data(), y.data(), x.numel(), a, b));
   else cpu::affine<float>(x.data(), y.data(), x.numel(), a, b);
-  return record(y, name, {x}, [a](const Tensor& g) {
+  return mark_linear_backward(record(y, name, {x}, [a](const Tensor& g) {
     return std::vector<Tensor>{a == 1.f ? g : mul(g, a)};
-  });
+  }));
 }
 
 int64_t normalize_dim(const char* op, int64_t d, int64_t ndim) {
@@ -140,6 +166,18 @@ Tensor broadcast_to(const Tensor& x, const Shape& shape) {
   return out;
 }
 
+// broadcast_to as a recorded op (the graph backward of sum_to and mean): its adjoint is sum_to.
+Tensor expand(const Tensor& x, const Shape& shape) {
+  const Shape xs = x.shape();
+  return mark_linear_backward(record(broadcast_to(x, shape), "expand", {x}, [xs](const Tensor& g) {
+    return std::vector<Tensor>{sum_to(g, xs)};
+  }));
+}
+
+// For the piecewise-linear ops' double backward: the first-order backward run on ones under
+// no grad gives the constant mask f'(x); the graph backward is g times it.
+std::vector<Tensor> times_mask(const Tensor& g, const Tensor& mask) { return {mul(g, mask)}; }
+
 }  // namespace
 
 // ---- elementwise --------------------------------------------------------------------------
@@ -147,26 +185,30 @@ Tensor broadcast_to(const Tensor& x, const Shape& shape) {
 Tensor add(const Tensor& a, const Tensor& b) {
   Tensor y = binary(Binary::Add, "add", a, b);
   const Shape as = a.shape(), bs = b.shape();
-  return record(y, "add", {a, b}, [as, bs](const Tensor& g) {
+  return mark_linear_backward(record(y, "add", {a, b}, [as, bs](const Tensor& g) {
     return std::vector<Tensor>{sum_to(g, as), sum_to(g, bs)};
-  });
+  }));
 }
 
 Tensor sub(const Tensor& a, const Tensor& b) {
   Tensor y = binary(Binary::Sub, "sub", a, b);
   const Shape as = a.shape(), bs = b.shape();
-  return record(y, "sub", {a, b}, [as, bs](const Tensor& g) {
+  return mark_linear_backward(record(y, "sub", {a, b}, [as, bs](const Tensor& g) {
     return std::vector<Tensor>{sum_to(g, as), sum_to(neg(g), bs)};
-  });
+  }));
 }
 
 Tensor mul(const Tensor& a, const Tensor& b) {
   Tensor y = binary(Binary::Mul, "mul", a, b);
   const bool ga = a.requires_grad(), gb = b.requires_grad();
   Tensor ad = a.detach(), bd = b.detach();
-  return record(y, "mul", {a, b}, {ad, bd}, [ad, bd, ga, gb](const Tensor& g) {
+  y = record(y, "mul", {a, b}, {ad, bd}, [ad, bd, ga, gb](const Tensor& g) {
     return std::vector<Tensor>{ga ? sum_to(mul(g, bd), ad.shape()) : Tensor(),
                                gb ? sum_to(mul(g, ad), bd.shape()) : Tensor()};
+  });
+  return set_graph_backward(y, [ga, gb](const Tensor& g, const std::vector<Tensor>& in) {
+    return std::vector<Tensor>{ga ? sum_to(mul(g, in[1]), in[0].shape()) : Tensor(),
+                               gb ? sum_to(mul(g, in[0]), in[1].shape()) : Tensor()};
   });
 }
 
@@ -174,10 +216,16 @@ Tensor div(const Tensor& a, const Tensor& b) {
   Tensor y = binary(Binary::Div, "div", a, b);
   const bool ga = a.requires_grad(), gb = b.requires_grad();
   Tensor ad = a.detach(), bd = b.detach();
-  return record(y, "div", {a, b}, {ad, bd}, [ad, bd, ga, gb](const Tensor& g) {
+  y = record(y, "div", {a, b}, {ad, bd}, [ad, bd, ga, gb](const Tensor& g) {
     return std::vector<Tensor>{
         ga ? sum_to(div(g, bd), ad.shape()) : Tensor(),
         gb ? sum_to(neg(div(mul(g, ad), mul(bd, bd))), bd.shape()) : Tensor()};
+  });
+  return set_graph_backward(y, [ga, gb](const Tensor& g, const std::vector<Tensor>& in) {
+    const Tensor &an = in[0], &bn = in[1];
+    return std::vector<Tensor>{
+        ga ? sum_to(div(g, bn), an.shape()) : Tensor(),
+        gb ? sum_to(neg(div(mul(g, an), mul(bn, bn))), bn.shape()) : Tensor()};
   });
 }
 
@@ -198,13 +246,17 @@ Tensor clamp(const Tensor& x, float lo, float hi) {
   if (x.is_cuda()) ON_CUDA("clamp", cuda::clamp_forward(x.data(), y.data(), x.numel(), lo, hi));
   else cpu::clamp_forward<float>(x.data(), y.data(), x.numel(), lo, hi);
   Tensor xs = x.detach();
-  return record(y, "clamp", {x}, {xs}, [xs, lo, hi](const Tensor& g) {
+  auto backward = [xs, lo, hi](const Tensor& g) {
     Tensor gx = Tensor::empty_like(xs);
     if (xs.is_cuda())
       ON_CUDA("clamp", cuda::clamp_backward(xs.data(), g.data(), gx.data(), xs.numel(), lo, hi));
     else
       cpu::clamp_backward<float>(xs.data(), g.data(), gx.data(), xs.numel(), lo, hi);
     return std::vector<Tensor>{gx};
+  };
+  y = record(y, "clamp", {x}, {xs}, backward);
+  return set_graph_backward(y, [xs, backward](const Tensor& g, const std::vector<Tensor>&) {
+    return times_mask(g, backward(Tensor::ones(xs.shape(), xs.device()))[0]);  // kernels: a constant
   });
 }
 
@@ -235,7 +287,7 @@ Tensor leaky_relu(const Tensor& x, float slope) {
   else
     cpu::leaky_relu_forward<float>(x.data(), y.data(), x.numel(), slope);
   Tensor xs = x.detach();
-  return record(y, "leaky_relu", {x}, {xs}, [xs, slope](const Tensor& g) {
+  auto backward = [xs, slope](const Tensor& g) {
     Tensor gx = Tensor::empty_like(xs);
     if (xs.is_cuda())
       ON_CUDA("leaky_relu",
@@ -243,6 +295,10 @@ Tensor leaky_relu(const Tensor& x, float slope) {
     else
       cpu::leaky_relu_backward<float>(xs.data(), g.data(), gx.data(), xs.numel(), slope);
     return std::vector<Tensor>{gx};
+  };
+  y = record(y, "leaky_relu", {x}, {xs}, backward);
+  return set_graph_backward(y, [xs, backward](const Tensor& g, const std::vector<Tensor>&) {
+    return times_mask(g, backward(Tensor::ones(xs.shape(), xs.device()))[0]);  // kernels: a constant
   });
 }
 
@@ -283,8 +339,11 @@ Tensor sum_to(const Tensor& x, const Shape& shape) {
     cpu::sum_to_shape<float>(x.data(), x.shape().data(), out.data(), target.data(),
                              static_cast<int>(n));
   const Shape xs = x.shape();
-  return record(out, "sum_to", {x}, [xs](const Tensor& g) {
+  out = record(out, "sum_to", {x}, [xs](const Tensor& g) {
     return std::vector<Tensor>{broadcast_to(g, xs)};
+  });
+  return set_graph_backward(out, [xs](const Tensor& g, const std::vector<Tensor>&) {
+    return std::vector<Tensor>{expand(g, xs)};
   });
 }
 
@@ -303,8 +362,11 @@ Tensor mean(const Tensor& x) {
   Tensor out = Tensor::empty({}, x.device());
   ON_CUDA("mean", cuda::sum_all(x.data(), x.numel(), out.data(), scale));
   const Shape xs = x.shape();
-  return record(out, "mean", {x}, [xs, scale](const Tensor& g) {
+  out = record(out, "mean", {x}, [xs, scale](const Tensor& g) {
     return std::vector<Tensor>{broadcast_to(mul(g, scale), xs)};
+  });
+  return set_graph_backward(out, [xs, scale](const Tensor& g, const std::vector<Tensor>&) {
+    return std::vector<Tensor>{expand(mul(g, scale), xs)};
   });
 }
 
@@ -411,8 +473,8 @@ Tensor transpose2d(const Tensor& x) {
   else
     for (int64_t i = 0; i < M; ++i)
       for (int64_t j = 0; j < N; ++j) y.data()[j * M + i] = x.data()[i * N + j];
-  return record(y, "transpose2d", {x},
-                [](const Tensor& g) { return std::vector<Tensor>{transpose2d(g)}; });
+  return mark_linear_backward(record(y, "transpose2d", {x},
+                [](const Tensor& g) { return std::vector<Tensor>{transpose2d(g)}; }));
 }
 
 // ---- linear algebra -----------------------------------------------------------------------
@@ -440,9 +502,13 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   Tensor y = gemm(false, false, a, b, M, N, K);
   const bool ga = a.requires_grad(), gb = b.requires_grad();
   Tensor ad = a.detach(), bd = b.detach();
-  return record(y, "matmul", {a, b}, {ad, bd}, [ad, bd, ga, gb, M, N, K](const Tensor& g) {
+  y = record(y, "matmul", {a, b}, {ad, bd}, [ad, bd, ga, gb, M, N, K](const Tensor& g) {
     return std::vector<Tensor>{ga ? gemm(false, true, g, bd, M, K, N) : Tensor(),   // g b^T
                                gb ? gemm(true, false, ad, g, K, N, M) : Tensor()};  // a^T g
+  });
+  return set_graph_backward(y, [ga, gb](const Tensor& g, const std::vector<Tensor>& in) {
+    return std::vector<Tensor>{ga ? matmul(g, transpose2d(in[1])) : Tensor(),
+                               gb ? matmul(transpose2d(in[0]), g) : Tensor()};
   });
 }
 
@@ -464,13 +530,18 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   const bool gx = x.requires_grad(), gw = weight.requires_grad();
   const bool gbias = bias.defined() && bias.requires_grad();
   Tensor xd = x.detach(), wd = weight.detach();
-  return record(y, "linear", {x, weight, bias}, {xd, wd},
+  y = record(y, "linear", {x, weight, bias}, {xd, wd},
                 [xd, wd, gx, gw, gbias, N, in, out](const Tensor& g) {
                   return std::vector<Tensor>{
                       gx ? gemm(false, false, g, wd, N, in, out) : Tensor(),  // g W
                       gw ? gemm(true, false, g, xd, out, in, N) : Tensor(),   // g^T x
                       gbias ? sum_to(g, {out}) : Tensor()};
                 });
+  return set_graph_backward(y, [gx, gw, gbias, out](const Tensor& g, const std::vector<Tensor>& inputs) {
+    return std::vector<Tensor>{gx ? matmul(g, inputs[1]) : Tensor(),
+                               gw ? matmul(transpose2d(g), inputs[0]) : Tensor(),
+                               gbias ? sum_to(g, {out}) : Tensor()};
+  });
 }
 
 // ---- convolution --------------------------------------------------------------------------
@@ -494,6 +565,58 @@ void check_conv_args(const char* op, const Tensor& x, const Tensor& w, const Ten
 
 // Gradient of the bias: sum of dy over N, H, W.
 Tensor bias_grad(const Tensor& g) { return sum(g, {0, 2, 3}); }
+
+// The two backward halves of the conv of shape s as recorded ops, for double backward (a
+// gradient penalty differentiates D's input gradient, which is built of these). Both are
+// bilinear, with <dx(g, w), h> = <g, conv(h, w)> and <dw(x, g), h> = <g, conv(x, h)>, so each
+// one's gradients are the other ops of the same conv.
+Tensor conv_input_grad(const Tensor& g, const Tensor& w, const cpu::Conv2dShape& s);
+Tensor conv_weight_grad(const Tensor& x, const Tensor& g, const cpu::Conv2dShape& s);
+
+// conv2d on an input of shape s (no bias): the forward both halves differentiate into.
+Tensor conv_of_shape(const Tensor& x, const Tensor& w, const cpu::Conv2dShape& s) {
+  return conv2d(x, w, Tensor(), s.stride, s.padding);
+}
+
+Tensor conv_input_grad(const Tensor& g, const Tensor& w, const cpu::Conv2dShape& s) {
+  Tensor dx = Tensor::empty({s.N, s.C, s.H, s.W}, g.device());
+  if (g.is_cuda())
+    ON_CUDA("conv2d_input_grad", cuda::conv2d_backward_input(g.data(), w.data(), dx.data(), s));
+  else
+    cpu::conv2d_backward_input<float>(g.data(), w.data(), dx.data(), s);
+  // h: the gradient of dx. d/dg = conv(h, w), d/dw = conv_weight_grad(h, g).
+  auto grads = [s, gr = g.requires_grad(), wr = w.requires_grad()](const Tensor& h, const Tensor& gn,
+                                                                   const Tensor& wn) {
+    return std::vector<Tensor>{gr ? conv_of_shape(h, wn, s) : Tensor(),
+                               wr ? conv_weight_grad(h, gn, s) : Tensor()};
+  };
+  const Tensor gd = g.detach(), wd = w.detach();
+  dx = record(dx, "conv2d_input_grad", {g, w}, {gd, wd},
+              [grads, gd, wd](const Tensor& h) { return grads(h, gd, wd); });
+  return set_graph_backward(dx, [grads](const Tensor& h, const std::vector<Tensor>& in) {
+    return grads(h, in[0], in[1]);
+  });
+}
+
+Tensor conv_weight_grad(const Tensor& x, const Tensor& g, const cpu::Conv2dShape& s) {
+  Tensor dw = Tensor::empty({s.O, s.C, s.kh, s.kw}, g.device());
+  if (g.is_cuda())
+    ON_CUDA("conv2d_weight_grad", cuda::conv2d_backward_weight(x.data(), g.data(), dw.data(), nullptr, s));
+  else
+    cpu::conv2d_backward_weight<float>(x.data(), g.data(), dw.data(), nullptr, s);
+  // h: the gradient of dw. d/dx = conv_input_grad(g, h), d/dg = conv(x, h).
+  auto grads = [s, xr = x.requires_grad(), gr = g.requires_grad()](const Tensor& h, const Tensor& xn,
+                                                                   const Tensor& gn) {
+    return std::vector<Tensor>{xr ? conv_input_grad(gn, h, s) : Tensor(),
+                               gr ? conv_of_shape(xn, h, s) : Tensor()};
+  };
+  const Tensor xd = x.detach(), gd = g.detach();
+  dw = record(dw, "conv2d_weight_grad", {x, g}, {xd, gd},
+              [grads, xd, gd](const Tensor& h) { return grads(h, xd, gd); });
+  return set_graph_backward(dw, [grads](const Tensor& h, const std::vector<Tensor>& in) {
+    return grads(h, in[0], in[1]);
+  });
+}
 
 }  // namespace
 
@@ -520,7 +643,7 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int str
   const bool gx = x.requires_grad(), gw = weight.requires_grad();
   const bool gb = bias.defined() && bias.requires_grad();
   Tensor xd = x.detach(), wd = weight.detach();
-  return record(y, op, {x, weight, bias}, {xd, wd}, [xd, wd, gx, gw, gb, s](const Tensor& g) {
+  y = record(y, op, {x, weight, bias}, {xd, wd}, [xd, wd, gx, gw, gb, s](const Tensor& g) {
     Tensor dx, dw;
     if (gx) {
       dx = Tensor::empty(xd.shape(), g.device());
@@ -537,6 +660,11 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int str
         cpu::conv2d_backward_weight<float>(xd.data(), g.data(), dw.data(), nullptr, s);
     }
     return std::vector<Tensor>{dx, dw, gb ? bias_grad(g) : Tensor()};
+  });
+  return set_graph_backward(y, [gx, gw, gb, s](const Tensor& g, const std::vector<Tensor>& in) {
+    return std::vector<Tensor>{gx ? conv_input_grad(g, in[1], s) : Tensor(),
+                               gw ? conv_weight_grad(in[0], g, s) : Tensor(),
+                               gb ? bias_grad(g) : Tensor()};
   });
 }
 
@@ -576,7 +704,7 @@ Tensor conv_transpose2d(const Tensor& x, const Tensor& weight, const Tensor& bia
   const bool gx = x.requires_grad(), gw = weight.requires_grad();
   const bool gb = bias.defined() && bias.requires_grad();
   Tensor xd = x.detach(), wd = weight.detach();
-  return record(y, op, {x, weight, bias}, {xd, wd}, [xd, wd, gx, gw, gb, s](const Tensor& g) {
+  y = record(y, op, {x, weight, bias}, {xd, wd}, [xd, wd, gx, gw, gb, s](const Tensor& g) {
     Tensor dx, dw;
     if (gx) {
       dx = Tensor::empty(xd.shape(), g.device());
@@ -595,9 +723,30 @@ Tensor conv_transpose2d(const Tensor& x, const Tensor& weight, const Tensor& bia
     }
     return std::vector<Tensor>{dx, dw, gb ? bias_grad(g) : Tensor()};
   });
+  // y = conv_input_grad(x, w) of the conv s: its gradients are that conv and its weight grad.
+  return set_graph_backward(y, [gx, gw, gb, s](const Tensor& g, const std::vector<Tensor>& in) {
+    return std::vector<Tensor>{gx ? conv_of_shape(g, in[1], s) : Tensor(),
+                               gw ? conv_weight_grad(g, in[0], s) : Tensor(),
+                               gb ? bias_grad(g) : Tensor()};
+  });
 }
 
 // ---- normalization ------------------------------------------------------------------------
+
+namespace {
+// [1, C, 1, ...] for a per-channel tensor against an input of `dim` dims.
+Shape channel_shape(int64_t C, int64_t dim) {
+  Shape s{1, C};
+  for (int64_t k = 2; k < dim; ++k) s.push_back(1);
+  return s;
+}
+// Every dim but the channel's (1): what batch norm reduces over.
+std::vector<int64_t> non_channel_dims(int64_t dim) {
+  std::vector<int64_t> red{0};
+  for (int64_t k = 2; k < dim; ++k) red.push_back(k);
+  return red;
+}
+}  // namespace
 
 Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
                   const Tensor& running_mean, const Tensor& running_var, bool training,
@@ -632,18 +781,19 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
       cpu::batch_norm_forward_eval<float>(x.data(), gamma, beta, running_mean.data(),
                                           running_var.data(), y.data(), N, C, S, eps);
     Tensor mean_d = running_mean.detach().clone(), var_d = running_var.detach().clone();
-    return record(y, op, {x, weight, bias}, {xd, wd}, [xd, wd, mean_d, var_d, eps, C, gx, gw, gb](const Tensor& g) {
-      // Statistics are constants here: y = (x - m) * invstd * gamma + beta.
-      const Shape cs{1, C};
-      Shape bshape = cs;
-      for (int64_t k = 2; k < xd.dim(); ++k) bshape.push_back(1);
+    // Statistics are constants here: y = (x - m) * invstd * gamma + beta. One formula for both
+    // backwards: on the detached copies, or (double backward) on the inputs themselves.
+    auto grads = [mean_d, var_d, eps, C, gx, gw, gb](const Tensor& g, const Tensor& xn, const Tensor& wn) {
+      const Shape bshape = channel_shape(C, xn.dim());
+      const std::vector<int64_t> red = non_channel_dims(xn.dim());
       Tensor invstd = div(Tensor::ones({C}, g.device()), sqrt(add(var_d, eps))).reshape(bshape);
-      Tensor xhat = mul(sub(xd, mean_d.reshape(bshape)), invstd);
-      std::vector<int64_t> red{0};
-      for (int64_t k = 2; k < xd.dim(); ++k) red.push_back(k);
-      Tensor dx = gx ? mul(g, wd.defined() ? mul(invstd, wd.reshape(bshape)) : invstd) : Tensor();
-      return std::vector<Tensor>{dx, gw ? sum(mul(g, xhat), red) : Tensor(),
-                                 gb ? sum(g, red) : Tensor()};
+      Tensor xhat = mul(sub(xn, mean_d.reshape(bshape)), invstd);
+      Tensor dx = gx ? mul(g, wn.defined() ? mul(invstd, wn.reshape(bshape)) : invstd) : Tensor();
+      return std::vector<Tensor>{dx, gw ? sum(mul(g, xhat), red) : Tensor(), gb ? sum(g, red) : Tensor()};
+    };
+    y = record(y, op, {x, weight, bias}, {xd, wd}, [grads, xd, wd](const Tensor& g) { return grads(g, xd, wd); });
+    return set_graph_backward(y, [grads](const Tensor& g, const std::vector<Tensor>& in) {
+      return grads(g, in[0], in[1]);
     });
   }
 
@@ -671,7 +821,7 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
       rv[c] = (1.f - momentum) * rv[c] + momentum * var_unbiased.data()[c];
     }
   }
-  return record(y, op, {x, weight, bias}, {xd, wd},
+  y = record(y, op, {x, weight, bias}, {xd, wd},
                 [xd, wd, save_mean, save_invstd, N, C, S, gx, gw, gb](const Tensor& g) {
                   Tensor dx = Tensor::empty(xd.shape(), g.device());
                   Tensor dgamma = Tensor::empty({C}, g.device()), dbeta = Tensor::empty({C}, g.device());
@@ -687,6 +837,21 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
                   return std::vector<Tensor>{gx ? dx : Tensor(), gw ? dgamma : Tensor(),
                                              gb ? dbeta : Tensor()};
                 });
+  // The batch statistics recomputed from x with recorded ops, so that dx is differentiable in
+  // x too (through the mean and variance), as PyTorch's double backward of batch norm:
+  //   dx = invstd (gw - mean(gw) - xhat mean(gw xhat)),  gw = g * weight.
+  return set_graph_backward(y, [C, eps, gx, gw, gb](const Tensor& g, const std::vector<Tensor>& in) {
+    const Tensor &xn = in[0], &wn = in[1];
+    const Shape bshape = channel_shape(C, xn.dim());
+    const std::vector<int64_t> red = non_channel_dims(xn.dim());
+    const Tensor xc = sub(xn, mean(xn, red, true));
+    const Tensor invstd = div(Tensor::ones(bshape, g.device()), sqrt(add(mean(square(xc), red, true), eps)));
+    const Tensor xhat = mul(xc, invstd);
+    const Tensor gwt = wn.defined() ? mul(g, wn.reshape(bshape)) : g;
+    Tensor dx;
+    if (gx) dx = mul(invstd, sub(sub(gwt, mean(gwt, red, true)), mul(xhat, mean(mul(gwt, xhat), red, true))));
+    return std::vector<Tensor>{dx, gw ? sum(mul(g, xhat), red) : Tensor(), gb ? sum(g, red) : Tensor()};
+  });
 }
 
 // ---- losses -------------------------------------------------------------------------------

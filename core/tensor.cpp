@@ -198,8 +198,8 @@ Tensor Tensor::to(Device dev) const {
   copy_bytes(out.data(), dev, data(), device(), numel() * sizeof(float));
   if (requires_grad() && grad_enabled()) {
     const Device from = device();
-    return record(out, "to", {*this},
-                  [from](const Tensor& g) { return std::vector<Tensor>{g.to(from)}; });
+    return mark_linear_backward(record(out, "to", {*this},
+                  [from](const Tensor& g) { return std::vector<Tensor>{g.to(from)}; }));
   }
   return out;
 }
@@ -207,7 +207,8 @@ Tensor Tensor::to(Device dev) const {
 Tensor Tensor::clone() const {
   Tensor out = empty(shape(), device());
   copy_bytes(out.data(), device(), data(), device(), numel() * sizeof(float));
-  return record(out, "clone", {*this}, [](const Tensor& g) { return std::vector<Tensor>{g}; });
+  return mark_linear_backward(
+      record(out, "clone", {*this}, [](const Tensor& g) { return std::vector<Tensor>{g}; }));
 }
 
 Tensor Tensor::reshape(const Shape& new_shape) const {
@@ -239,8 +240,8 @@ Tensor Tensor::reshape(const Shape& new_shape) const {
   impl->shape = s;
   Tensor out(impl);
   const Shape old = shape();
-  return record(out, "reshape", {*this},
-                [old](const Tensor& g) { return std::vector<Tensor>{g.reshape(old)}; });
+  return mark_linear_backward(record(out, "reshape", {*this},
+                [old](const Tensor& g) { return std::vector<Tensor>{g.reshape(old)}; }));
 }
 
 Tensor Tensor::flatten(int64_t start_dim) const {

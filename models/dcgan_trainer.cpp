@@ -11,7 +11,8 @@ GANLoss gan_loss_from_name(const std::string& name) {
   if (name == "bce") return GANLoss::BCE;
   if (name == "hinge") return GANLoss::Hinge;
   if (name == "lsgan") return GANLoss::LeastSquares;
-  throw std::invalid_argument("GAN loss '" + name + "': must be bce, hinge or lsgan");
+  if (name == "wgan") return GANLoss::Wasserstein;
+  throw std::invalid_argument("GAN loss '" + name + "': must be bce, hinge, lsgan or wgan");
 }
 
 const char* gan_loss_name(GANLoss loss) {
@@ -19,6 +20,7 @@ const char* gan_loss_name(GANLoss loss) {
     case GANLoss::BCE: return "bce";
     case GANLoss::Hinge: return "hinge";
     case GANLoss::LeastSquares: return "lsgan";
+    case GANLoss::Wasserstein: return "wgan";
   }
   return "?";
 }
@@ -31,9 +33,16 @@ DCGANTrainer::DCGANTrainer(const DCGANConfig& config, Device device, Generator* 
   if (!(config.real_label > 0 && config.real_label <= 1))
     throw std::invalid_argument("DCGANTrainer: real_label " + std::to_string(config.real_label) +
                                 " must be in (0, 1] (0.9 is the usual one-sided label smoothing)");
-  if (config.loss == GANLoss::Hinge && config.real_label != 1.0)
-    throw std::invalid_argument("DCGANTrainer: the hinge loss has no label to smooth (real_label " +
-                                std::to_string(config.real_label) + "); use bce or lsgan, or real_label 1");
+  if ((config.loss == GANLoss::Hinge || config.loss == GANLoss::Wasserstein) && config.real_label != 1.0)
+    throw std::invalid_argument(std::string("DCGANTrainer: the ") + gan_loss_name(config.loss) +
+                                " loss has no label to smooth (real_label " + std::to_string(config.real_label) +
+                                "); use bce or lsgan, or real_label 1");
+  if (!(config.r1_gamma >= 0) || !(config.gp_lambda >= 0))
+    throw std::invalid_argument("DCGANTrainer: penalty weights must be >= 0 (r1_gamma " + std::to_string(config.r1_gamma) +
+                                ", gp_lambda " + std::to_string(config.gp_lambda) + "); 0 turns a penalty off");
+  if (config.loss == GANLoss::Wasserstein && config.gp_lambda == 0 && !config.spectral_norm)
+    throw std::invalid_argument("DCGANTrainer: the wgan loss needs D kept Lipschitz: a gradient penalty "
+                                "(gp_lambda, WGAN-GP uses 10) or spectral_norm; without either D's scores grow without bound");
   if (config.d_steps < 1)
     throw std::invalid_argument("DCGANTrainer: d_steps " + std::to_string(config.d_steps) +
                                 " must be at least 1 (D updates per G update; 1 is the DCGAN example's step)");
@@ -66,6 +75,7 @@ Tensor discriminator_loss(GANLoss loss, const Tensor& out, const Tensor& target,
     case GANLoss::BCE: return binary_cross_entropy(out, target);
     case GANLoss::Hinge: return mean(relu(real ? rsub(out, 1.f) : add(out, 1.f)));
     case GANLoss::LeastSquares: return mul(mse_loss(out, target), 0.5f);
+    case GANLoss::Wasserstein: return real ? neg(mean(out)) : mean(out);
   }
   throw std::logic_error("discriminator_loss: unknown loss");
 }
@@ -76,8 +86,19 @@ Tensor generator_loss(GANLoss loss, const Tensor& out, const Tensor& ones) {
     case GANLoss::BCE: return binary_cross_entropy(out, ones);
     case GANLoss::Hinge: return neg(mean(out));
     case GANLoss::LeastSquares: return mul(mse_loss(out, ones), 0.5f);
+    case GANLoss::Wasserstein: return neg(mean(out));
   }
   throw std::logic_error("generator_loss: unknown loss");
+}
+
+// mean_n |d sum(s) / d x_n|^2 per image, for `x` (requires grad) and D's scores s on it: the
+// gradient is recorded (create_graph) so the penalty's own backward reaches D's weights.
+// Returns the per-image squared norms [N].
+Tensor input_grad_sq_norms(const Tensor& scores, const Tensor& x) {
+  GradOptions opt;
+  opt.create_graph = true;
+  const Tensor g = grad({sum(scores)}, {x}, {}, opt)[0];
+  return sum(square(g), {1, 2, 3});
 }
 }  // namespace
 
@@ -85,18 +106,22 @@ StepStats DCGANTrainer::step(const Tensor& real, Generator& noise_gen) {
   return step(std::vector<Tensor>{real}, noise_gen);
 }
 
-StepStats DCGANTrainer::step(const Tensor& real, const Tensor& z) {
-  return step(std::vector<Tensor>{real}, std::vector<Tensor>{z});
+StepStats DCGANTrainer::step(const Tensor& real, const Tensor& z, const Tensor& mix) {
+  return step(std::vector<Tensor>{real}, std::vector<Tensor>{z},
+              mix.defined() ? std::vector<Tensor>{mix} : std::vector<Tensor>{});
 }
 
 StepStats DCGANTrainer::step(const std::vector<Tensor>& reals, Generator& noise_gen) {
-  std::vector<Tensor> zs;
-  for (const Tensor& real : reals)
+  std::vector<Tensor> zs, mix;
+  for (const Tensor& real : reals) {
     zs.push_back(Tensor::randn({real.shape().at(0), config_.nz, 1, 1}, &noise_gen, device_));
-  return step(reals, zs);
+    if (config_.gp_lambda > 0) mix.push_back(Tensor::rand({real.shape().at(0)}, &noise_gen, device_));
+  }
+  return step(reals, zs, mix);
 }
 
-StepStats DCGANTrainer::step(const std::vector<Tensor>& reals_in, const std::vector<Tensor>& zs_in) {
+StepStats DCGANTrainer::step(const std::vector<Tensor>& reals_in, const std::vector<Tensor>& zs_in,
+                             const std::vector<Tensor>& mix_in) {
   const size_t k_steps = static_cast<size_t>(config_.d_steps);
   if (reals_in.size() != k_steps || zs_in.size() != k_steps)
     throw std::invalid_argument("DCGANTrainer::step: d_steps is " + std::to_string(k_steps) + ", so a step takes " +
@@ -117,6 +142,17 @@ StepStats DCGANTrainer::step(const std::vector<Tensor>& reals_in, const std::vec
     reals.push_back(reals_in[k].to(device_));
     zs.push_back(z.to(device_));
   }
+  const bool gp = config_.gp_lambda > 0, r1 = config_.r1_gamma > 0;
+  if (gp && mix_in.size() != k_steps)
+    throw std::invalid_argument("DCGANTrainer::step: gp_lambda is on, so a step takes " + std::to_string(k_steps) +
+                                " interpolation-weight batches (mix, [N] in [0, 1]); got " + std::to_string(mix_in.size()));
+  std::vector<Tensor> mixes;
+  for (size_t k = 0; gp && k < k_steps; ++k) {
+    if (mix_in[k].shape() != Shape{n})
+      throw std::invalid_argument("DCGANTrainer::step: mix must be [" + std::to_string(n) + "] (one weight per image), got " +
+                                  shape_str(mix_in[k].shape()));
+    mixes.push_back(mix_in[k].to(device_));
+  }
   StepStats st;
   g_->train();
   d_->train();
@@ -128,31 +164,55 @@ StepStats DCGANTrainer::step(const std::vector<Tensor>& reals_in, const std::vec
   const GANLoss loss = config_.loss;
   // D sees every image through the augmentation when ADA is on (differentiably, so G's
   // gradient passes through it in (2)). bce takes D's probabilities, the others its scores.
-  auto D = [&](const Tensor& x) {
-    const Tensor seen = ada_ ? ada_->apply(x) : x;
+  auto seen_by_d = [&](const Tensor& x) { return ada_ ? ada_->apply(x) : x; };
+  auto score = [&](const Tensor& seen) {
     return loss == GANLoss::BCE ? d_->forward(seen) : d_->forward_logits(seen);
   };
+  auto D = [&](const Tensor& x) { return score(seen_by_d(x)); };
   auto prob = [&](const Tensor& out) { return loss == GANLoss::BCE ? out : sigmoid(out); };
 
   // (1) D, d_steps times: maximize log D(x) + log(1 - D(G(z))) (or the hinge / least-squares
   // form of it), each time on its own real and latent batch.
-  Tensor out_real, err_real, fake, out_fake, err_fake;
+  Tensor out_real, err_real, fake, out_fake, err_fake, last_penalty;
   std::vector<Tensor> earlier_p_real;  // ADA's tally of the updates before the last one
   for (size_t k = 0; k < k_steps; ++k) {
     const bool last = k + 1 == k_steps;
     opt_d_->zero_grad();
-    out_real = D(reals[k]);
+    Tensor penalty;  // R1 + gradient penalty, added to D's loss
+    Tensor real_seen = seen_by_d(reals[k]);
+    if (r1 || gp) real_seen = real_seen.detach();
+    if (r1) {
+      // The gradient of D's raw scores at the real images D sees (its input, not G's).
+      real_seen.requires_grad_(true);
+      const Tensor s_real = d_->forward_logits(real_seen);
+      out_real = loss == GANLoss::BCE ? sigmoid(s_real) : s_real;
+      penalty = mul(mean(input_grad_sq_norms(s_real, real_seen)), static_cast<float>(config_.r1_gamma / 2));
+    } else {
+      out_real = score(real_seen);
+    }
     err_real = discriminator_loss(loss, out_real, real_labels_, /*real=*/true);
-    err_real.backward();
+    (penalty.defined() ? add(err_real, penalty) : err_real).backward();
     if (last) {
       fake = g_->forward(zs[k]);
     } else {  // only the detached fake is used: no graph through G
       NoGradGuard guard;
       fake = g_->forward(zs[k]);
     }
-    out_fake = D(fake.detach());
+    const Tensor fake_seen = seen_by_d(fake.detach());
+    out_fake = score(fake_seen);
     err_fake = discriminator_loss(loss, out_fake, fake_labels_, /*real=*/false);
     err_fake.backward();
+    if (gp) {
+      // WGAN-GP at x^ = e x_real + (1 - e) x_fake: lambda mean (|grad s(x^)| - 1)^2. The 1e-12
+      // keeps sqrt's gradient finite where a gradient is exactly 0.
+      const Tensor e = mixes[k].reshape({n, 1, 1, 1});
+      const Tensor x_hat = add(mul(real_seen.detach(), e), mul(fake_seen.detach(), rsub(e, 1.f))).detach().requires_grad_(true);
+      const Tensor norms = sqrt(add(input_grad_sq_norms(d_->forward_logits(x_hat), x_hat), 1e-12f));
+      const Tensor gp_term = mul(mean(square(add(norms, -1.f))), static_cast<float>(config_.gp_lambda));
+      gp_term.backward();
+      penalty = penalty.defined() ? add(penalty.detach(), gp_term.detach()) : gp_term.detach();
+    }
+    if (penalty.defined()) last_penalty = penalty.detach();
     opt_d_->step();
     if (ada_ && !last) {
       NoGradGuard guard;
@@ -180,19 +240,22 @@ StepStats DCGANTrainer::step(const std::vector<Tensor>& reals_in, const std::vec
   std::vector<Tensor> parts = {err_real.reshape({1}),          err_fake.reshape({1}),
                                err_g.reshape({1}),             mean(p_real).reshape({1}),
                                mean(prob(out_fake)).reshape({1}), mean(prob(out_g)).reshape({1})};
+  if (last_penalty.defined()) parts.push_back(last_penalty.reshape({1}));
   if (ada_) {
     earlier_p_real.push_back(p_real);
     for (const Tensor& p : earlier_p_real) parts.push_back(p.reshape({p.numel()}));
   }
   const Tensor host = cat(parts).cpu();
   const float* v = host.data();
+  int64_t next = 6;
+  if (last_penalty.defined()) st.penalty = v[next++];
   st.loss_d = v[0] + v[1];
   st.loss_g = v[2];
   st.d_x = v[3];
   st.d_g_z1 = v[4];
   st.d_g_z2 = v[5];
   if (ada_) {  // p changes for the next step's augmentation, as before
-    ada_->observe_real(v + 6, host.numel() - 6);
+    ada_->observe_real(v + next, host.numel() - next);
     ada_->end_step();
     st.ada_p = static_cast<float>(ada_->p());
   }

@@ -20,6 +20,8 @@
 //                     G: -mean(s_fake)                               (Lim & Ye 2017; SNGAN, BigGAN)
 //   lsgan             D: 0.5 mean((s_real - t)^2) + 0.5 mean(s_fake^2)
 //                     G: 0.5 mean((s_fake - 1)^2)                    (Mao et al. 2017, a=0, b=t, c=1)
+//   wgan              D: mean(s_fake) - mean(s_real)
+//                     G: -mean(s_fake)                   (Arjovsky et al. 2017; with gp_lambda: WGAN-GP)
 // bce runs D with its Sigmoid and BCE on the probabilities, exactly as the example does. For
 // every loss d_x, d_g_z1 and d_g_z2 are means of sigmoid(s), so they read alike: near 1, D calls
 // the images real. real_label < 1 is one-sided label smoothing (Salimans et al. 2016): only D's
@@ -32,6 +34,20 @@
 // D update, as the K = 1 step (the example's) does, so a step consumes K real batches and K
 // latent batches. The reported loss_d, d_x and d_g_z1 are the last D update's; ADA tallies the
 // real batches of all K.
+//
+// Gradient penalties (0 = off), added to D's loss at every D update; both differentiate D's
+// input gradient (grad with create_graph, core/autograd.h), so each costs about one more D
+// forward and two more D backwards per update:
+//   r1_gamma   R1 (Mescheder et al. 2018): (gamma/2) mean_n |d s(x_n) / d x_n|^2 on the real
+//              batch as D sees it (after ADA's augmentation, when on). StyleGAN2 uses 10 at
+//              1024^2; small images want less (0.1-1 at 64^2).
+//   gp_lambda  WGAN-GP (Gulrajani et al. 2017): lambda mean_n (|d s(x^_n) / d x^_n| - 1)^2 at
+//              x^ = e x_real + (1 - e) x_fake, e ~ U[0, 1] per image (the images as D sees
+//              them); the paper uses 10 with the wgan loss, d_steps 5 and Adam(1e-4, 0, 0.9).
+//              D keeps its batch norm, which the paper advises against for the penalty (it
+//              makes each image's gradient depend on the batch); the penalty is still well
+//              defined, and the extra D forward on x^ updates BN's running statistics once more.
+// StepStats::penalty reports the sum of both (the last D update's).
 //
 // Options (off by default; a trainer without them is the example's step exactly):
 // - enable_ema(decay): keeps an EMA generator (optim/ema.h), updated after every G step;
@@ -52,9 +68,9 @@
 
 namespace gantry {
 
-enum class GANLoss { BCE, Hinge, LeastSquares };
+enum class GANLoss { BCE, Hinge, LeastSquares, Wasserstein };
 
-// "bce", "hinge", "lsgan" (the dcgan_train --loss values) and back. gan_loss_from_name throws
+// "bce", "hinge", "lsgan", "wgan" (the dcgan_train --loss values) and back. gan_loss_from_name throws
 // std::invalid_argument naming the accepted values.
 GANLoss gan_loss_from_name(const std::string& name);
 const char* gan_loss_name(GANLoss loss);
@@ -69,6 +85,8 @@ struct DCGANConfig {
   bool spectral_norm = false;  // D's convs spectrally normalized (SNGAN; DCGANDiscriminator)
   SpectralNormForm spectral_norm_form = SpectralNormForm::Classic;  // which PyTorch one (layers.h)
   int d_steps = 1;             // D updates per G update (n_critic); >= 1
+  double r1_gamma = 0;         // R1 penalty weight on real images; 0 = off
+  double gp_lambda = 0;        // WGAN-GP penalty weight at real/fake interpolates; 0 = off
   double generator_lr() const { return lr_g > 0 ? lr_g : lr; }
   double discriminator_lr() const { return lr_d > 0 ? lr_d : lr; }
 };
@@ -77,25 +95,31 @@ struct StepStats {
   float loss_d = 0, loss_g = 0;  // loss_d = errD_real + errD_fake
   float d_x = 0, d_g_z1 = 0, d_g_z2 = 0;
   float ada_p = 0;  // the augmentation probability after this step (0 without ADA)
+  float penalty = 0;  // R1 + gradient penalty of the last D update, as added to D's loss (0 when off)
 };
 
 class DCGANTrainer {
  public:
   // Builds G and D with the DCGAN init from `init_gen` (null: the default generator) on `device`.
   // Throws std::invalid_argument for a learning rate <= 0, real_label outside (0, 1], a
-  // real_label other than 1 with the hinge loss, or d_steps < 1.
+  // real_label other than 1 with the hinge or wgan loss, d_steps < 1, a negative penalty
+  // weight, or the wgan loss with nothing that keeps D Lipschitz (gp_lambda or spectral_norm).
   DCGANTrainer(const DCGANConfig& config, Device device, Generator* init_gen = nullptr);
 
   // One step on a real batch [N, nc, S, S] in [-1, 1] (any device; moved to the trainer's).
   // The latent batch is drawn from `noise_gen` ([N, nz, 1, 1] standard normal).
   StepStats step(const Tensor& real, Generator& noise_gen);
-  // The same step with the latent batch given: z [N, nz, 1, 1] (or [N, nz]), N = real's N.
-  StepStats step(const Tensor& real, const Tensor& z);
+  // The same step with the latent batch given: z [N, nz, 1, 1] (or [N, nz]), N = real's N;
+  // with gp_lambda also the interpolation weights `mix` [N] in [0, 1].
+  StepStats step(const Tensor& real, const Tensor& z, const Tensor& mix = Tensor());
   // The step with d_steps D updates: `reals` holds d_steps real batches of one shape (the
   // single-batch forms above need d_steps = 1); the latent batches are drawn from `noise_gen`
-  // in order, or given in `zs` (one per real batch).
+  // in order, or given in `zs` (one per real batch). With gp_lambda the interpolation weights
+  // are drawn from `noise_gen` too (after each latent batch: [N] uniform), or given in `mix`
+  // (one [N] tensor per real batch; required then).
   StepStats step(const std::vector<Tensor>& reals, Generator& noise_gen);
-  StepStats step(const std::vector<Tensor>& reals, const std::vector<Tensor>& zs);
+  StepStats step(const std::vector<Tensor>& reals, const std::vector<Tensor>& zs,
+                 const std::vector<Tensor>& mix = {});
 
   // Images from a latent batch [N, nz, 1, 1], without recording gradients. eval = true uses
   // BN's running statistics (netG.eval()); eval = false uses the batch's statistics, as the

@@ -180,8 +180,16 @@ void check_against_pytorch(const StateDict& fx, const std::string& key, const DC
     reals.push_back(entry(fx, "real" + suffix));
     zs.push_back(entry(fx, "z" + suffix));
   }
-  const StepStats st = trainer.step(reals, zs);
+  std::vector<Tensor> mix;
+  if (config.gp_lambda > 0) mix.push_back(entry(fx, "mix"));
+  const StepStats st = trainer.step(reals, zs, mix);
   const StateDict want = sub_state_dict(fx, key);
+  if (config.r1_gamma > 0 || config.gp_lambda > 0) {
+    CHECK(st.penalty > 0);
+    CHECK(st.penalty == Approx(entry(want, "penalty").item()).epsilon(1e-4));
+  } else {
+    CHECK(st.penalty == 0);
+  }
 
   CHECK(st.loss_d == Approx(entry(want, "loss_d").item()).epsilon(1e-5));
   CHECK(st.loss_g == Approx(entry(want, "loss_g").item()).epsilon(1e-5));
@@ -268,6 +276,54 @@ TEST_CASE("GAN losses: one step of bce+smoothing+TTUR, hinge, lsgan, hinge+spect
   check_against_pytorch(fx, "hinge_psn", psn);
 }
 
+TEST_CASE("Gradient penalties: one step with R1 and one of WGAN-GP equal PyTorch's (torch.autograd.grad, create_graph)") {
+  if (!torch_checkpoint_supported()) return;  // the test above says why
+  const StateDict fx = load_torch_checkpoint(fixture("torch_1_13_gan_losses.pth")).tensors;
+  // The penalties' gradients reach D's weights only through the double backward of every op of
+  // D (convs, batch norm with its batch statistics, leaky ReLU): all of D's gradients compared.
+  DCGANConfig r1 = small_config();
+  r1.r1_gamma = 1.0;
+  check_against_pytorch(fx, "bce_r1", r1);
+
+  DCGANConfig wgan = small_config();
+  wgan.loss = GANLoss::Wasserstein;
+  wgan.gp_lambda = 10;
+  wgan.lr = 1e-4;
+  check_against_pytorch(fx, "wgan_gp", wgan);
+}
+
+TEST_CASE("Gradient penalties: settings that cannot work are refused; the noise stream draws the mix") {
+  DCGANConfig c = small_config();
+  c.loss = GANLoss::Wasserstein;
+  CHECK_THROWS_WITH(DCGANTrainer(c, Device::cpu()), Contains("wgan loss needs D kept Lipschitz"));
+  c.spectral_norm = true;  // SN alone keeps D Lipschitz: allowed
+  CHECK_NOTHROW(DCGANTrainer(c, Device::cpu()));
+  c.gp_lambda = 10;
+  c.real_label = 0.9;
+  CHECK_THROWS_WITH(DCGANTrainer(c, Device::cpu()), Contains("wgan loss has no label to smooth"));
+  c.real_label = 1;
+  c.r1_gamma = -1;
+  CHECK_THROWS_WITH(DCGANTrainer(c, Device::cpu()), Contains("penalty weights must be >= 0"));
+  c.r1_gamma = 0;
+  CHECK(gan_loss_from_name("wgan") == GANLoss::Wasserstein);
+  CHECK(std::string(gan_loss_name(GANLoss::Wasserstein)) == "wgan");
+
+  Generator init_a(5), init_b(5), noise_a(9), noise_b(9), data(3);
+  DCGANTrainer a(c, Device::cpu(), &init_a), b(c, Device::cpu(), &init_b);
+  const Tensor real = add(mul(Tensor::rand({4, 1, 32, 32}, &data), 2.f), -1.f);
+  const Tensor z = Tensor::randn({4, 8, 1, 1}, &noise_b);
+  CHECK_THROWS_WITH(b.step(real, z), Contains("gp_lambda is on") && Contains("mix"));
+  CHECK_THROWS_WITH(b.step(real, z, Tensor::rand({3})), Contains("mix must be [4]"));
+  // From a generator: z, then the mix, from the same stream.
+  const Tensor mix = Tensor::rand({4}, &noise_b);
+  const StepStats sa = a.step(real, noise_a);
+  const StepStats sb = b.step(real, z, mix);
+  CHECK(sa.penalty > 0);
+  CHECK(sa.penalty == sb.penalty);
+  CHECK(sa.loss_d == sb.loss_d);
+  CHECK(noise_a.offset() == noise_b.offset());
+}
+
 TEST_CASE("D steps: the single-batch step is d_steps 1; a step with the wrong number of batches is refused") {
   DCGANConfig c = small_config();
   c.d_steps = 0;
@@ -330,9 +386,9 @@ TEST_CASE("GAN losses: names, and settings that cannot work are refused") {
   CHECK(gan_loss_from_name("bce") == GANLoss::BCE);
   CHECK(gan_loss_from_name("hinge") == GANLoss::Hinge);
   CHECK(gan_loss_from_name("lsgan") == GANLoss::LeastSquares);
-  for (GANLoss l : {GANLoss::BCE, GANLoss::Hinge, GANLoss::LeastSquares})
+  for (GANLoss l : {GANLoss::BCE, GANLoss::Hinge, GANLoss::LeastSquares, GANLoss::Wasserstein})
     CHECK(gan_loss_from_name(gan_loss_name(l)) == l);
-  CHECK_THROWS_WITH(gan_loss_from_name("wgan"), Contains("'wgan'") && Contains("bce, hinge or lsgan"));
+  CHECK_THROWS_WITH(gan_loss_from_name("wgan-gp"), Contains("'wgan-gp'") && Contains("bce, hinge, lsgan or wgan"));
 
   DCGANConfig c = small_config();
   c.loss = GANLoss::Hinge;

@@ -21,6 +21,11 @@ each loss dcgan_train offers, written as a PyTorch script would write them:
   hinge_psn        hinge, lr 2e-4, D's convs wrapped in torch.nn.utils.parametrizations.
                    spectral_norm instead (PyTorch 2's; its start: netD_psn, D0's weights as
                    parametrizations.weight.original, u and v 15 power iterations in)
+  bce_r1           bce, lr 2e-4, with the R1 penalty (gamma 1): (gamma/2) times the batch mean
+                   of |d s(x) / dx|^2 on the real batch, s = D's scores, through
+                   torch.autograd.grad(..., create_graph=True)
+  wgan_gp          D: s_fake.mean() - s_real.mean() + 10 (|d s(x^) / dx^| - 1)^2 (mean) at
+                   x^ = e real + (1 - e) fake, e = mix (per image); G: -s_fake.mean(); lr 1e-4
 
 For each: the losses, mean sigmoid(s) on real / fake before and after D's step, D's gradients
 after its step, G's gradients, and both models' state after the step. The C++ test runs
@@ -50,7 +55,12 @@ real = torch.rand(N, NC, 32, 32) * 2 - 1
 z = torch.randn(N, NZ, 1, 1)
 
 
-def step(loss, lr_g, lr_d, real_label, D_start=None, batches=None):
+def input_grad_sq_norms(s, x):
+    g, = torch.autograd.grad(s.sum(), x, create_graph=True)
+    return g.pow(2).sum([1, 2, 3])
+
+
+def step(loss, lr_g, lr_d, real_label, D_start=None, batches=None, r1=0.0, gp=0.0, mix=None):
     batches = batches or [(real, z)]
     G, D = copy.deepcopy(G0), copy.deepcopy(D0 if D_start is None else D_start)
     optG = torch.optim.Adam(G.parameters(), lr=lr_g, betas=(0.5, 0.999))
@@ -69,24 +79,38 @@ def step(loss, lr_g, lr_d, real_label, D_start=None, batches=None):
             return nn.BCELoss()(o, target)
         if loss == "hinge":
             return torch.relu(1 - o).mean() if is_real else torch.relu(1 + o).mean()
+        if loss == "wgan":
+            return -o.mean() if is_real else o.mean()
         return 0.5 * ((o - target) ** 2).mean()
 
     def g_loss(o):
         if loss == "bce":
             return nn.BCELoss()(o, torch.ones(N))
-        if loss == "hinge":
+        if loss in ("hinge", "wgan"):
             return -o.mean()
         return 0.5 * ((o - 1) ** 2).mean()
 
     for x, zk in batches:  # D's updates; the stats below are the last one's
         D.zero_grad()
-        out_real = d_out(x)
+        if r1:
+            x = x.detach().requires_grad_(True)
+            s_real = scores(x).view(-1)
+            out_real = torch.sigmoid(s_real) if loss == "bce" else s_real
+            penalty = r1 / 2 * input_grad_sq_norms(s_real, x).mean()
+        else:
+            out_real = d_out(x)
         err_real = d_loss(out_real, True)
-        err_real.backward()
+        (err_real + penalty if r1 else err_real).backward()
         fake = G(zk)
         out_fake = d_out(fake.detach())
         err_fake = d_loss(out_fake, False)
         err_fake.backward()
+        if gp:
+            e = mix.view(-1, 1, 1, 1)
+            x_hat = (e * x.detach() + (1 - e) * fake.detach()).requires_grad_(True)
+            norms = (input_grad_sq_norms(scores(x_hat).view(-1), x_hat) + 1e-12).sqrt()
+            penalty = gp * ((norms - 1) ** 2).mean()
+            penalty.backward()
         optD.step()
     d_grad = collections.OrderedDict((n, p.grad.clone()) for n, p in D.named_parameters())
     G.zero_grad()
@@ -95,7 +119,9 @@ def step(loss, lr_g, lr_d, real_label, D_start=None, batches=None):
     err_g.backward()
     optG.step()
     scalar = lambda v: v.detach().clone().reshape(())
+    penalties = {"penalty": scalar(penalty)} if r1 or gp else {}
     return {
+        **penalties,
         "loss_d": scalar(err_real + err_fake), "loss_g": scalar(err_g),
         "d_x": scalar(prob(out_real).mean()), "d_g_z1": scalar(prob(out_fake).mean()),
         "d_g_z2": scalar(prob(out_g).mean()),
@@ -125,9 +151,12 @@ for i, m in enumerate(D0_psn.main):
     if isinstance(m, nn.Conv2d):
         D0_psn.main[i] = nn.utils.parametrizations.spectral_norm(m)
 results["hinge_psn"] = step("hinge", 2e-4, 2e-4, 1.0, D0_psn)
+mix = torch.rand(N)
+results["bce_r1"] = step("bce", 2e-4, 2e-4, 1.0, r1=1.0)
+results["wgan_gp"] = step("wgan", 1e-4, 1e-4, 1.0, gp=10.0, mix=mix)
 torch.save({
     "netG": G0.state_dict(), "netD": D0.state_dict(), "netD_sn": D0_sn.state_dict(), "netD_psn": D0_psn.state_dict(), "real": real, "z": z,
-    "real2": real2, "real3": real3, "z2": z2, "z3": z3,
+    "real2": real2, "real3": real3, "z2": z2, "z3": z3, "mix": mix,
     **results,
 }, os.path.join(out, "torch_1_13_gan_losses.pth"))
 print("wrote", out, torch.__version__)
