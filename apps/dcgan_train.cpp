@@ -55,11 +55,12 @@ struct Settings {
   int64_t max_steps = 0;
   double lr = 2e-4, beta1 = 0.5, beta2 = 0.999;
   double lr_g = 0, lr_d = 0;  // G's and D's own learning rates (TTUR); 0 = lr
-  std::string loss = "bce";   // bce, hinge or lsgan (DCGANConfig::loss)
+  std::string loss = "bce";   // bce, hinge, lsgan or wgan (DCGANConfig::loss)
   double real_label = 1.0;    // D's target for real images (< 1: one-sided label smoothing)
   bool spectral_norm = false;  // D's convs spectrally normalized (SNGAN)
   std::string spectral_norm_form = "classic";  // or "parametrizations" (SpectralNormForm)
   int d_steps = 1;             // D updates per G update (n_critic), each on its own real batch
+  double r1 = 0, gp = 0;       // gradient penalty weights (DCGANConfig::r1_gamma, gp_lambda); 0 = off
   double generator_lr() const { return lr_g > 0 ? lr_g : lr; }
   double discriminator_lr() const { return lr_d > 0 ? lr_d : lr; }
   int64_t nz = 100, ngf = 64, ndf = 64;
@@ -99,7 +100,7 @@ json settings_json(const Settings& s) {
           {"lr_g", s.lr_g},             {"lr_d", s.lr_d},
           {"loss", s.loss},             {"real_label", s.real_label},
           {"spectral_norm", s.spectral_norm}, {"spectral_norm_form", s.spectral_norm_form},
-          {"d_steps", s.d_steps},
+          {"d_steps", s.d_steps},       {"r1", s.r1}, {"gp", s.gp},
           {"nz", s.nz},                 {"ngf", s.ngf},
           {"ndf", s.ndf},               {"seed", s.seed},
           {"workers", s.workers},       {"sample_every", s.sample_every},
@@ -136,6 +137,8 @@ Settings settings_from_json(const json& j, const std::string& path) {
     s.spectral_norm = j.value("spectral_norm", false);
     s.spectral_norm_form = j.value("spectral_norm_form", std::string("classic"));
     s.d_steps = j.value("d_steps", 1);
+    s.r1 = j.value("r1", 0.0);  // runs before the penalties had none
+    s.gp = j.value("gp", 0.0);
     s.nz = j.at("nz");
     s.ngf = j.at("ngf");
     s.ndf = j.at("ndf");
@@ -321,6 +324,8 @@ std::string objective_summary(const Settings& s) {
   if (s.real_label != 1.0) o << ", real label " << s.real_label;
   if (s.spectral_norm) o << ", spectral norm in D" << (s.spectral_norm_form == "classic" ? "" : " (parametrizations)");
   if (s.d_steps > 1) o << ", " << s.d_steps << " D updates per G update";
+  if (s.r1 > 0) o << ", R1 penalty " << s.r1;
+  if (s.gp > 0) o << ", gradient penalty " << s.gp;
   return o.str();
 }
 
@@ -372,8 +377,11 @@ void validate(const Settings& s) {
   if (!(s.lr_g >= 0) || !(s.lr_d >= 0)) bad("--lr-g/--lr-d must be positive, or 0 for --lr's value");
   if (!(s.real_label > 0 && s.real_label <= 1))
     bad("--real-label " + std::to_string(s.real_label) + ": must be in (0, 1]; 0.9 is the usual one-sided label smoothing");
-  if (s.loss == "hinge" && s.real_label != 1.0)
-    bad("--real-label smooths the target of --loss bce or lsgan; the hinge loss has none (leave --real-label out)");
+  if ((s.loss == "hinge" || s.loss == "wgan") && s.real_label != 1.0)
+    bad("--real-label smooths the target of --loss bce or lsgan; the " + s.loss + " loss has none (leave --real-label out)");
+  if (!(s.r1 >= 0) || !(s.gp >= 0)) bad("--r1 and --gp must be >= 0 (0 = off)");
+  if (s.loss == "wgan" && s.gp == 0 && !s.spectral_norm)
+    bad("--loss wgan needs D kept Lipschitz: --gp 10 (WGAN-GP) or --spectral-norm; without either D's scores grow without bound");
   if (s.d_steps < 1) bad("--d-steps " + std::to_string(s.d_steps) + ": must be at least 1 (D updates per G update; WGAN uses 5)");
   if (!(s.beta1 >= 0 && s.beta1 < 1) || !(s.beta2 >= 0 && s.beta2 < 1)) bad("--beta1/--beta2 must be in [0, 1)");
   if (s.nz < 1 || s.ngf < 1 || s.ndf < 1) bad("--nz, --ngf and --ndf must be positive");
@@ -412,8 +420,10 @@ int run(int argc, char** argv) {
   auto* o_lr = app.add_option("--lr", s.lr, "Adam learning rate of G and D");
   auto* o_lr_g = app.add_option("--lr-g", s.lr_g, "G's own learning rate (two time-scale update rule, TTUR; 0 = --lr)");
   auto* o_lr_d = app.add_option("--lr-d", s.lr_d, "D's own learning rate (TTUR, e.g. --lr-g 1e-4 --lr-d 4e-4; 0 = --lr)");
-  auto* o_loss = app.add_option("--loss", s.loss, "GAN loss: bce (the DCGAN example's), hinge (SNGAN/BigGAN) or lsgan (least squares)")
-      ->check(CLI::IsMember({"bce", "hinge", "lsgan"}));
+  auto* o_loss = app.add_option("--loss", s.loss, "GAN loss: bce (the DCGAN example's), hinge (SNGAN/BigGAN), lsgan (least squares) or wgan (Wasserstein; with --gp: WGAN-GP)")
+      ->check(CLI::IsMember({"bce", "hinge", "lsgan", "wgan"}));
+  auto* o_r1 = app.add_option("--r1", s.r1, "R1 gradient penalty on real images with this gamma: (gamma/2) |dD(x)/dx|^2 (Mescheder et al. 2018; 0 = off; try 0.1-1 at 64x64); costs about one more D backward per update");
+  auto* o_gp = app.add_option("--gp", s.gp, "WGAN-GP gradient penalty with this lambda: lambda (|dD(x^)/dx^| - 1)^2 at real/fake interpolates (Gulrajani et al. 2017 use 10 with --loss wgan --d-steps 5 --lr 1e-4 --beta1 0 --beta2 0.9; 0 = off)");
   auto* o_real_label = app.add_option("--real-label", s.real_label, "D's target for real images; 0.9 is one-sided label smoothing (bce, lsgan)");
   auto* o_sn = app.add_flag("--spectral-norm", s.spectral_norm, "spectral normalization of every conv in D (SNGAN; torch.nn.utils.spectral_norm's weight_orig/weight_u/weight_v in checkpoints); pairs with --loss hinge");
   auto* o_sn_form = app.add_option("--spectral-norm-form", s.spectral_norm_form, "with --spectral-norm, which PyTorch spectral norm D's checkpoints match: classic (torch.nn.utils.spectral_norm: weight_orig, weight_u, weight_v) or parametrizations (torch.nn.utils.parametrizations.spectral_norm, PyTorch 2's: parametrizations.weight.original, parametrizations.weight.0._u/_v)")
@@ -454,7 +464,7 @@ int run(int argc, char** argv) {
     if (!resume.empty()) {
       // The run's own settings win; only the length, device, workers and logging may change.
       for (CLI::Option* o : {o_dataset, o_data, o_classes, o_size, o_channels, o_batch, o_lr, o_lr_g, o_lr_d, o_loss,
-                             o_real_label, o_sn, o_sn_form, o_d_steps, o_b1, o_b2, o_nz, o_ngf, o_ndf, o_seed, o_strict, o_flip,
+                             o_real_label, o_sn, o_sn_form, o_d_steps, o_r1, o_gp, o_b1, o_b2, o_nz, o_ngf, o_ndf, o_seed, o_strict, o_flip,
                              o_ema, o_ada, o_ada_target, o_ada_speed, o_ada_interval, o_eval_every, o_eval_num, o_features,
                              o_net_g, o_net_d, o_net_g_key, o_net_d_key, o_start})
         if (o->count() > 0)
@@ -528,6 +538,8 @@ int run(int argc, char** argv) {
   mc.spectral_norm = s.spectral_norm;
   mc.spectral_norm_form = spectral_norm_form_from_name(s.spectral_norm_form);
   mc.d_steps = s.d_steps;
+  mc.r1_gamma = s.r1;
+  mc.gp_lambda = s.gp;
   Generator init_gen(s.seed);
   DCGANTrainer trainer(mc, device, &init_gen);
   // Starting weights: loaded before the EMA copy is taken, and only when the run starts (a
@@ -627,11 +639,12 @@ int run(int argc, char** argv) {
   const std::string metrics_path = (fs::path(s.out) / "metrics.csv").string();
   const bool new_metrics = !fs::exists(metrics_path);
   std::ofstream metrics(metrics_path, std::ios::app);
-  // The 9 standard columns first; ada_p, kid, fid only when those options are on (kid and fid
-  // are empty in the rows without an evaluation).
+  // The 9 standard columns first; ada_p, penalty, kid, fid only when those options are on (kid
+  // and fid are empty in the rows without an evaluation). loss_d is without the penalty.
+  const bool penalty = s.r1 > 0 || s.gp > 0;
   if (new_metrics)
     metrics << "step,epoch,loss_d,loss_g,d_x,d_g_z1,d_g_z2,seconds,images_per_sec" << (s.ada ? ",ada_p" : "")
-            << (s.eval_every > 0 ? ",kid,fid" : "") << "\n";
+            << (penalty ? ",penalty" : "") << (s.eval_every > 0 ? ",kid,fid" : "") << "\n";
   // Fixed latents of the evaluations: their own stream, the same at every evaluation.
   const uint64_t eval_seed = s.seed ^ 0xE7A1ull;
   auto evaluate = [&]() {
@@ -699,7 +712,7 @@ int run(int argc, char** argv) {
     const auto t0 = std::chrono::steady_clock::now();
     const StepStats st = trainer.step(reals, noise_gen);
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (!std::isfinite(st.loss_d) || !std::isfinite(st.loss_g)) {
+    if (!std::isfinite(st.loss_d) || !std::isfinite(st.loss_g) || !std::isfinite(st.penalty)) {
       std::cout << (tty ? "\n" : "") << "error: the loss became non-finite at step " << state.step + 1
                 << " (loss_D " << st.loss_d << ", loss_G " << st.loss_g << "); stopping without saving. "
                 << (last_checkpoint.empty() ? std::string("The run has no checkpoint yet")
@@ -725,6 +738,10 @@ int run(int argc, char** argv) {
     metrics << row;
     if (s.ada) {
       std::snprintf(row, sizeof row, ",%.6g", st.ada_p);
+      metrics << row;
+    }
+    if (penalty) {
+      std::snprintf(row, sizeof row, ",%.6g", st.penalty);
       metrics << row;
     }
     if (s.eval_every > 0) {

@@ -9,7 +9,7 @@
 //
 // Usage: dcgan_step [--device cpu|cuda] [--config all|64rgb_b64,64rgb_b128,32gray_b128]
 //                   [--steps N] [--warmup N] [--threads N] [--batch N] [--seed N] [--json]
-//                   [--loss bce|hinge|lsgan] [--spectral-norm] [--d-steps K]
+//                   [--loss bce|hinge|lsgan|wgan] [--spectral-norm] [--d-steps K] [--r1 G] [--gp L]
 // The last three are dcgan_train's options of the same names (DCGANConfig): the cost of each.
 // With --d-steps K a step is K D updates and one G update, and images/s counts the K batches.
 #include <omp.h>
@@ -53,13 +53,14 @@ struct Options {
   std::string loss = "bce";
   bool spectral_norm = false;
   int d_steps = 1;
+  double r1 = 0, gp = 0;  // gradient penalty weights (dcgan_train's --r1, --gp)
 };
 
 [[noreturn]] void usage_error(const std::string& msg) {
   std::fprintf(stderr,
                "dcgan_step: %s\nusage: dcgan_step [--device cpu|cuda] [--config all|64rgb_b64,"
                "64rgb_b128,32gray_b128] [--steps N] [--warmup N] [--threads N] [--batch N] "
-               "[--seed N] [--json] [--loss bce|hinge|lsgan] [--spectral-norm] [--d-steps K]\n",
+               "[--seed N] [--json] [--loss bce|hinge|lsgan|wgan] [--spectral-norm] [--d-steps K] [--r1 G] [--gp L]\n",
                msg.c_str());
   std::exit(2);
 }
@@ -90,6 +91,13 @@ Options parse(int argc, char** argv) {
     else if (a == "--loss") o.loss = value(i);
     else if (a == "--spectral-norm") o.spectral_norm = true;
     else if (a == "--d-steps") o.d_steps = static_cast<int>(integer(i));
+    else if (a == "--r1" || a == "--gp") {
+      const std::string v = value(i);
+      char* end = nullptr;
+      const double x = std::strtod(v.c_str(), &end);
+      if (end == v.c_str() || *end || !(x >= 0)) usage_error(a + " expects a weight >= 0, got '" + v + "'");
+      (a == "--r1" ? o.r1 : o.gp) = x;
+    }
     else if (a == "-h" || a == "--help") usage_error("help");
     else usage_error("unknown flag '" + a + "'");
   }
@@ -199,10 +207,12 @@ int main(int argc, char** argv) try {
 #endif
   }
   if (!opt.json)
-    std::printf("dcgan_step on %s (%s), %d warm-up + %d timed steps per config, loss %s%s, %d D update(s) per step\n"
+    std::printf("dcgan_step on %s (%s), %d warm-up + %d timed steps per config, loss %s%s, %d D update(s) per step%s\n"
                 "%-12s %6s %10s %10s %9s %12s %11s\n",
                 opt.device.c_str(), machine.c_str(), opt.warmup, opt.steps, opt.loss.c_str(),
-                opt.spectral_norm ? ", spectral norm in D" : "", opt.d_steps, "config", "batch",
+                opt.spectral_norm ? ", spectral norm in D" : "", opt.d_steps,
+                opt.r1 > 0 || opt.gp > 0 ? (", penalties r1 " + std::to_string(opt.r1) + " gp " + std::to_string(opt.gp)).c_str() : "",
+                "config", "batch",
                 "ms/step", "images/s", "GFLOP/s", "peak MiB", "CPU-s/step");
   for (StepConfig c : pick(opt)) {
     if (opt.batch > 0) c.batch = opt.batch;
@@ -212,6 +222,8 @@ int main(int argc, char** argv) try {
     dc.loss = gan_loss_from_name(opt.loss);
     dc.spectral_norm = opt.spectral_norm;
     dc.d_steps = opt.d_steps;
+    dc.r1_gamma = opt.r1;
+    dc.gp_lambda = opt.gp;
     Generator init(static_cast<uint64_t>(opt.seed)), noise(static_cast<uint64_t>(opt.seed) + 1);
     DCGANTrainer trainer(dc, device, &init);
     // A synthetic real batch in [-1, 1), on the trainer's device (no transfer in the timing).
@@ -250,14 +262,14 @@ int main(int argc, char** argv) try {
                   "\"threads\": %d, \"steps\": %d, \"warmup\": %d, \"ms_per_step\": %.3f, "
                   "\"ms_min\": %.3f, \"ms_max\": %.3f, \"images_per_s\": %.3f, \"cpu_ms_per_step\": %.3f, "
                   "\"conv_gflop_per_step\": %.2f, \"conv_gflops\": %.2f, \"peak_mib\": %.1f, "
-                  "\"peak_kind\": \"%s\", \"loss\": \"%s\", \"spectral_norm\": %s, \"d_steps\": %d, "
+                  "\"peak_kind\": \"%s\", \"loss\": \"%s\", \"spectral_norm\": %s, \"d_steps\": %d, \"r1\": %g, \"gp\": %g, "
                   "\"loss_d\": %.5f, \"loss_g\": %.5f}\n",
                   c.name.c_str(), opt.device.c_str(), machine.c_str(), static_cast<long long>(c.batch),
                   omp_get_max_threads(), opt.steps, opt.warmup, med,
                   *std::min_element(ms.begin(), ms.end()), *std::max_element(ms.begin(), ms.end()), ips,
                   median(cpu_ms),
                   step_conv_flops(c, c.batch, opt.d_steps) / 1e9, gflops, peak, peak_what.c_str(), opt.loss.c_str(), opt.spectral_norm ? "true" : "false",
-                  opt.d_steps, st.loss_d, st.loss_g);
+                  opt.d_steps, opt.r1, opt.gp, st.loss_d, st.loss_g);
     } else {
       std::printf("%-12s %6lld %10.1f %10.2f %9.1f %12.1f %11.2f\n", c.name.c_str(),
                   static_cast<long long>(c.batch), med, ips, gflops, peak, median(cpu_ms) / 1e3);

@@ -121,6 +121,21 @@ for case in $CASES; do
     cmp -s "$WORK/la/metrics.csv" "$WORK/lb/metrics.csv" || paste -d, "$WORK/la/metrics.csv" "$WORK/lb/metrics.csv" | awk -F, 'NR > 1 {
         for (c = 3; c <= 7; c++) { d = $c - $(c + 9); if (d < 0) d = -d; if (d > 1e-5) { print "step " $1 " column " c ": " $c " vs " $(c + 9); bad = 1 } } }
         END { exit bad }' >"$WORK/diff" || fail "the resumed lsgan run differs: $(head -3 "$WORK/diff")"
+    # The gradient penalties (WGAN-GP with R1 on top): a penalty column, and a resumed run
+    # continues them exactly (the interpolation weights come from the saved noise stream).
+    P=(--loss wgan --gp 10 --r1 0.5 --d-steps 2 --lr 0.0001 --beta1 0 --beta2 0.9)
+    "$TRAIN" "${TINY[@]}" "${P[@]}" --max-steps 4 --checkpoint-every 2 --seed 4 --out "$WORK/pa" >"$WORK/o" 2>&1 \
+      || fail "the wgan-gp run failed: $(tail -3 "$WORK/o")"
+    expect_in "$WORK/o" "loss wgan, lr 0.0001, 2 D updates per G update, R1 penalty 0.5, gradient penalty 10"
+    head -1 "$WORK/pa/metrics.csv" | grep -q ',images_per_sec,penalty$' || fail "no penalty column: $(head -1 "$WORK/pa/metrics.csv")"
+    awk -F, 'NR > 1 && !($10 > 0) { bad = 1 } END { exit bad }' "$WORK/pa/metrics.csv" || fail "a penalty <= 0: $(cat "$WORK/pa/metrics.csv")"
+    "$TRAIN" "${TINY[@]}" "${P[@]}" --max-steps 2 --checkpoint-every 2 --seed 4 --out "$WORK/pb" >"$WORK/o" 2>&1 || fail "wgan-gp run B failed"
+    "$TRAIN" --resume "$WORK/pb" --max-steps 4 --device cpu >"$WORK/o" 2>&1 || fail "resume of the wgan-gp run failed: $(tail -3 "$WORK/o")"
+    paste -d, "$WORK/pa/metrics.csv" "$WORK/pb/metrics.csv" | awk -F, 'NR > 1 {
+        for (c = 3; c <= 10; c++) { if (c == 8 || c == 9) continue; d = $c - $(c + 10); if (d < 0) d = -d; if (d > 1e-5) { print "step " $1 " column " c ": " $c " vs " $(c + 10); bad = 1 } } }
+        END { exit bad }' >"$WORK/diff" || fail "the resumed wgan-gp run differs: $(head -3 "$WORK/diff")"
+    "$TRAIN" --resume "$WORK/pb" --gp 1 >"$WORK/o" 2>&1 && fail "--resume with another --gp was accepted"
+    expect_in "$WORK/o" "gp cannot change when resuming"
     # Each loss changes the step: the same seed, three different first losses.
     "$TRAIN" "${TINY[@]}" --max-steps 1 --seed 3 --out "$WORK/l_bce" >"$WORK/o" 2>&1 || fail "bce run failed"
     expect_in "$WORK/o" "loss bce, lr 0.0002, run directory"
@@ -151,8 +166,10 @@ for case in $CASES; do
     expect_in "$WORK/o" "the hinge loss has none"
     "$TRAIN" "${TINY[@]}" --real-label 1.5 --max-steps 1 --out "$WORK/lx" >"$WORK/o" 2>&1 && fail "--real-label 1.5 was accepted"
     expect_in "$WORK/o" "--real-label 1.5.*must be in (0, 1]"
-    "$TRAIN" "${TINY[@]}" --loss wgan --max-steps 1 --out "$WORK/lx" >"$WORK/o" 2>&1 && fail "--loss wgan was accepted"
-    expect_in "$WORK/o" "wgan"
+    "$TRAIN" "${TINY[@]}" --loss wgan --max-steps 1 --out "$WORK/lx" >"$WORK/o" 2>&1 && fail "--loss wgan without --gp or --spectral-norm was accepted"
+    expect_in "$WORK/o" "--loss wgan needs D kept Lipschitz: --gp 10"
+    "$TRAIN" "${TINY[@]}" --gp -1 --max-steps 1 --out "$WORK/lx" >"$WORK/o" 2>&1 && fail "--gp -1 was accepted"
+    expect_in "$WORK/o" "--r1 and --gp must be >= 0"
     "$TRAIN" "${TINY[@]}" --lr-d -1 --max-steps 1 --out "$WORK/lx" >"$WORK/o" 2>&1 && fail "--lr-d -1 was accepted"
     expect_in "$WORK/o" "--lr-g/--lr-d must be positive"
     [ -e "$WORK/lx" ] && fail "a refused start left its run folder"
@@ -520,6 +537,13 @@ PYEOF
     GANTRY_ALLOW_TF32=0 "$TRAIN" "${GPU[@]}" --device cuda "${H[@]}" --out "$WORK/hg" >"$WORK/o" 2>&1 \
       || fail "GPU hinge run failed: $(tail -3 "$WORK/o")"
     same_losses "$WORK/hc" "$WORK/hg" 2 >"$WORK/diff" || fail "GPU and CPU hinge losses differ: $(cat "$WORK/diff")"
+    # The gradient penalties: double backward on the device (conv input/weight gradients as ops,
+    # batch norm's statistics recomputed), the interpolation weights from the device's Philox.
+    Q=(--loss wgan --gp 10 --r1 0.5 --d-steps 2 --max-steps 2 --log-every 1)
+    "$TRAIN" "${TINY[@]}" "${Q[@]}" --out "$WORK/qc" >"$WORK/o" 2>&1 || fail "CPU wgan-gp run failed: $(tail -3 "$WORK/o")"
+    GANTRY_ALLOW_TF32=0 "$TRAIN" "${GPU[@]}" --device cuda "${Q[@]}" --out "$WORK/qg" >"$WORK/o" 2>&1 \
+      || fail "GPU wgan-gp run failed: $(tail -3 "$WORK/o")"
+    same_losses "$WORK/qc" "$WORK/qg" 2 >"$WORK/diff" || fail "GPU and CPU wgan-gp losses differ: $(cat "$WORK/diff")"
     "$GEN" --checkpoint "$WORK/pg" --device cuda --num 4 --grid "$WORK/g.png" >"$WORK/o" 2>&1 || fail "dcgan_generate --device cuda failed: $(tail -3 "$WORK/o")"
     [ -s "$WORK/g.png" ] || fail "dcgan_generate --device cuda wrote no grid"
     "$TRAIN" "${GPU[@]}" --device cuda --max-steps 2 --ema 0.9 --ada --ada-interval 1 --out "$WORK/pe" >"$WORK/o" 2>&1 \
