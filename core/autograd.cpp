@@ -10,6 +10,12 @@ namespace gantry {
 
 namespace {
 thread_local bool g_grad_enabled = true;
+// The running backward function's inputs that the pass needs (null: all of them).
+thread_local const std::vector<bool>* g_needed_inputs = nullptr;
+}
+
+bool backward_needs_input(size_t i) {
+  return !g_needed_inputs || (i < g_needed_inputs->size() && (*g_needed_inputs)[i]);
 }
 
 bool grad_enabled() { return g_grad_enabled; }
@@ -154,6 +160,19 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& s
             " that '" + node->name + "' saved for its backward was modified in place after it " +
             "ran (version " + std::to_string(version) + ", now " + std::to_string(t.version()) +
             "); modify a clone() of it instead, or modify it after backward()");
+    std::vector<bool> needed(node->inputs.size(), false);
+    for (size_t i = 0; i < needed.size(); ++i) {
+      const Tensor& in = node->inputs[i];
+      if (!in.defined() || !in.requires_grad()) continue;
+      if (targets.to_leaves) needed[i] = true;
+      else if (in.grad_fn()) needed[i] = leads[in.grad_fn().get()] || targets.nodes.count(in.grad_fn().get()) > 0;
+      else needed[i] = targets.leaves.count(in.impl().get()) > 0;
+    }
+    struct NeededScope {  // restores the outer value, also when a backward throws
+      const std::vector<bool>* previous;
+      explicit NeededScope(const std::vector<bool>* now) : previous(g_needed_inputs) { g_needed_inputs = now; }
+      ~NeededScope() { g_needed_inputs = previous; }
+    } scope(&needed);
     std::vector<Tensor> grads;
     if (!create_graph) {
       grads = node->backward(g);

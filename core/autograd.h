@@ -71,6 +71,11 @@ Tensor set_graph_backward(Tensor output, GraphBackwardFn fn);
 // recorded ops (so it is its own graph backward); returns output.
 Tensor mark_linear_backward(Tensor output);
 
+// Inside a backward function: whether the pass will use the gradient of input i. False for an
+// input that leads to nothing grad() asked for (R1 asks for D's input only, so D's weight
+// gradients can be skipped); true in Tensor::backward and outside any backward.
+bool backward_needs_input(size_t i);
+
 struct GradOptions {
   // Record the backward itself, so the returned gradients can be differentiated again
   // (gradient penalties: WGAN-GP, R1). Implies retain_graph.

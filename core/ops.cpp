@@ -587,8 +587,8 @@ Tensor conv_input_grad(const Tensor& g, const Tensor& w, const cpu::Conv2dShape&
   // h: the gradient of dx. d/dg = conv(h, w), d/dw = conv_weight_grad(h, g).
   auto grads = [s, gr = g.requires_grad(), wr = w.requires_grad()](const Tensor& h, const Tensor& gn,
                                                                    const Tensor& wn) {
-    return std::vector<Tensor>{gr ? conv_of_shape(h, wn, s) : Tensor(),
-                               wr ? conv_weight_grad(h, gn, s) : Tensor()};
+    return std::vector<Tensor>{gr && backward_needs_input(0) ? conv_of_shape(h, wn, s) : Tensor(),
+                               wr && backward_needs_input(1) ? conv_weight_grad(h, gn, s) : Tensor()};
   };
   const Tensor gd = g.detach(), wd = w.detach();
   dx = record(dx, "conv2d_input_grad", {g, w}, {gd, wd},
@@ -607,8 +607,8 @@ Tensor conv_weight_grad(const Tensor& x, const Tensor& g, const cpu::Conv2dShape
   // h: the gradient of dw. d/dx = conv_input_grad(g, h), d/dg = conv(x, h).
   auto grads = [s, xr = x.requires_grad(), gr = g.requires_grad()](const Tensor& h, const Tensor& xn,
                                                                    const Tensor& gn) {
-    return std::vector<Tensor>{xr ? conv_input_grad(gn, h, s) : Tensor(),
-                               gr ? conv_of_shape(xn, h, s) : Tensor()};
+    return std::vector<Tensor>{xr && backward_needs_input(0) ? conv_input_grad(gn, h, s) : Tensor(),
+                               gr && backward_needs_input(1) ? conv_of_shape(xn, h, s) : Tensor()};
   };
   const Tensor xd = x.detach(), gd = g.detach();
   dw = record(dw, "conv2d_weight_grad", {x, g}, {xd, gd},
@@ -645,26 +645,26 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, int str
   Tensor xd = x.detach(), wd = weight.detach();
   y = record(y, op, {x, weight, bias}, {xd, wd}, [xd, wd, gx, gw, gb, s](const Tensor& g) {
     Tensor dx, dw;
-    if (gx) {
+    if (gx && backward_needs_input(0)) {
       dx = Tensor::empty(xd.shape(), g.device());
       if (g.is_cuda())
         ON_CUDA("conv2d", cuda::conv2d_backward_input(g.data(), wd.data(), dx.data(), s));
       else
         cpu::conv2d_backward_input<float>(g.data(), wd.data(), dx.data(), s);
     }
-    if (gw) {
+    if (gw && backward_needs_input(1)) {
       dw = Tensor::empty(wd.shape(), g.device());
       if (g.is_cuda())
         ON_CUDA("conv2d", cuda::conv2d_backward_weight(xd.data(), g.data(), dw.data(), nullptr, s));
       else
         cpu::conv2d_backward_weight<float>(xd.data(), g.data(), dw.data(), nullptr, s);
     }
-    return std::vector<Tensor>{dx, dw, gb ? bias_grad(g) : Tensor()};
+    return std::vector<Tensor>{dx, dw, gb && backward_needs_input(2) ? bias_grad(g) : Tensor()};
   });
   return set_graph_backward(y, [gx, gw, gb, s](const Tensor& g, const std::vector<Tensor>& in) {
-    return std::vector<Tensor>{gx ? conv_input_grad(g, in[1], s) : Tensor(),
-                               gw ? conv_weight_grad(in[0], g, s) : Tensor(),
-                               gb ? bias_grad(g) : Tensor()};
+    return std::vector<Tensor>{gx && backward_needs_input(0) ? conv_input_grad(g, in[1], s) : Tensor(),
+                               gw && backward_needs_input(1) ? conv_weight_grad(in[0], g, s) : Tensor(),
+                               gb && backward_needs_input(2) ? bias_grad(g) : Tensor()};
   });
 }
 
@@ -706,14 +706,14 @@ Tensor conv_transpose2d(const Tensor& x, const Tensor& weight, const Tensor& bia
   Tensor xd = x.detach(), wd = weight.detach();
   y = record(y, op, {x, weight, bias}, {xd, wd}, [xd, wd, gx, gw, gb, s](const Tensor& g) {
     Tensor dx, dw;
-    if (gx) {
+    if (gx && backward_needs_input(0)) {
       dx = Tensor::empty(xd.shape(), g.device());
       if (g.is_cuda())
         ON_CUDA("conv_transpose2d", cuda::conv2d_forward(g.data(), wd.data(), nullptr, dx.data(), s));
       else
         cpu::conv2d_forward<float>(g.data(), wd.data(), nullptr, dx.data(), s);
     }
-    if (gw) {
+    if (gw && backward_needs_input(1)) {
       dw = Tensor::empty(wd.shape(), g.device());
       if (g.is_cuda())
         ON_CUDA("conv_transpose2d",
@@ -721,13 +721,13 @@ Tensor conv_transpose2d(const Tensor& x, const Tensor& weight, const Tensor& bia
       else
         cpu::conv2d_backward_weight<float>(g.data(), xd.data(), dw.data(), nullptr, s);
     }
-    return std::vector<Tensor>{dx, dw, gb ? bias_grad(g) : Tensor()};
+    return std::vector<Tensor>{dx, dw, gb && backward_needs_input(2) ? bias_grad(g) : Tensor()};
   });
   // y = conv_input_grad(x, w) of the conv s: its gradients are that conv and its weight grad.
   return set_graph_backward(y, [gx, gw, gb, s](const Tensor& g, const std::vector<Tensor>& in) {
-    return std::vector<Tensor>{gx ? conv_of_shape(g, in[1], s) : Tensor(),
-                               gw ? conv_weight_grad(g, in[0], s) : Tensor(),
-                               gb ? bias_grad(g) : Tensor()};
+    return std::vector<Tensor>{gx && backward_needs_input(0) ? conv_of_shape(g, in[1], s) : Tensor(),
+                               gw && backward_needs_input(1) ? conv_weight_grad(g, in[0], s) : Tensor(),
+                               gb && backward_needs_input(2) ? bias_grad(g) : Tensor()};
   });
 }
 

@@ -85,6 +85,26 @@ TEST_CASE("grad: errors name what is wrong", "[autograd][grad]") {
                                                       Catch::Contains("cannot be differentiated again"));
 }
 
+TEST_CASE("grad: a backward function learns which inputs the pass needs", "[autograd][grad]") {
+  Tensor a = Tensor::from_vector({1, 2}, {2}).requires_grad_();
+  Tensor b = Tensor::from_vector({3, 4}, {2}).requires_grad_();
+  std::vector<bool> seen;
+  auto op = [&] {
+    Tensor y = Tensor::from_vector({0, 0}, {2});
+    return record(y, "probe", {a, b}, [&seen](const Tensor& g) {
+      seen = {backward_needs_input(0), backward_needs_input(1)};
+      return std::vector<Tensor>{g, g};
+    });
+  };
+  grad({sum(op())}, {a});
+  CHECK(seen == std::vector<bool>{true, false});  // conv's weight gradient is skipped this way
+  grad({sum(op())}, {b});
+  CHECK(seen == std::vector<bool>{false, true});
+  sum(op()).backward();
+  CHECK(seen == std::vector<bool>{true, true});
+  CHECK(backward_needs_input(0));  // outside a backward
+}
+
 TEST_CASE("create_graph: a gradient that is differentiated again", "[autograd][grad]") {
   // y = x^3: dy/dx = 3x^2, d2y/dx2 = 6x.
   Tensor x = Tensor::from_vector({1, 2, -1}, {3}).requires_grad_();
