@@ -822,14 +822,14 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
     }
   }
   y = record(y, op, {x, weight, bias}, {xd, wd},
-                [xd, wd, save_mean, save_invstd, N, C, S, gx, gw, gb](const Tensor& g) {
+                [xd, wd, save_mean, save_invstd, N, C, S, eps, gx, gw, gb](const Tensor& g) {
                   Tensor dx = Tensor::empty(xd.shape(), g.device());
                   Tensor dgamma = Tensor::empty({C}, g.device()), dbeta = Tensor::empty({C}, g.device());
                   if (g.is_cuda())
                     ON_CUDA("batch_norm", cuda::batch_norm_backward_train(
                                               xd.data(), g.data(), wd.defined() ? wd.data() : nullptr,
                                               save_mean.data(), save_invstd.data(), dx.data(),
-                                              dgamma.data(), dbeta.data(), N, C, S));
+                                              dgamma.data(), dbeta.data(), N, C, S, eps));
                   else
                     cpu::batch_norm_backward_train<float>(
                         xd.data(), g.data(), wd.defined() ? wd.data() : nullptr, save_mean.data(),

@@ -403,8 +403,8 @@ void add_bn_cases(const Layer& L, int64_t N, std::vector<Case>& cases) {
   namespace cuda_lib = gantry::cuda::library;
   f.gpu = {{"cuda", [N, C, S](float* const* t) { cuda_hw::batch_norm_forward_train(t[0], t[1], t[2], t[3], t[4], t[5], t[6], N, C, S, 1e-5f); }},
            {"cudnn", [N, C, S](float* const* t) { cuda_lib::batch_norm_forward_train(t[0], t[1], t[2], t[3], t[4], t[5], t[6], N, C, S, 1e-5f); }}};
-  b.gpu = {{"cuda", [N, C, S](float* const* t) { cuda_hw::batch_norm_backward_train(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], N, C, S); }},
-           {"cudnn", [N, C, S](float* const* t) { cuda_lib::batch_norm_backward_train(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], N, C, S); }}};
+  b.gpu = {{"cuda", [N, C, S](float* const* t) { cuda_hw::batch_norm_backward_train(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], N, C, S, 1e-5f); }},
+           {"cudnn", [N, C, S](float* const* t) { cuda_lib::batch_norm_backward_train(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], N, C, S, 1e-5f); }}};
 #endif
   cases.push_back(std::move(f));
   cases.push_back(std::move(b));

@@ -50,13 +50,14 @@ void batch_norm_forward_eval(const float* x, const float* gamma, const float* be
 
 void batch_norm_backward_train(const float* x, const float* dy, const float* gamma,
                                const float* save_mean, const float* save_invstd, float* dx,
-                               float* dgamma, float* dbeta, int64_t N, int64_t C, int64_t S) {
+                               float* dgamma, float* dbeta, int64_t N, int64_t C, int64_t S,
+                               float eps) {
   if (bn_impl() == Impl::Library)
     library::batch_norm_backward_train(x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, N,
-                                       C, S);
+                                       C, S, eps);
   else
     handwritten::batch_norm_backward_train(x, dy, gamma, save_mean, save_invstd, dx, dgamma,
-                                           dbeta, N, C, S);
+                                           dbeta, N, C, S, eps);
 }
 
 }  // namespace gantry::cuda

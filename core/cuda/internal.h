@@ -12,6 +12,8 @@ namespace gantry::cuda {
 // call of the backend runs on this stream, so work is ordered without extra synchronization.
 int current_device();
 cudaStream_t stream();
+// The memory pool allocate() and Scratch draw from on the current device (its default pool).
+cudaMemPool_t memory_pool();
 // cuDNN / cuBLAS handles of the current device, created on first use and bound to stream().
 cudnnHandle_t cudnn_handle();
 cublasHandle_t cublas_handle();

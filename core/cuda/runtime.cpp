@@ -74,6 +74,7 @@ struct DeviceState {
   std::once_flag cudnn_once, cublas_once;
   cudnnHandle_t cudnn = nullptr;
   cublasHandle_t cublas = nullptr;
+  void* cublas_workspace = nullptr;  // from the pool, kept as long as the handle (never freed)
 };
 
 DeviceState g_state[kMaxDevices];
@@ -111,6 +112,8 @@ int current_device() {
 
 cudaStream_t stream() { return state(current_device()).stream; }
 
+cudaMemPool_t memory_pool() { return state(current_device()).pool; }
+
 cudnnHandle_t cudnn_handle() {
   DeviceState& st = state(current_device());
   std::call_once(st.cudnn_once, [&] {
@@ -120,11 +123,24 @@ cudnnHandle_t cudnn_handle() {
   return st.cudnn;
 }
 
+// cuBLAS would otherwise cudaMalloc its own default workspace, outside gantry's pool (and its
+// accounting). The cuBLAS reference recommends 32 MiB on Hopper (sm_90) and later, 4 MiB
+// before, aligned to at least 256 bytes. cublasSetStream resets the workspace to the default
+// one, so the workspace is set after it.
 cublasHandle_t cublas_handle() {
-  DeviceState& st = state(current_device());
+  const int device = current_device();
+  DeviceState& st = state(device);
   std::call_once(st.cublas_once, [&] {
     GANTRY_CUBLAS_CHECK(cublasCreate(&st.cublas));
     GANTRY_CUBLAS_CHECK(cublasSetStream(st.cublas, st.stream));
+    int major = 0;
+    GANTRY_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    const std::size_t bytes = std::size_t(major >= 9 ? 32 : 4) << 20;
+    // 256 bytes more, so the start can be rounded up to 256 whatever the pool's alignment.
+    void* block = allocate(bytes + 256, device);
+    const std::uintptr_t start = (reinterpret_cast<std::uintptr_t>(block) + 255) / 256 * 256;
+    st.cublas_workspace = block;
+    GANTRY_CUBLAS_CHECK(cublasSetWorkspace(st.cublas, reinterpret_cast<void*>(start), bytes));
   });
   return st.cublas;
 }
@@ -252,11 +268,13 @@ PinnedCache& pinned_cache() {
 }
 
 // True once every copy queued before the block was freed has finished (errors count as done:
-// a failed stream cannot read the block any more).
+// a failed stream cannot read the block any more). cudaErrorNotReady is "not actually an
+// error", but whether the runtime keeps it as the thread's last error is not documented either
+// way; PyTorch's caching allocator clears it after the same query, and so does this (every
+// launch is checked right after it, so no other error can be pending here to be swallowed).
 bool pinned_ready(const PinnedFree& b) {
   for (cudaEvent_t e : b.events) {
-    const cudaError_t st = cudaEventQuery(e);
-    if (st == cudaErrorNotReady) {
+    if (cudaEventQuery(e) == cudaErrorNotReady) {
       cudaGetLastError();
       return false;
     }

@@ -20,7 +20,9 @@ namespace {
 
 struct AdamBatch {
   ChunkedTensors<AdamTensor> chunks;
-  // Float factors formed in double on the host, as adam_update_cpu (optim/adam.cpp) does.
+  // Float factors formed in double on the host, as adam_update_cpu (optim/adam.cpp) does. The
+  // arithmetic below is left to nvcc (it may fuse a*b + c): it follows torch.optim.Adam's
+  // formula, not the CPU's roundings, and is compared with a tolerance, not bit for bit.
   float beta2, one_minus_beta1, one_minus_beta2, eps, weight_decay;
   float step_size;             // lr / (1 - beta1^t)
   float bias_correction2_sqrt;  // sqrt(1 - beta2^t)

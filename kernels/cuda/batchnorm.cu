@@ -18,6 +18,7 @@ using namespace kern;
 namespace {
 
 constexpr int kBnThreads = 512;
+static_assert(kBnThreads % 32 == 0 && kBnThreads <= 1024, "block_sum needs whole warps, at most 32");
 
 __device__ __forceinline__ int64_t channel_offset(int64_t j, int64_t c, int64_t C, int64_t S) {
   const int64_t n = j / S;
@@ -139,7 +140,8 @@ void batch_norm_forward_eval(const float* x, const float* gamma, const float* be
 
 void batch_norm_backward_train(const float* x, const float* dy, const float* gamma,
                                const float* save_mean, const float* save_invstd, float* dx,
-                               float* dgamma, float* dbeta, int64_t N, int64_t C, int64_t S) {
+                               float* dgamma, float* dbeta, int64_t N, int64_t C, int64_t S,
+                               float /*eps: save_invstd already holds it*/) {
   if (C <= 0) return;
   bn_backward_kernel<<<static_cast<unsigned>(C), kBnThreads, 0, stream()>>>(
       x, dy, gamma, save_mean, save_invstd, dx, dgamma, dbeta, N, C, S);

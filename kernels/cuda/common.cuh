@@ -7,6 +7,7 @@
 namespace gantry::cuda::kern {
 
 constexpr int kThreads = 256;  // a good default block: 8 warps, many blocks per SM
+static_assert(kThreads % 32 == 0 && kThreads <= 1024, "block_sum needs whole warps, at most 32");
 
 // Blocks for a grid-stride loop over n items: enough to fill the GPU, capped so very large
 // tensors reuse threads instead of launching millions of blocks.
@@ -22,6 +23,8 @@ inline unsigned blocks_for(int64_t n, int threads = kThreads) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
        i += static_cast<int64_t>(blockDim.x) * gridDim.x)
 
+// Precondition of warp_sum and block_sum: blockDim.x is a multiple of 32 (<= 1024) and every
+// thread of the block calls them (full mask); each launch site static_asserts its block size.
 // Sum of v over the 32 lanes of a warp: each step adds the value `offset` lanes higher, so
 // after 5 steps lane 0 holds the total. Registers only, no shared memory, no barrier.
 __device__ __forceinline__ float warp_sum(float v) {

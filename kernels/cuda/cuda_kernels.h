@@ -99,6 +99,8 @@ void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* d
 // given (both or neither), are updated in place in the same call, r = (1 - momentum) r +
 // momentum * stat with the unbiased variance, as nn.BatchNorm2d does: on a GPU that saves the
 // four small launches of an update by the caller (and cuDNN does it itself).
+// The backward takes the forward's eps: cuDNN asks for the same epsilon in forward and backward
+// (the hand-written kernel and the CPU need only save_invstd).
 void batch_norm_forward_train(const float* x, const float* gamma, const float* beta, float* y,
                               float* save_mean, float* save_invstd, float* var_unbiased,
                               int64_t N, int64_t C, int64_t S, float eps,
@@ -109,7 +111,8 @@ void batch_norm_forward_eval(const float* x, const float* gamma, const float* be
                              int64_t S, float eps);
 void batch_norm_backward_train(const float* x, const float* dy, const float* gamma,
                                const float* save_mean, const float* save_invstd, float* dx,
-                               float* dgamma, float* dbeta, int64_t N, int64_t C, int64_t S);
+                               float* dgamma, float* dbeta, int64_t N, int64_t C, int64_t S,
+                               float eps);
 
 // ---- Adam, all parameters in one launch (kernels/cuda/adam.cu) -----------------------------
 struct AdamTensor {
@@ -122,6 +125,9 @@ struct AdamTensor {
 // Hyperparameters in double, as AdamOptions and Python floats: the scalar factors (1 - beta2,
 // the bias corrections, lr / bc1) are formed in double and rounded to float once, exactly as
 // adam_update_cpu does (in float, 1.f - 0.999f is 1.3e-5 relative from float(1 - 0.999)).
+// The per-element update is not bit-identical to the CPU's: the first moment is PyTorch's lerp
+// (the CPU's is b1 m + (1 - b1) g), and nvcc fuses a*b + c into FMAs (--fmad=true); the tests
+// hold it to 1e-6.
 struct AdamConfig {
   double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
   int64_t step = 1;  // the step being taken (1 for the first), for the bias corrections
@@ -137,8 +143,9 @@ struct EmaTensor {
   int64_t numel;
   bool copy;  // a buffer: average = source; a parameter: the EMA step below
 };
-// Per parameter average = float(decay) * average + float(1 - decay) * source (the two roundings
-// of EMA::update's mul_ then add_); per buffer an exact copy. Up to 64 tensors per launch.
+// Per parameter average = fma(float(1 - decay), source, float(decay) * average), rounded as
+// EMA::update's mul_ then add_ on the x86-64-v3 CPU build (whose add_ is one FMA); per buffer
+// an exact copy. Up to 64 tensors per launch.
 void ema_multi_tensor(const EmaTensor* tensors, int count, double decay);
 
 // ---- one implementation, explicitly -------------------------------------------------------
@@ -161,7 +168,8 @@ void batch_norm_forward_eval(const float* x, const float* gamma, const float* be
                              int64_t C, int64_t S, float eps);
 void batch_norm_backward_train(const float* x, const float* dy, const float* gamma,
                                const float* save_mean, const float* save_invstd, float* dx,
-                               float* dgamma, float* dbeta, int64_t N, int64_t C, int64_t S);
+                               float* dgamma, float* dbeta, int64_t N, int64_t C, int64_t S,
+                               float eps);
 }  // namespace handwritten
 
 // Vendor: kernels/cublas/cublas_gemm.cpp, kernels/cudnn/cudnn_conv.cpp, cudnn_batchnorm.cpp.
@@ -183,7 +191,8 @@ void batch_norm_forward_eval(const float* x, const float* gamma, const float* be
                              int64_t C, int64_t S, float eps);
 void batch_norm_backward_train(const float* x, const float* dy, const float* gamma,
                                const float* save_mean, const float* save_invstd, float* dx,
-                               float* dgamma, float* dbeta, int64_t N, int64_t C, int64_t S);
+                               float* dgamma, float* dbeta, int64_t N, int64_t C, int64_t S,
+                               float eps);
 }  // namespace library
 
 // ---- pooling, softmax, cross-entropy, spatial gather (kernels/cuda/pool_softmax_gather.cu) --

@@ -26,8 +26,12 @@ __global__ void ema_kernel(const __grid_constant__ EmaBatch b) {
     if (t.copy) {
       t.average[i] = t.source[i];  // exact, whatever the average held (even NaN)
     } else {
-      const float scaled = t.average[i] * b.decay;  // the two roundings of mul_ then add_
-      t.average[i] = scaled + b.one_minus_decay * t.source[i];
+      // The roundings of EMA::update on the CPU, explicitly (nvcc's default --fmad=true would
+      // otherwise fuse whichever product it likes): mul_ rounds avg * decay once, and add_'s
+      // `avg += alpha * src` (core/tensor.cpp) is one FMA in the x86-64-v3 host build (GCC
+      // contracts it: vfmadd in Tensor::add_). A host built without FMA rounds twice there.
+      const float scaled = __fmul_rn(t.average[i], b.decay);
+      t.average[i] = __fmaf_rn(b.one_minus_decay, t.source[i], scaled);
     }
   }
 }

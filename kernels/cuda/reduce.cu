@@ -18,6 +18,7 @@ using namespace kern;
 namespace {
 
 constexpr int kMaxPartials = 1024;  // blocks in stage 1 (and threads of stage 2)
+static_assert(kMaxPartials % 32 == 0 && kMaxPartials <= 1024, "block_sum needs whole warps, at most 32");
 
 // Stage 1: block b sums the terms f(i) of its grid-stride slice into partials[b].
 template <class F>
@@ -29,8 +30,9 @@ __global__ void partial_sum_kernel(F f, int64_t n, float* __restrict__ partials)
 }
 
 // Stage 2: one block adds the partials (in a fixed order) and scales.
-__global__ void final_sum_kernel(const float* __restrict__ partials, int count,
-                                 float* __restrict__ out, float scale) {
+__global__ void __launch_bounds__(kMaxPartials)
+final_sum_kernel(const float* __restrict__ partials, int count, float* __restrict__ out,
+                 float scale) {
   float acc = 0.f;
   for (int i = threadIdx.x; i < count; i += blockDim.x) acc += partials[i];
   acc = block_sum(acc);

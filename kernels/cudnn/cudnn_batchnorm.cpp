@@ -94,7 +94,8 @@ void batch_norm_forward_eval(const float* x, const float* gamma, const float* be
 
 void batch_norm_backward_train(const float* x, const float* dy, const float* gamma,
                                const float* save_mean, const float* save_invstd, float* dx,
-                               float* dgamma, float* dbeta, int64_t N, int64_t C, int64_t S) {
+                               float* dgamma, float* dbeta, int64_t N, int64_t C, int64_t S,
+                               float eps) {
   if (C <= 0) return;
   Desc xd(N, C, S, 1), pd(1, C, 1, 1);
   // The backward reads no beta: a zeros stand-in here cost a memset and a pool block per batch
@@ -110,10 +111,11 @@ void batch_norm_backward_train(const float* x, const float* dy, const float* gam
     dbeta = tmp_db.f();
   }
   const float one = 1.f, zero = 0.f;
-  // epsilon is only used when the saved statistics are null; ours are always given.
+  // The forward's epsilon: the reference asks for "the same epsilon value in forward and
+  // backward", saved statistics or not.
   GANTRY_CUDNN_CHECK(cudnnBatchNormalizationBackward(
       cudnn_handle(), CUDNN_BATCHNORM_SPATIAL, &one, &zero, &one, &zero, xd.d, x, xd.d, dy, xd.d,
-      dx, pd.d, p.gamma, dgamma, dbeta, /*epsilon=*/1e-5, save_mean, save_invstd));
+      dx, pd.d, p.gamma, dgamma, dbeta, static_cast<double>(eps), save_mean, save_invstd));
 }
 
 }  // namespace gantry::cuda::library

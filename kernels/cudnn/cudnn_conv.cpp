@@ -4,14 +4,18 @@
 //
 // Algorithm choice: the first time a (shape, direction, TF32 setting, device, pointer
 // alignment) is seen, every algorithm cuDNN offers is timed on the real buffers
-// (cudnnFind*AlgorithmEx, what torch.backends.cudnn.benchmark = True does) and the fastest one
-// that succeeded is cached.
+// (cudnnFind*AlgorithmEx, what torch.backends.cudnn.benchmark = True does) and the ones that
+// succeeded are cached, fastest first. A call runs the first; if it fails for a reason other
+// than a bad parameter (its workspace does not fit, ALLOC_FAILED, EXECUTION_FAILED,
+// NOT_SUPPORTED), that algorithm is dropped from the cache and the next one runs, as PyTorch's
+// AlgoIterator::try_all does; only when every one fails does the call throw.
 // Workspaces come from the stream-ordered pool, so the per-call allocation is free.
 #include <algorithm>
 #include <cstdint>
 #include <initializer_list>
 #include <map>
 #include <mutex>
+#include <sstream>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -78,6 +82,15 @@ struct Choice {
   cudnnMathType_t math = CUDNN_FMA_MATH;
   size_t workspace = 0;
 };
+using Choices = std::vector<Choice>;  // fastest first
+
+std::string describe(const char* what, const Conv2dShape& s) {
+  std::ostringstream os;
+  os << "conv2d " << what << " of x [" << s.N << ", " << s.C << ", " << s.H << ", " << s.W
+     << "], weight [" << s.O << ", " << s.C << ", " << s.kh << ", " << s.kw << "], stride "
+     << s.stride << ", padding " << s.padding << (conv_allow_tf32() ? ", TF32" : ", fp32");
+  return os.str();
+}
 
 // The largest of 16, 8, 4, 1 bytes that divides every pointer. Some cuDNN kernels (vectorised
 // and tensor-core ones) need aligned buffers, so an algorithm chosen on fresh pool buffers
@@ -99,28 +112,37 @@ Key make_key(Dir dir, const Conv2dShape& s, int align) {
 }
 
 std::mutex g_mutex;
-std::map<Key, Choice> g_cache;
+std::map<Key, Choices> g_cache;
 
 // A workspace budget for the search: the largest any algorithm asks for, capped so the search
-// cannot exhaust the GPU (algorithms that need more are skipped by cuDNN).
+// cannot exhaust the GPU (algorithms that need more are skipped by cuDNN). The pool keeps what
+// it frees (release threshold UINT64_MAX): the driver counts that memory as used, but it is
+// free for our allocations, so the pool's reserved-but-unused bytes count as free here.
 size_t search_budget(size_t largest) {
   size_t free_b = 0, total_b = 0;
-  cudaMemGetInfo(&free_b, &total_b);
-  return std::min<size_t>({largest, free_b / 2, size_t(1) << 30});
+  GANTRY_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  uint64_t reserved = 0, used = 0;  // the attributes are cuuint64_t
+  GANTRY_CUDA_CHECK(cudaMemPoolGetAttribute(memory_pool(), cudaMemPoolAttrReservedMemCurrent, &reserved));
+  GANTRY_CUDA_CHECK(cudaMemPoolGetAttribute(memory_pool(), cudaMemPoolAttrUsedMemCurrent, &used));
+  const size_t available = free_b + static_cast<size_t>(reserved > used ? reserved - used : 0);
+  return std::min<size_t>({largest, available / 2, size_t(1) << 30});
 }
 
-// Picks the first (fastest) successful result; perf arrays are sorted by time.
+// Every successful result, in cuDNN's order (sorted by time: fastest first).
 template <class Perf>
-Choice pick(const Perf* perf, int count, const char* what) {
-  for (int i = 0; i < count; ++i) {
+Choices successful(const Perf* perf, int count, const char* what, const Conv2dShape& s) {
+  Choices ok;
+  for (int i = 0; i < count; ++i)
     if (perf[i].status == CUDNN_STATUS_SUCCESS)
-      return Choice{static_cast<int>(perf[i].algo),
-                    conv_allow_tf32() ? perf[i].mathType : CUDNN_FMA_MATH, perf[i].memory};
-  }
-  throw CudaError(std::string("cuDNN: no ") + what + " algorithm succeeded for this shape");
+      ok.push_back(Choice{static_cast<int>(perf[i].algo),
+                          conv_allow_tf32() ? perf[i].mathType : CUDNN_FMA_MATH, perf[i].memory});
+  if (ok.empty())
+    throw CudaError("cuDNN: no algorithm succeeded in the search for " + describe(what, s));
+  return ok;
 }
 
-Choice choose_forward(const Descs& d, const float* x, const float* w, float* y) {
+Choices choose_forward(const Descs& d, const Conv2dShape& s, const float* x, const float* w,
+                       float* y) {
   cudnnHandle_t h = cudnn_handle();
   GANTRY_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv.d, math_type()));
   constexpr int kMax = CUDNN_CONVOLUTION_FWD_ALGO_COUNT;
@@ -135,10 +157,11 @@ Choice choose_forward(const Descs& d, const float* x, const float* w, float* y) 
   GANTRY_CUDNN_CHECK(cudnnFindConvolutionForwardAlgorithmEx(h, d.x.d, x, d.w.d, w, d.conv.d,
                                                             d.y.d, y, kMax, &n, perf, ws.get(),
                                                             ws.size()));
-  return pick(perf, n, "forward");
+  return successful(perf, n, "forward", s);
 }
 
-Choice choose_backward_data(const Descs& d, const float* w, const float* dy, float* dx) {
+Choices choose_backward_data(const Descs& d, const Conv2dShape& s, const float* w,
+                             const float* dy, float* dx) {
   cudnnHandle_t h = cudnn_handle();
   GANTRY_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv.d, math_type()));
   constexpr int kMax = CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT;
@@ -152,10 +175,11 @@ Choice choose_backward_data(const Descs& d, const float* w, const float* dy, flo
   Scratch ws(search_budget(largest));
   GANTRY_CUDNN_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(
       h, d.w.d, w, d.y.d, dy, d.conv.d, d.x.d, dx, kMax, &n, perf, ws.get(), ws.size()));
-  return pick(perf, n, "backward-data");
+  return successful(perf, n, "backward-data", s);
 }
 
-Choice choose_backward_filter(const Descs& d, const float* x, const float* dy, float* dw) {
+Choices choose_backward_filter(const Descs& d, const Conv2dShape& s, const float* x,
+                               const float* dy, float* dw) {
   cudnnHandle_t h = cudnn_handle();
   GANTRY_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv.d, math_type()));
   constexpr int kMax = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT;
@@ -169,23 +193,68 @@ Choice choose_backward_filter(const Descs& d, const float* x, const float* dy, f
   Scratch ws(search_budget(largest));
   GANTRY_CUDNN_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(
       h, d.x.d, x, d.y.d, dy, d.conv.d, d.w.d, dw, kMax, &n, perf, ws.get(), ws.size()));
-  return pick(perf, n, "backward-filter");
+  return successful(perf, n, "backward-filter", s);
 }
 
-// The cached choice, searching on a miss. The search runs outside the lock (it launches GPU
+// The cached choices, searching on a miss. The search runs outside the lock (it launches GPU
 // work); two threads racing on the same new shape both search, which is harmless.
 template <class Search>
-Choice cached(Dir dir, const Conv2dShape& s, int align, Search search) {
-  const Key key = make_key(dir, s, align);
+Choices cached(const Key& key, Search search) {
   {
     std::lock_guard<std::mutex> lock(g_mutex);
     auto it = g_cache.find(key);
     if (it != g_cache.end()) return it->second;
   }
-  const Choice c = search();
+  Choices c = search();
   std::lock_guard<std::mutex> lock(g_mutex);
   g_cache[key] = c;
   return c;
+}
+
+// Drops a choice that failed; with none left the next call searches again.
+void forget(const Key& key, const Choice& failed) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  auto it = g_cache.find(key);
+  if (it == g_cache.end()) return;
+  Choices& c = it->second;
+  c.erase(std::remove_if(c.begin(), c.end(),
+                         [&](const Choice& x) { return x.algo == failed.algo && x.math == failed.math; }),
+          c.end());
+  if (c.empty()) g_cache.erase(it);
+}
+
+bool out_of_memory(const CudaError& e) {
+  return std::string(e.what()).find("out of memory") != std::string::npos;
+}
+
+// Runs the cached algorithms, fastest first, until one succeeds: run(choice, workspace) makes
+// the cuDNN call and returns its status. A bad parameter (CUDNN_STATUS_BAD_PARAM and its
+// sub-codes) is a wrong call, not the algorithm's fault: it throws at once. Any other failure,
+// or a workspace the pool cannot give, drops that algorithm and tries the next.
+template <class Search, class Run>
+void run_cached(Dir dir, const char* what, const char* call, const Conv2dShape& s, int align,
+                Search search, Run run) {
+  const Key key = make_key(dir, s, align);
+  std::string failures;
+  for (const Choice& c : cached(key, search)) {
+    cudnnStatus_t st = CUDNN_STATUS_SUCCESS;
+    try {
+      Scratch ws(c.workspace);
+      st = run(c, ws);
+    } catch (const CudaError& e) {
+      if (!out_of_memory(e)) throw;
+      forget(key, c);
+      failures += "; algorithm " + std::to_string(c.algo) + ": no memory for its workspace of " +
+                  std::to_string(c.workspace) + " bytes";
+      continue;
+    }
+    if (st == CUDNN_STATUS_SUCCESS) return;
+    if (CUDNN_STATUS_CATEGORY(st) == CUDNN_STATUS_BAD_PARAM) detail::check(st, call, __FILE__, __LINE__);
+    forget(key, c);
+    failures += "; algorithm " + std::to_string(c.algo) + ": " + cudnnGetErrorString(st);
+  }
+  throw CudaError("cuDNN: every algorithm failed in " + std::string(call) + " for " +
+                  describe(what, s) + failures);
 }
 
 }  // namespace
@@ -194,29 +263,31 @@ void conv2d_forward(const float* x, const float* w, const float* bias, float* y,
                     const Conv2dShape& s) {
   if (s.N * s.O * s.OH() * s.OW() == 0) return;
   Descs d(s);
-  const Choice c = cached(Dir::Forward, s, alignment({x, w, y}),
-                          [&] { return choose_forward(d, x, w, y); });
-  GANTRY_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv.d, c.math));
-  Scratch ws(c.workspace);
   const float one = 1.f, zero = 0.f;
-  GANTRY_CUDNN_CHECK(cudnnConvolutionForward(cudnn_handle(), &one, d.x.d, x, d.w.d, w, d.conv.d,
-                                             static_cast<cudnnConvolutionFwdAlgo_t>(c.algo),
-                                             ws.get(), ws.size(), &zero, d.y.d, y));
+  run_cached(Dir::Forward, "forward", "cudnnConvolutionForward", s, alignment({x, w, y}),
+             [&] { return choose_forward(d, s, x, w, y); },
+             [&](const Choice& c, const Scratch& ws) {
+               GANTRY_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv.d, c.math));
+               return cudnnConvolutionForward(cudnn_handle(), &one, d.x.d, x, d.w.d, w, d.conv.d,
+                                              static_cast<cudnnConvolutionFwdAlgo_t>(c.algo),
+                                              ws.get(), ws.size(), &zero, d.y.d, y);
+             });
   if (bias) add_channel_bias(y, bias, s.N, s.O, s.OH() * s.OW());
 }
 
 void conv2d_backward_input(const float* dy, const float* w, float* dx, const Conv2dShape& s) {
   if (s.N * s.C * s.H * s.W == 0) return;
   Descs d(s);
-  const Choice c =
-      cached(Dir::BackwardData, s, alignment({dy, w, dx}),
-             [&] { return choose_backward_data(d, w, dy, dx); });
-  GANTRY_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv.d, c.math));
-  Scratch ws(c.workspace);
   const float one = 1.f, zero = 0.f;
-  GANTRY_CUDNN_CHECK(cudnnConvolutionBackwardData(
-      cudnn_handle(), &one, d.w.d, w, d.y.d, dy, d.conv.d,
-      static_cast<cudnnConvolutionBwdDataAlgo_t>(c.algo), ws.get(), ws.size(), &zero, d.x.d, dx));
+  run_cached(Dir::BackwardData, "backward-data", "cudnnConvolutionBackwardData", s,
+             alignment({dy, w, dx}), [&] { return choose_backward_data(d, s, w, dy, dx); },
+             [&](const Choice& c, const Scratch& ws) {
+               GANTRY_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv.d, c.math));
+               return cudnnConvolutionBackwardData(
+                   cudnn_handle(), &one, d.w.d, w, d.y.d, dy, d.conv.d,
+                   static_cast<cudnnConvolutionBwdDataAlgo_t>(c.algo), ws.get(), ws.size(), &zero,
+                   d.x.d, dx);
+             });
 }
 
 void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* dbias,
@@ -228,15 +299,16 @@ void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* d
     return;
   }
   Descs d(s);
-  const Choice c =
-      cached(Dir::BackwardFilter, s, alignment({x, dy, dw}),
-             [&] { return choose_backward_filter(d, x, dy, dw); });
-  GANTRY_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv.d, c.math));
-  Scratch ws(c.workspace);
   const float one = 1.f, zero = 0.f;
-  GANTRY_CUDNN_CHECK(cudnnConvolutionBackwardFilter(
-      cudnn_handle(), &one, d.x.d, x, d.y.d, dy, d.conv.d,
-      static_cast<cudnnConvolutionBwdFilterAlgo_t>(c.algo), ws.get(), ws.size(), &zero, d.w.d, dw));
+  run_cached(Dir::BackwardFilter, "backward-filter", "cudnnConvolutionBackwardFilter", s,
+             alignment({x, dy, dw}), [&] { return choose_backward_filter(d, s, x, dy, dw); },
+             [&](const Choice& c, const Scratch& ws) {
+               GANTRY_CUDNN_CHECK(cudnnSetConvolutionMathType(d.conv.d, c.math));
+               return cudnnConvolutionBackwardFilter(
+                   cudnn_handle(), &one, d.x.d, x, d.y.d, dy, d.conv.d,
+                   static_cast<cudnnConvolutionBwdFilterAlgo_t>(c.algo), ws.get(), ws.size(),
+                   &zero, d.w.d, dw);
+             });
   if (dbias) sum_channels(dy, dbias, s.N, s.O, s.OH() * s.OW());
 }
 

@@ -6,6 +6,7 @@
 
 #ifdef GANTRY_WITH_CUDA
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <string>
 #include <vector>
@@ -213,18 +214,32 @@ TEST_CASE("conv2d forward/backward: odd shapes", "[cuda][conv]") {
     for (const cpu::Conv2dShape& s : kOddShapes) check_conv(s, v);
 }
 
+// Random x, w, dy of a conv shape (seeds seed, seed + 1, seed + 2) and the double CPU
+// kernels' y, dx, dw for them.
+struct ConvCase {
+  int64_t nx, nw, ny;
+  std::vector<float> x, w, dy;
+  std::vector<double> y_ref, dx_ref, dw_ref;
+  ConvCase(const cpu::Conv2dShape& s, uint64_t seed)
+      : nx(s.N * s.C * s.H * s.W), nw(s.O * s.C * s.kh * s.kw), ny(s.N * s.O * s.OH() * s.OW()),
+        x(test::randn(nx, seed)), w(test::randn(nw, seed + 1, 0.1f)), dy(test::randn(ny, seed + 2)),
+        y_ref(ny), dx_ref(nx), dw_ref(nw) {
+    const std::vector<double> xd = test::to_double(x), wd = test::to_double(w), dyd = test::to_double(dy);
+    cpu::conv2d_forward<double>(xd.data(), wd.data(), nullptr, y_ref.data(), s);
+    cpu::conv2d_backward_input<double>(dyd.data(), wd.data(), dx_ref.data(), s);
+    cpu::conv2d_backward_weight<double>(xd.data(), dyd.data(), dw_ref.data(), nullptr, s);
+  }
+};
+
 TEST_CASE("cuDNN conv on views that start inside a buffer (4-byte aligned only)", "[cuda][conv]") {
   // The algorithm cache is keyed by pointer alignment: an algorithm found on fresh 256-byte
   // aligned buffers may need 16-byte alignment (vectorised loads), and a view such as one
   // image of a batch, one float in, must get an algorithm of its own, not a failing cached one.
   const cpu::Conv2dShape s{2, 5, 9, 7, 6, 3, 3, 1, 1};
-  const int64_t nx = s.N * s.C * s.H * s.W, nw = s.O * s.C * s.kh * s.kw, ny = s.N * s.O * s.OH() * s.OW();
-  const std::vector<float> x = test::randn(nx, 11), w = test::randn(nw, 12, 0.1f), dy = test::randn(ny, 13);
-  const std::vector<double> xd = test::to_double(x), wd = test::to_double(w), dyd = test::to_double(dy);
-  std::vector<double> y_ref(ny), dx_ref(nx), dw_ref(nw);
-  cpu::conv2d_forward<double>(xd.data(), wd.data(), nullptr, y_ref.data(), s);
-  cpu::conv2d_backward_input<double>(dyd.data(), wd.data(), dx_ref.data(), s);
-  cpu::conv2d_backward_weight<double>(xd.data(), dyd.data(), dw_ref.data(), nullptr, s);
+  const ConvCase cc(s, 11);
+  const auto &x = cc.x, &w = cc.w, &dy = cc.dy;
+  const auto &y_ref = cc.y_ref, &dx_ref = cc.dx_ref, &dw_ref = cc.dw_ref;
+  const int64_t nx = cc.nx, nw = cc.nw, ny = cc.ny;
   auto slice = [](const std::vector<float>& v, int64_t off, int64_t n) {
     return std::vector<float>(v.begin() + off, v.begin() + off + n);
   };
@@ -244,6 +259,58 @@ TEST_CASE("cuDNN conv on views that start inside a buffer (4-byte aligned only)"
     cuda::conv2d_backward_weight(gx.p + off, gdy.p + off, gdw.p + off, nullptr, s);
     CHECK(rel_error(slice(gdw.download(), off, nw), dw_ref) < lib.tol);
   }
+}
+
+TEST_CASE("cuDNN conv falls back to the next cached algorithm when one fails to run",
+          "[cuda][conv]") {
+  // The search caches every successful algorithm, fastest first; one that fails when run
+  // (EXECUTION_FAILED here) is dropped and the next runs. On the emulator only: its cuDNN model
+  // fails algorithms on request (GANTRY_EMU_CUDNN_FAIL), which a real cuDNN cannot be asked.
+  if (!cuda::emulated()) {
+    WARN("needs the emulator's cuDNN fault injection; nothing to check on a GPU");
+    return;
+  }
+  const cpu::Conv2dShape s{2, 3, 6, 5, 4, 3, 3, 1, 1};  // a shape no other case searches
+  const ConvCase cc(s, 21);
+  const auto &y_ref = cc.y_ref, &dx_ref = cc.dx_ref, &dw_ref = cc.dw_ref;
+  const int64_t nx = cc.nx, nw = cc.nw, ny = cc.ny;
+  const Variant& lib = kVariants[1];  // library fp32
+  Use use(lib);
+  DevBuf gx(cc.x), gw(cc.w), gdy(cc.dy), gy(ny), gdx(nx), gdw(nw);
+  auto check_all = [&] {
+    gy.poison();
+    gdx.poison();
+    gdw.poison();
+    cuda::conv2d_forward(gx.p, gw.p, nullptr, gy.p, s);
+    CHECK(rel_error(gy.download(), y_ref) < lib.tol);
+    cuda::conv2d_backward_input(gdy.p, gw.p, gdx.p, s);
+    CHECK(rel_error(gdx.download(), dx_ref) < lib.tol);
+    cuda::conv2d_backward_weight(gx.p, gdy.p, gdw.p, nullptr, s);
+    CHECK(rel_error(gdw.download(), dw_ref) < lib.tol);
+  };
+  struct Env {  // unset again whatever happens
+    explicit Env(const char* v) { setenv("GANTRY_EMU_CUDNN_FAIL", v, 1); }
+    ~Env() { unsetenv("GANTRY_EMU_CUDNN_FAIL"); }
+  };
+  {
+    // The search ranks the workspace ("GEMM") algorithms first; they fail, the next ones run:
+    // on the first call (the fresh list) and on the second (the list without them).
+    Env fail("staged");
+    for (int call = 0; call < 2; ++call) {
+      INFO("call " << call << " with the workspace algorithms failing");
+      check_all();
+    }
+  }
+  {
+    Env fail("all");
+    CHECK_THROWS_WITH(cuda::conv2d_forward(gx.p, gw.p, nullptr, gy.p, s),
+                      Catch::Contains("every algorithm failed in cudnnConvolutionForward") &&
+                          Catch::Contains("x [2, 3, 6, 5], weight [4, 3, 3, 3]") &&
+                          Catch::Contains("CUDNN_STATUS_EXECUTION_FAILED"));
+  }
+  // With every algorithm dropped, the next call searches again.
+  INFO("after the failures, nothing failing");
+  check_all();
 }
 
 TEST_CASE("hand-written conv splits large batches into chunks correctly", "[cuda][conv]") {

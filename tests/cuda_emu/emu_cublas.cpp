@@ -22,6 +22,8 @@
 
 struct gemu_cublas {
   cudaStream_t stream = nullptr;
+  void* workspace = nullptr;  // a user workspace (cublasSetWorkspace), else the default one
+  std::size_t workspace_bytes = 0;
 };
 
 cublasStatus_t cublasCreate(cublasHandle_t* handle) {
@@ -39,6 +41,24 @@ cublasStatus_t cublasDestroy(cublasHandle_t handle) {
 cublasStatus_t cublasSetStream(cublasHandle_t handle, cudaStream_t stream) {
   if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
   handle->stream = stream;
+  // The reference: cublasSetStream "unconditionally resets the cuBLAS library workspace back
+  // to the default workspace pool".
+  handle->workspace = nullptr;
+  handle->workspace_bytes = 0;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+// A user-owned device buffer used by every later call; its pointer must be aligned to at
+// least 256 bytes (CUBLAS_STATUS_INVALID_VALUE otherwise). The model checks at each GEMM that
+// it still lies inside one live device allocation (the caller must keep it alive).
+cublasStatus_t cublasSetWorkspace(cublasHandle_t handle, void* workspace,
+                                  std::size_t workspaceSizeInBytes) {
+  if (!handle) return CUBLAS_STATUS_NOT_INITIALIZED;
+  if (workspaceSizeInBytes > 0 &&
+      (!workspace || reinterpret_cast<std::uintptr_t>(workspace) % 256 != 0))
+    return CUBLAS_STATUS_INVALID_VALUE;
+  handle->workspace = workspace;
+  handle->workspace_bytes = workspaceSizeInBytes;
   return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -91,6 +111,9 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa,
     check_operand("B", B, span(b_rows, b_cols, ldb));
   }
   check_operand("C", C, span(m, n, ldc));
+  if (handle->workspace_bytes > 0 && !gemu::device_range(handle->workspace, handle->workspace_bytes))
+    gemu::library_fault("cublasGemmEx", "the workspace given to cublasSetWorkspace is not (or no "
+                                        "longer) inside one device allocation");
   const bool tf32 = computeType == CUBLAS_COMPUTE_32F_FAST_TF32;
   const float* a = static_cast<const float*>(A);
   const float* b = static_cast<const float*>(B);

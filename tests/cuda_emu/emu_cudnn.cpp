@@ -24,7 +24,11 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <cstdio>
+#include <cstdlib>
 #include <limits>
+#include <map>
+#include <mutex>
 #include <vector>
 
 #include "tf32.h"
@@ -534,6 +538,13 @@ cudnnStatus_t run(const char* call, Dir dir, cudnnHandle_t handle, const void* a
   if (!handle || !alpha || !beta) return CUDNN_STATUS_BAD_PARAM;
   const Algo* a = find_algo(dir, algo);
   if (!a) return CUDNN_STATUS_BAD_PARAM;
+  // Fault injection for the caller's fallback (the GPU tests): GANTRY_EMU_CUDNN_FAIL=staged
+  // makes the algorithms that use a workspace fail when run, =all every algorithm, with
+  // CUDNN_STATUS_EXECUTION_FAILED, as a real kernel may fail at launch; cudnnFind*Ex is not
+  // affected, so the search still ranks them first. Read at each call.
+  if (const char* fail = std::getenv("GANTRY_EMU_CUDNN_FAIL"))
+    if (std::strcmp(fail, "all") == 0 || (std::strcmp(fail, "staged") == 0 && a->staged))
+      return CUDNN_STATUS_EXECUTION_FAILED;
   const cudnnStatus_t s = can_run(dir, *a, p, in0, in1, out, ws, ws_bytes);
   if (s != CUDNN_STATUS_SUCCESS) return s;
   require_buffers(call, dir, p, in0, in1, out);
@@ -723,6 +734,34 @@ void channel_stats(const BnShape& s, const float* x, int c, double* mean, double
 // Both given or both null, as the reference allows for the optional pairs.
 bool pair_ok(const void* a, const void* b) { return (a == nullptr) == (b == nullptr); }
 
+// "The same epsilon value should be used in forward and backward functions": the training
+// forward remembers, per resultSaveInvVariance buffer, the epsilon it used and the values it
+// wrote; a backward whose savedInvVariance still holds exactly those values but that is given
+// another epsilon breaks that rule. (A buffer filled some other way, or overwritten since, is
+// not checked: nothing says which epsilon it holds.)
+struct SavedStats {
+  double epsilon;
+  std::vector<float> invstd;
+};
+std::mutex g_saved_mu;
+std::map<const void*, SavedStats> g_saved;
+
+void remember_saved(const float* sinv, int C, double epsilon) {
+  std::lock_guard<std::mutex> lock(g_saved_mu);
+  if (g_saved.size() > 4096) g_saved.clear();  // addresses are reused; keep the map small
+  g_saved[sinv] = SavedStats{epsilon, std::vector<float>(sinv, sinv + C)};
+}
+
+// The epsilon of the forward that wrote sinv (and still holds its values), or a negative value.
+double saved_epsilon(const float* sinv, int C) {
+  std::lock_guard<std::mutex> lock(g_saved_mu);
+  auto it = g_saved.find(sinv);
+  if (it == g_saved.end() || it->second.invstd.size() != static_cast<std::size_t>(C) ||
+      std::memcmp(it->second.invstd.data(), sinv, C * sizeof(float)) != 0)
+    return -1.0;
+  return it->second.epsilon;
+}
+
 }  // namespace
 
 cudnnStatus_t cudnnBatchNormalizationForwardTraining(
@@ -786,6 +825,7 @@ cudnnStatus_t cudnnBatchNormalizationForwardTraining(
         sinv[c] = static_cast<float>(invstd);
       }
     }
+    if (sinv) remember_saved(sinv, s.C, epsilon);
   });
   return CUDNN_STATUS_SUCCESS;
 }
@@ -866,10 +906,21 @@ cudnnStatus_t cudnnBatchNormalizationBackward(
   const float* smean = static_cast<const float*>(savedMean);
   const float* sinv = static_cast<const float*>(savedInvVariance);
   gemu::enqueue_library_work("cudnnBatchNormalizationBackward", [=] {
+    // Another epsilon than the forward's: the model computes what the reference's formula
+    // gives with this epsilon (the statistics recomputed from x), so a caller that passes a
+    // different one gets a different gradient, as it may from cuDNN.
+    const double forward_eps = sinv ? saved_epsilon(sinv, s.C) : -1.0;
+    const bool recompute = !smean || (forward_eps >= 0.0 && forward_eps != epsilon);
+    if (smean && recompute)
+      std::fprintf(stderr,
+                   "gemu cudnn: cudnnBatchNormalizationBackward: epsilon %g, but the forward "
+                   "that saved the statistics used %g (the reference: use the same epsilon in "
+                   "forward and backward)\n",
+                   epsilon, forward_eps);
 #pragma omp parallel for schedule(static)
     for (int c = 0; c < s.C; ++c) {
       double mean, invstd;
-      if (smean) {
+      if (!recompute) {
         mean = smean[c];
         invstd = sinv[c];
       } else {  // recomputed from x with epsilon

@@ -30,6 +30,8 @@ enum cudnnStatus_t {
   CUDNN_STATUS_ALLOC_FAILED = 4003,
 };
 const char* cudnnGetErrorString(cudnnStatus_t s);
+// cudnn_graph.h: the category (2000 = BAD_PARAM, 3000 = NOT_SUPPORTED, ...) of a status.
+#define CUDNN_STATUS_CATEGORY(full_error_code) ((full_error_code) / 1000 * 1000)
 
 enum cudnnDataType_t { CUDNN_DATA_FLOAT = 0, CUDNN_DATA_DOUBLE = 1, CUDNN_DATA_HALF = 2 };
 enum cudnnTensorFormat_t { CUDNN_TENSOR_NCHW = 0, CUDNN_TENSOR_NHWC = 1 };
