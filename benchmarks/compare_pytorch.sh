@@ -11,7 +11,9 @@
 #
 # Usage: benchmarks/compare_pytorch.sh [--device cpu|cuda] [--config 64rgb_b128[,..]|all]
 #          [--threads N] [--rounds N] [--steps N] [--warmup N] [--build DIR] [--compile]
-#          [--cudnn-benchmark] [--out results.jsonl]
+#          [--cudnn-benchmark] [--r1 G] [--gp L] [--out results.jsonl]
+# --r1 / --gp: both sides add the gradient penalties (gantry: dcgan_step --r1 G, and with --gp
+# --loss wgan --gp L; PyTorch: the same formulas through torch.autograd.grad(create_graph=True)).
 # CPU: PyTorch is Debian's python3-torch (/usr/bin/python3) on OpenBLAS' OpenMP build
 # (scripts/install-deps.sh --optional installs both). GPU: the python3 on PATH with a CUDA
 # PyTorch; --compile adds torch.compile rows where PyTorch >= 2; --cudnn-benchmark adds rows
@@ -22,6 +24,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(dirname "$here")
 device=cpu config=64rgb_b128 threads=2 rounds=3 steps=5 warmup=2 build="" compile=0 cudnn_bench=0 out=""
+penalty=()  # the same flags for both sides
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --device) device=$2; shift 2 ;;
@@ -34,7 +37,8 @@ while [[ $# -gt 0 ]]; do
     --compile) compile=1; shift ;;
     --cudnn-benchmark) cudnn_bench=1; shift ;;
     --out) out=$2; shift 2 ;;
-    -h|--help) sed -n 2,20p "$0"; exit 0 ;;
+    --r1|--gp) penalty+=("$1" "$2"); shift 2 ;;
+    -h|--help) sed -n 2,22p "$0"; exit 0 ;;
     *) echo "compare_pytorch.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -70,13 +74,15 @@ torch_run() {
   local side=$1
   shift
   "$py" "$here/pytorch_dcgan_step.py" --device "$device" --config "$config" --threads "$threads" \
-      --steps "$steps" --warmup "$warmup" --mode "$mode" --json "$@" \
+      --steps "$steps" --warmup "$warmup" --mode "$mode" --json ${penalty[@]+"${penalty[@]}"} "$@" \
     | sed 's/^{/{"side": "'"$side"'", "round": '"$r"', /' >> "$results"
 }
 for ((r = 1; r <= rounds; ++r)); do
   echo "round $r/$rounds ..." >&2
+  gantry_loss=()
+  [[ " ${penalty[*]-} " == *" --gp "* ]] && gantry_loss=(--loss wgan)
   "$bin" --device "$device" --config "$config" --threads "$threads" --steps "$steps" \
-      --warmup "$warmup" --json | sed 's/^{/{"side": "gantry", "round": '"$r"', /' >> "$results"
+      --warmup "$warmup" --json ${gantry_loss[@]+"${gantry_loss[@]}"} ${penalty[@]+"${penalty[@]}"} | sed 's/^{/{"side": "gantry", "round": '"$r"', /' >> "$results"
   for mode in example freeze; do
     torch_run "pytorch-$mode"
     if [[ $cudnn_bench == 1 ]]; then torch_run "pytorch-$mode-cudnn-benchmark" --cudnn-benchmark; fi

@@ -9,6 +9,12 @@ Two step variants, both reported by compare_pytorch.sh:
   freeze   gantry's step: D's parameters have requires_grad off during the G update, so that
            backward skips them. The results (losses, updated weights) are identical.
 
+--r1 G / --gp L add dcgan_train's gradient penalties to D's loss, written as PyTorch scripts
+write them (torch.autograd.grad(..., create_graph=True)): R1 on the real batch's scores, and
+with --gp the WGAN-GP penalty at real/fake interpolates with the wgan loss (as dcgan_step
+--loss wgan --gp L). tests/interop/make_gan_loss_fixtures.py checks the same formulas against
+gantry's step.
+
 CPU: run with Debian's python3-torch at /usr/bin/python3 and OpenBLAS' OpenMP build:
   LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/openblas-openmp /usr/bin/python3 \
       benchmarks/pytorch_dcgan_step.py --config 64rgb_b128 --threads 2
@@ -105,19 +111,41 @@ def run(config, mode, args, device):
     real_label, fake_label = 1.0, 0.0
     freeze = mode == "freeze"
 
+    wgan = args.gp > 0
+    scores = netD.main[:-1]  # D without its Sigmoid: the raw scores the penalties differentiate
+
+    def input_grad_sq_norms(s, x):
+        g, = torch.autograd.grad(s.sum(), x, create_graph=True)
+        return g.pow(2).sum([1, 2, 3])
+
+    def d_loss(x, label, is_real):
+        if wgan:
+            s = scores(x).view(-1)
+            return -s.mean() if is_real else s.mean()
+        return criterion(Df(x).view(-1), label)
+
     def step():
         # (1) Update D: maximize log(D(x)) + log(1 - D(G(z)))
         netD.zero_grad()
         label = torch.full((batch,), real_label, dtype=torch.float, device=device)
-        output = Df(real).view(-1)
-        errD_real = criterion(output, label)
-        errD_real.backward()
+        if args.r1 > 0:
+            x = real.detach().requires_grad_(True)
+            s = scores(x).view(-1)
+            errD_real = (-s.mean() if wgan else criterion(torch.sigmoid(s), label))
+            (errD_real + args.r1 / 2 * input_grad_sq_norms(s, x).mean()).backward()
+        else:
+            errD_real = d_loss(real, label, True)
+            errD_real.backward()
         noise = torch.randn(batch, nz, 1, 1, device=device)
         fake = Gf(noise)
         label.fill_(fake_label)
-        output = Df(fake.detach()).view(-1)
-        errD_fake = criterion(output, label)
+        errD_fake = d_loss(fake.detach(), label, False)
         errD_fake.backward()
+        if wgan:
+            e = torch.rand(batch, 1, 1, 1, device=device)
+            x_hat = (e * real + (1 - e) * fake.detach()).requires_grad_(True)
+            norms = (input_grad_sq_norms(scores(x_hat).view(-1), x_hat) + 1e-12).sqrt()
+            (args.gp * ((norms - 1) ** 2).mean()).backward()
         optD.step()
         # (2) Update G: maximize log(D(G(z)))
         netG.zero_grad()
@@ -125,8 +153,7 @@ def run(config, mode, args, device):
         if freeze:
             for p in netD.parameters():
                 p.requires_grad_(False)
-        output = Df(fake).view(-1)
-        errG = criterion(output, label)
+        errG = -scores(fake).view(-1).mean() if wgan else criterion(Df(fake).view(-1), label)
         errG.backward()
         if freeze:
             for p in netD.parameters():
@@ -159,7 +186,7 @@ def run(config, mode, args, device):
         "threads": torch.get_num_threads(), "steps": args.steps, "warmup": args.warmup,
         "ms_per_step": med, "ms_min": min(times), "ms_max": max(times),
         "images_per_s": batch / (med * 1e-3), "cpu_ms_per_step": statistics.median(cpu_times), "peak_mib": peak, "peak_kind": peak_kind,
-        "loss_d": losses[0], "loss_g": losses[1], "mode": mode,
+        "loss_d": losses[0], "loss_g": losses[1], "mode": mode, "r1": args.r1, "gp": args.gp,
         "torch": torch.__version__, "compiled": bool(args.compile),
         "cudnn_benchmark": bool(args.cudnn_benchmark) and device.type == "cuda",
     }
@@ -180,6 +207,8 @@ def main():
     ap.add_argument("--cudnn-benchmark", action="store_true",
                     help="torch.backends.cudnn.benchmark = True: cuDNN's algorithms timed once per "
                          "shape, as gantry's cuDNN paths always do (PyTorch's default is off)")
+    ap.add_argument("--r1", type=float, default=0.0, help="R1 penalty weight gamma (0: off)")
+    ap.add_argument("--gp", type=float, default=0.0, help="WGAN-GP penalty weight lambda, with the wgan loss (0: off)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.threads > 0:
