@@ -422,7 +422,7 @@ int run(int argc, char** argv) {
   auto* o_lr_d = app.add_option("--lr-d", s.lr_d, "D's own learning rate (TTUR, e.g. --lr-g 1e-4 --lr-d 4e-4; 0 = --lr)");
   auto* o_loss = app.add_option("--loss", s.loss, "GAN loss: bce (the DCGAN example's), hinge (SNGAN/BigGAN), lsgan (least squares) or wgan (Wasserstein; with --gp: WGAN-GP)")
       ->check(CLI::IsMember({"bce", "hinge", "lsgan", "wgan"}));
-  auto* o_r1 = app.add_option("--r1", s.r1, "R1 gradient penalty on real images with this gamma: (gamma/2) |dD(x)/dx|^2 (Mescheder et al. 2018; 0 = off; try 0.1-1 at 64x64); costs about one more D backward per update");
+  auto* o_r1 = app.add_option("--r1", s.r1, "R1 gradient penalty on real images with this gamma: (gamma/2) |dD(x)/dx|^2 (Mescheder et al. 2018; 0 = off; try 0.1-1 at 64x64); costs about two more D backwards per update");
   auto* o_gp = app.add_option("--gp", s.gp, "WGAN-GP gradient penalty with this lambda: lambda (|dD(x^)/dx^| - 1)^2 at real/fake interpolates (Gulrajani et al. 2017 use 10 with --loss wgan --d-steps 5 --lr 1e-4 --beta1 0 --beta2 0.9; 0 = off)");
   auto* o_real_label = app.add_option("--real-label", s.real_label, "D's target for real images; 0.9 is one-sided label smoothing (bce, lsgan)");
   auto* o_sn = app.add_flag("--spectral-norm", s.spectral_norm, "spectral normalization of every conv in D (SNGAN; torch.nn.utils.spectral_norm's weight_orig/weight_u/weight_v in checkpoints); pairs with --loss hinge");
@@ -714,7 +714,9 @@ int run(int argc, char** argv) {
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (!std::isfinite(st.loss_d) || !std::isfinite(st.loss_g) || !std::isfinite(st.penalty)) {
       std::cout << (tty ? "\n" : "") << "error: the loss became non-finite at step " << state.step + 1
-                << " (loss_D " << st.loss_d << ", loss_G " << st.loss_g << "); stopping without saving. "
+                << " (loss_D " << st.loss_d << ", loss_G " << st.loss_g
+                << (s.r1 > 0 || s.gp > 0 ? ", penalty " + std::to_string(st.penalty) : std::string())
+                << "); stopping without saving. "
                 << (last_checkpoint.empty() ? std::string("The run has no checkpoint yet")
                                             : "The last good checkpoint is " + last_checkpoint)
                 << ". Try a lower --lr." << std::endl;

@@ -81,13 +81,20 @@ Tensor mark_linear_backward(Tensor output) {
 namespace {
 
 // Where the gradients of a backward pass go: into the leaves' .grad (Tensor::backward), or,
-// for grad(), into `leaf_results` / `node_results` for the requested inputs only.
+// for grad(), into `results` for the requested inputs only.
 struct Targets {
   bool to_leaves = true;
   std::unordered_map<const TensorImpl*, size_t> leaves;  // leaf input -> index in results
   std::unordered_map<const Node*, size_t> nodes;         // non-leaf input's node -> index
   std::vector<Tensor> results;
+  bool met_freed = false;  // the walk reached a node an earlier backward freed
 };
+
+[[noreturn]] void throw_freed(const Node& node) {
+  throw std::logic_error("backward: the graph through '" + node.name +
+                         "' was already freed by an earlier backward; pass "
+                         "retain_graph=true to the first backward to go through it twice");
+}
 
 void add_into(Tensor& slot, const Tensor& g) { slot = slot.defined() ? slot + g : g; }
 
@@ -106,29 +113,40 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& s
   std::vector<std::shared_ptr<Node>> order;
   std::unordered_set<Node*> seen;
   std::unordered_map<Node*, bool> leads;
-  std::vector<std::pair<std::shared_ptr<Node>, size_t>> stack;
-  for (const Tensor& r : roots)
-    if (r.grad_fn() && seen.insert(r.grad_fn().get()).second) stack.push_back({r.grad_fn(), 0});
-  while (!stack.empty()) {
-    auto& [node, next] = stack.back();
-    if (node->released)
-      throw std::logic_error("backward: the graph through '" + node->name +
-                             "' was already freed by an earlier backward; pass "
-                             "retain_graph=true to the first backward to go through it twice");
-    if (next < node->inputs.size()) {
-      const Tensor& in = node->inputs[next++];
-      if (in.defined() && in.requires_grad() && in.grad_fn() &&
-          seen.insert(in.grad_fn().get()).second)
-        stack.push_back({in.grad_fn(), 0});
-    } else {
-      bool lead = targets.to_leaves || targets.nodes.count(node.get()) > 0;
-      for (const Tensor& in : node->inputs) {
-        if (lead || !in.defined() || !in.requires_grad()) continue;
-        lead = in.grad_fn() ? leads[in.grad_fn().get()] : targets.leaves.count(in.impl().get()) > 0;
+  // A target node leads on only if something asked for lies behind it (its own gradient is
+  // taken as it arrives). A node an earlier backward freed has no inputs left to follow: it
+  // counts as leading only for Tensor::backward, where reaching it is the error.
+  auto leads_on = [&](const Tensor& in) {
+    if (!in.defined() || !in.requires_grad()) return false;
+    if (!in.grad_fn()) return targets.to_leaves || targets.leaves.count(in.impl().get()) > 0;
+    return leads[in.grad_fn().get()] || targets.nodes.count(in.grad_fn().get()) > 0;
+  };
+  // Each root's walk runs to its end before the next root's starts, so a root that depends on
+  // another root still comes after it in the order.
+  for (const Tensor& r : roots) {
+    if (!r.grad_fn() || !seen.insert(r.grad_fn().get()).second) continue;
+    std::vector<std::pair<std::shared_ptr<Node>, size_t>> stack{{r.grad_fn(), 0}};
+    while (!stack.empty()) {
+      auto& [node, next] = stack.back();
+      if (node->released) {
+        targets.met_freed = true;
+        leads[node.get()] = targets.to_leaves;
+        order.push_back(node);
+        stack.pop_back();
+        continue;
       }
-      leads[node.get()] = lead;
-      order.push_back(node);
-      stack.pop_back();
+      if (next < node->inputs.size()) {
+        const Tensor& in = node->inputs[next++];
+        if (in.defined() && in.requires_grad() && in.grad_fn() &&
+            seen.insert(in.grad_fn().get()).second)
+          stack.push_back({in.grad_fn(), 0});
+      } else {
+        bool lead = targets.to_leaves;
+        for (const Tensor& in : node->inputs) lead = lead || leads_on(in);
+        leads[node.get()] = lead;
+        order.push_back(node);
+        stack.pop_back();
+      }
     }
   }
 
@@ -153,6 +171,7 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& s
     pending.erase(found);
     if (auto t = targets.nodes.find(node); t != targets.nodes.end()) add_into(targets.results[t->second], g);
     if (!leads[node]) continue;  // nothing asked for lies behind it
+    if (node->released) throw_freed(*node);
     for (const auto& [t, version] : node->saved)
       if (t.version() != version)
         throw std::runtime_error(
@@ -161,13 +180,7 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& s
             "ran (version " + std::to_string(version) + ", now " + std::to_string(t.version()) +
             "); modify a clone() of it instead, or modify it after backward()");
     std::vector<bool> needed(node->inputs.size(), false);
-    for (size_t i = 0; i < needed.size(); ++i) {
-      const Tensor& in = node->inputs[i];
-      if (!in.defined() || !in.requires_grad()) continue;
-      if (targets.to_leaves) needed[i] = true;
-      else if (in.grad_fn()) needed[i] = leads[in.grad_fn().get()] || targets.nodes.count(in.grad_fn().get()) > 0;
-      else needed[i] = targets.leaves.count(in.impl().get()) > 0;
-    }
+    for (size_t i = 0; i < needed.size(); ++i) needed[i] = leads_on(node->inputs[i]);
     struct NeededScope {  // restores the outer value, also when a backward throws
       const std::vector<bool>* previous;
       explicit NeededScope(const std::vector<bool>* now) : previous(g_needed_inputs) { g_needed_inputs = now; }
@@ -199,8 +212,7 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& s
       if (in.grad_fn()) {
         // A tensor used twice gets the sum. Out of place: a backward may hand the same
         // gradient tensor to several inputs, so it must never be modified.
-        if (leads[in.grad_fn().get()] || targets.nodes.count(in.grad_fn().get()))
-          add_into(pending[in.grad_fn().get()], grads[i]);
+        if (leads_on(in)) add_into(pending[in.grad_fn().get()], grads[i]);
       } else if (targets.to_leaves) {
         accumulate(in.impl()->grad, grads[i]);
       } else if (auto t = targets.leaves.find(in.impl().get()); t != targets.leaves.end()) {
@@ -276,8 +288,11 @@ std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<T
     if (targets.results[i].defined()) continue;
     if (!options.allow_unused)
       throw std::logic_error("grad: input " + std::to_string(i) + " of shape " + shape_str(inputs[i].shape()) +
-                             " is not used by the outputs (set GradOptions::allow_unused to get an undefined "
-                             "gradient for it instead)");
+                             " is not used by the outputs" +
+                             (targets.met_freed ? std::string(", or lies behind a part of the graph an earlier backward "
+                                                              "freed (pass retain_graph to that one)")
+                                                : std::string()) +
+                             " (set GradOptions::allow_unused to get an undefined gradient for it instead)");
   }
   return targets.results;
 }

@@ -207,8 +207,8 @@ Tensor mul(const Tensor& a, const Tensor& b) {
                                gb ? sum_to(mul(g, ad), bd.shape()) : Tensor()};
   });
   return set_graph_backward(y, [ga, gb](const Tensor& g, const std::vector<Tensor>& in) {
-    return std::vector<Tensor>{ga ? sum_to(mul(g, in[1]), in[0].shape()) : Tensor(),
-                               gb ? sum_to(mul(g, in[0]), in[1].shape()) : Tensor()};
+    return std::vector<Tensor>{ga && backward_needs_input(0) ? sum_to(mul(g, in[1]), in[0].shape()) : Tensor(),
+                               gb && backward_needs_input(1) ? sum_to(mul(g, in[0]), in[1].shape()) : Tensor()};
   });
 }
 
@@ -224,8 +224,8 @@ Tensor div(const Tensor& a, const Tensor& b) {
   return set_graph_backward(y, [ga, gb](const Tensor& g, const std::vector<Tensor>& in) {
     const Tensor &an = in[0], &bn = in[1];
     return std::vector<Tensor>{
-        ga ? sum_to(div(g, bn), an.shape()) : Tensor(),
-        gb ? sum_to(neg(div(mul(g, an), mul(bn, bn))), bn.shape()) : Tensor()};
+        ga && backward_needs_input(0) ? sum_to(div(g, bn), an.shape()) : Tensor(),
+        gb && backward_needs_input(1) ? sum_to(neg(div(mul(g, an), mul(bn, bn))), bn.shape()) : Tensor()};
   });
 }
 
@@ -507,8 +507,8 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
                                gb ? gemm(true, false, ad, g, K, N, M) : Tensor()};  // a^T g
   });
   return set_graph_backward(y, [ga, gb](const Tensor& g, const std::vector<Tensor>& in) {
-    return std::vector<Tensor>{ga ? matmul(g, transpose2d(in[1])) : Tensor(),
-                               gb ? matmul(transpose2d(in[0]), g) : Tensor()};
+    return std::vector<Tensor>{ga && backward_needs_input(0) ? matmul(g, transpose2d(in[1])) : Tensor(),
+                               gb && backward_needs_input(1) ? matmul(transpose2d(in[0]), g) : Tensor()};
   });
 }
 
@@ -538,9 +538,9 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
                       gbias ? sum_to(g, {out}) : Tensor()};
                 });
   return set_graph_backward(y, [gx, gw, gbias, out](const Tensor& g, const std::vector<Tensor>& inputs) {
-    return std::vector<Tensor>{gx ? matmul(g, inputs[1]) : Tensor(),
-                               gw ? matmul(transpose2d(g), inputs[0]) : Tensor(),
-                               gbias ? sum_to(g, {out}) : Tensor()};
+    return std::vector<Tensor>{gx && backward_needs_input(0) ? matmul(g, inputs[1]) : Tensor(),
+                               gw && backward_needs_input(1) ? matmul(transpose2d(g), inputs[0]) : Tensor(),
+                               gbias && backward_needs_input(2) ? sum_to(g, {out}) : Tensor()};
   });
 }
 
@@ -788,8 +788,9 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
       const std::vector<int64_t> red = non_channel_dims(xn.dim());
       Tensor invstd = div(Tensor::ones({C}, g.device()), sqrt(add(var_d, eps))).reshape(bshape);
       Tensor xhat = mul(sub(xn, mean_d.reshape(bshape)), invstd);
-      Tensor dx = gx ? mul(g, wn.defined() ? mul(invstd, wn.reshape(bshape)) : invstd) : Tensor();
-      return std::vector<Tensor>{dx, gw ? sum(mul(g, xhat), red) : Tensor(), gb ? sum(g, red) : Tensor()};
+      Tensor dx = gx && backward_needs_input(0) ? mul(g, wn.defined() ? mul(invstd, wn.reshape(bshape)) : invstd) : Tensor();
+      return std::vector<Tensor>{dx, gw && backward_needs_input(1) ? sum(mul(g, xhat), red) : Tensor(),
+                                 gb && backward_needs_input(2) ? sum(g, red) : Tensor()};
     };
     y = record(y, op, {x, weight, bias}, {xd, wd}, [grads, xd, wd](const Tensor& g) { return grads(g, xd, wd); });
     return set_graph_backward(y, [grads](const Tensor& g, const std::vector<Tensor>& in) {
@@ -849,8 +850,9 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
     const Tensor xhat = mul(xc, invstd);
     const Tensor gwt = wn.defined() ? mul(g, wn.reshape(bshape)) : g;
     Tensor dx;
-    if (gx) dx = mul(invstd, sub(sub(gwt, mean(gwt, red, true)), mul(xhat, mean(mul(gwt, xhat), red, true))));
-    return std::vector<Tensor>{dx, gw ? sum(mul(g, xhat), red) : Tensor(), gb ? sum(g, red) : Tensor()};
+    if (gx && backward_needs_input(0)) dx = mul(invstd, sub(sub(gwt, mean(gwt, red, true)), mul(xhat, mean(mul(gwt, xhat), red, true))));
+    return std::vector<Tensor>{dx, gw && backward_needs_input(1) ? sum(mul(g, xhat), red) : Tensor(),
+                               gb && backward_needs_input(2) ? sum(g, red) : Tensor()};
   });
 }
 

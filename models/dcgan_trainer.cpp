@@ -143,6 +143,8 @@ StepStats DCGANTrainer::step(const std::vector<Tensor>& reals_in, const std::vec
     zs.push_back(z.to(device_));
   }
   const bool gp = config_.gp_lambda > 0, r1 = config_.r1_gamma > 0;
+  if (!gp && !mix_in.empty())
+    throw std::invalid_argument("DCGANTrainer::step: interpolation weights (mix) given, but gp_lambda is 0");
   if (gp && mix_in.size() != k_steps)
     throw std::invalid_argument("DCGANTrainer::step: gp_lambda is on, so a step takes " + std::to_string(k_steps) +
                                 " interpolation-weight batches (mix, [N] in [0, 1]); got " + std::to_string(mix_in.size()));
@@ -187,6 +189,7 @@ StepStats DCGANTrainer::step(const std::vector<Tensor>& reals_in, const std::vec
       const Tensor s_real = d_->forward_logits(real_seen);
       out_real = loss == GANLoss::BCE ? sigmoid(s_real) : s_real;
       penalty = mul(mean(input_grad_sq_norms(s_real, real_seen)), static_cast<float>(config_.r1_gamma / 2));
+      real_seen.requires_grad_(false);  // the loss's backward needs D's weights, not the images
     } else {
       out_real = score(real_seen);
     }

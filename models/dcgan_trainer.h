@@ -36,8 +36,8 @@
 // real batches of all K.
 //
 // Gradient penalties (0 = off), added to D's loss at every D update; both differentiate D's
-// input gradient (grad with create_graph, core/autograd.h), so each costs about one more D
-// forward and two more D backwards per update:
+// input gradient (grad with create_graph, core/autograd.h): each costs about two more D
+// backwards per update, and WGAN-GP one more D forward (on x^):
 //   r1_gamma   R1 (Mescheder et al. 2018): (gamma/2) mean_n |d s(x_n) / d x_n|^2 on the real
 //              batch as D sees it (after ADA's augmentation, when on). StyleGAN2 uses 10 at
 //              1024^2; small images want less (0.1-1 at 64^2).

@@ -59,6 +59,42 @@ TEST_CASE("grad: only the inputs asked for, intermediate inputs, several outputs
   CHECK(gs[0].to_vector() == std::vector<float>{12, 64});  // 2 * 2 h x
 }
 
+TEST_CASE("grad: outputs that depend on each other, and intermediate inputs stop the walk", "[autograd][grad]") {
+  Tensor x = Tensor::from_vector({1}, {1}).requires_grad_();
+  GradOptions keep;
+  keep.retain_graph = true;
+  {
+    Tensor y = x * 2.f, z = y * 3.f;  // d(y + z)/dx = 2 + 6, whichever output comes first
+    CHECK(grad({sum(y), sum(z)}, {x}, {}, keep)[0].item() == 8.f);
+    CHECK(grad({sum(z), sum(y)}, {x}, {}, keep)[0].item() == 8.f);
+    CHECK(grad({y, z}, {x}, {Tensor::ones({1}), Tensor::ones({1})}, keep)[0].item() == 8.f);
+  }
+  // The gradient w.r.t. an intermediate h does not run h's own backward: cat's, which cannot be
+  // differentiated again, is not reached with create_graph, and without retain_graph the graph
+  // before h is still there for a backward through it.
+  Tensor a = Tensor::from_vector({1, 2}, {2}).requires_grad_();
+  Tensor h = cat({a, a * 3.f});
+  GradOptions twice;
+  twice.create_graph = true;
+  Tensor gh = grad({sum(h * h)}, {h}, {}, twice)[0];  // 2h
+  CHECK(gh.to_vector() == std::vector<float>{2, 4, 6, 12});
+  Tensor h2 = cat({a, a});
+  Tensor g2 = grad({sum(h2 * h2)}, {h2})[0];
+  h2.backward(g2);  // through cat's node, which grad() left alone
+  CHECK(a.grad().to_vector() == std::vector<float>{4, 8});
+  // A part of the graph freed by an earlier pass is no obstacle when nothing asked for lies
+  // behind it, and named when something does.
+  Tensor w = Tensor::from_vector({2}, {1}).requires_grad_();
+  Tensor v = Tensor::from_vector({5}, {1}).requires_grad_();
+  Tensor hw = x * w;
+  grad({sum(hw)}, {w});  // frees hw's node
+  CHECK(grad({sum(hw * v)}, {v})[0].item() == 2.f);
+  Tensor hw2 = x * w;
+  grad({sum(hw2)}, {w});
+  CHECK_THROWS_WITH(grad({sum(hw2 * v)}, {w}), Catch::Contains("earlier backward freed"));
+  CHECK_THROWS_WITH(sum(hw2 * v).backward(), Catch::Contains("already freed"));
+}
+
 TEST_CASE("grad: errors name what is wrong", "[autograd][grad]") {
   Tensor x = Tensor::from_vector({1, 2}, {2}).requires_grad_();
   Tensor unused = Tensor::from_vector({1, 2}, {2}).requires_grad_();

@@ -322,6 +322,8 @@ TEST_CASE("Gradient penalties: settings that cannot work are refused; the noise 
   CHECK(sa.penalty == sb.penalty);
   CHECK(sa.loss_d == sb.loss_d);
   CHECK(noise_a.offset() == noise_b.offset());
+  DCGANTrainer plain(small_config(), Device::cpu(), &init_a);
+  CHECK_THROWS_WITH(plain.step(real, z, mix), Contains("gp_lambda is 0"));
 }
 
 TEST_CASE("D steps: the single-batch step is d_steps 1; a step with the wrong number of batches is refused") {
