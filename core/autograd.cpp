@@ -243,6 +243,14 @@ Tensor seed_for(const char* who, const Tensor& t, const Tensor& gradient) {
   return gradient;
 }
 
+// grad()'s outputs and inputs must require grad: `what` 0 of shape [..] does not, and `hint`.
+void check_requires_grad(const char* what, size_t i, const Tensor& t, const char* hint) {
+  if (t.defined() && t.requires_grad()) return;
+  throw std::logic_error(std::string("grad: ") + what + " " + std::to_string(i) +
+                         (t.defined() ? " of shape " + shape_str(t.shape()) : std::string()) +
+                         " does not require grad (" + hint + ")");
+}
+
 }  // namespace
 
 void Tensor::backward(const Tensor& gradient, bool retain_graph) const {
@@ -263,10 +271,7 @@ std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<T
   std::vector<Tensor> seeds;
   for (size_t i = 0; i < outputs.size(); ++i) {
     const Tensor& out = outputs[i];
-    if (!out.defined() || !out.requires_grad())
-      throw std::logic_error("grad: output " + std::to_string(i) +
-                             (out.defined() ? " of shape " + shape_str(out.shape()) : std::string()) +
-                             " does not require grad (did you detach() it or run under NoGradGuard?)");
+    check_requires_grad("output", i, out, "did you detach() it or run under NoGradGuard?");
     seeds.push_back(seed_for("grad", out, grad_outputs.empty() ? Tensor() : grad_outputs[i]));
   }
   Targets targets;
@@ -274,10 +279,7 @@ std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<T
   targets.results.resize(inputs.size());
   for (size_t i = 0; i < inputs.size(); ++i) {
     const Tensor& in = inputs[i];
-    if (!in.defined() || !in.requires_grad())
-      throw std::logic_error("grad: input " + std::to_string(i) +
-                             (in.defined() ? " of shape " + shape_str(in.shape()) : std::string()) +
-                             " does not require grad (call requires_grad_(true) on it before the forward)");
+    check_requires_grad("input", i, in, "call requires_grad_(true) on it before the forward");
     if (in.grad_fn()) targets.nodes.emplace(in.grad_fn().get(), i);
     else targets.leaves.emplace(in.impl().get(), i);
   }

@@ -3,6 +3,7 @@
 #include "gantry/core/ops.h"
 
 #include <algorithm>
+#include <functional>
 #include <cmath>
 #include <sstream>
 #include <stdexcept>
@@ -93,22 +94,33 @@ Tensor binary(Binary op, const char* name, const Tensor& a, const Tensor& b) {
   return out;
 }
 
+// The double backward of a piecewise-linear op (relu, leaky_relu, abs, clamp): its backward
+// `apply` (a kernel: g times the constant mask f'(x)) is linear in g, so applied to a g that
+// carries a graph it is recorded with itself as its backward.
+using MaskFn = std::function<Tensor(const Tensor&)>;
+Tensor times_mask(const char* name, const Tensor& g, const MaskFn& apply) {
+  return mark_linear_backward(record(apply(g), name, {g}, [name, apply](const Tensor& h) {
+    return std::vector<Tensor>{times_mask(name, h, apply)};
+  }));
+}
+
 Tensor unary(Unary op, const char* name, const Tensor& x) {
   check_defined(name, x, "input");
   Tensor y = Tensor::empty_like(x);
   if (x.is_cuda()) ON_CUDA(name, cuda::unary_forward(op, x.data(), y.data(), x.numel()));
   else cpu::unary_forward<float>(op, x.data(), y.data(), x.numel());
   Tensor xs = x.detach(), ys = y.detach();
-  y = record(y, name, {x}, {xs, ys}, [op, xs, ys](const Tensor& g) {
+  const MaskFn apply = [op, xs, ys](const Tensor& g) {
     Tensor gx = Tensor::empty_like(xs);
     if (xs.is_cuda())
       ON_CUDA("unary backward",
               cuda::unary_backward(op, xs.data(), ys.data(), g.data(), gx.data(), xs.numel()));
     else
       cpu::unary_backward<float>(op, xs.data(), ys.data(), g.data(), gx.data(), xs.numel());
-    return std::vector<Tensor>{gx};
-  });
-  return set_graph_backward(y, [op, xs, ys](const Tensor& g, const std::vector<Tensor>& in) {
+    return gx;
+  };
+  y = record(y, name, {x}, {xs, ys}, [apply](const Tensor& g) { return std::vector<Tensor>{apply(g)}; });
+  return set_graph_backward(y, [op, name, apply](const Tensor& g, const std::vector<Tensor>& in) {
     const Tensor& a = in[0];
     switch (op) {
       case Unary::Neg: return std::vector<Tensor>{neg(g)};
@@ -124,15 +136,7 @@ Tensor unary(Unary op, const char* name, const Tensor& x) {
       case Unary::Abs:
       case Unary::Relu: break;
     }
-    // Piecewise linear: the derivative is a constant mask (f'(x) on ones), g times it.
-    Tensor mask = Tensor::empty_like(xs);
-    const Tensor ones = Tensor::ones(xs.shape(), xs.device());
-    if (xs.is_cuda())
-      ON_CUDA("unary backward",
-              cuda::unary_backward(op, xs.data(), ys.data(), ones.data(), mask.data(), xs.numel()));
-    else
-      cpu::unary_backward<float>(op, xs.data(), ys.data(), ones.data(), mask.data(), xs.numel());
-    return std::vector<Tensor>{mul(g, mask)};
+    return std::vector<Tensor>{times_mask(name, g, apply)};  // Abs, Relu: piecewise linear
   });
 }
 
@@ -173,10 +177,6 @@ Tensor expand(const Tensor& x, const Shape& shape) {
     return std::vector<Tensor>{sum_to(g, xs)};
   }));
 }
-
-// For the piecewise-linear ops' double backward: the first-order backward run on ones under
-// no grad gives the constant mask f'(x); the graph backward is g times it.
-std::vector<Tensor> times_mask(const Tensor& g, const Tensor& mask) { return {mul(g, mask)}; }
 
 }  // namespace
 
@@ -246,17 +246,17 @@ Tensor clamp(const Tensor& x, float lo, float hi) {
   if (x.is_cuda()) ON_CUDA("clamp", cuda::clamp_forward(x.data(), y.data(), x.numel(), lo, hi));
   else cpu::clamp_forward<float>(x.data(), y.data(), x.numel(), lo, hi);
   Tensor xs = x.detach();
-  auto backward = [xs, lo, hi](const Tensor& g) {
+  const MaskFn apply = [xs, lo, hi](const Tensor& g) {
     Tensor gx = Tensor::empty_like(xs);
     if (xs.is_cuda())
       ON_CUDA("clamp", cuda::clamp_backward(xs.data(), g.data(), gx.data(), xs.numel(), lo, hi));
     else
       cpu::clamp_backward<float>(xs.data(), g.data(), gx.data(), xs.numel(), lo, hi);
-    return std::vector<Tensor>{gx};
+    return gx;
   };
-  y = record(y, "clamp", {x}, {xs}, backward);
-  return set_graph_backward(y, [xs, backward](const Tensor& g, const std::vector<Tensor>&) {
-    return times_mask(g, backward(Tensor::ones(xs.shape(), xs.device()))[0]);  // kernels: a constant
+  y = record(y, "clamp", {x}, {xs}, [apply](const Tensor& g) { return std::vector<Tensor>{apply(g)}; });
+  return set_graph_backward(y, [apply](const Tensor& g, const std::vector<Tensor>&) {
+    return std::vector<Tensor>{times_mask("clamp", g, apply)};
   });
 }
 
@@ -287,18 +287,18 @@ Tensor leaky_relu(const Tensor& x, float slope) {
   else
     cpu::leaky_relu_forward<float>(x.data(), y.data(), x.numel(), slope);
   Tensor xs = x.detach();
-  auto backward = [xs, slope](const Tensor& g) {
+  const MaskFn apply = [xs, slope](const Tensor& g) {
     Tensor gx = Tensor::empty_like(xs);
     if (xs.is_cuda())
       ON_CUDA("leaky_relu",
               cuda::leaky_relu_backward(xs.data(), g.data(), gx.data(), xs.numel(), slope));
     else
       cpu::leaky_relu_backward<float>(xs.data(), g.data(), gx.data(), xs.numel(), slope);
-    return std::vector<Tensor>{gx};
+    return gx;
   };
-  y = record(y, "leaky_relu", {x}, {xs}, backward);
-  return set_graph_backward(y, [xs, backward](const Tensor& g, const std::vector<Tensor>&) {
-    return times_mask(g, backward(Tensor::ones(xs.shape(), xs.device()))[0]);  // kernels: a constant
+  y = record(y, "leaky_relu", {x}, {xs}, [apply](const Tensor& g) { return std::vector<Tensor>{apply(g)}; });
+  return set_graph_backward(y, [apply](const Tensor& g, const std::vector<Tensor>&) {
+    return std::vector<Tensor>{times_mask("leaky_relu", g, apply)};
   });
 }
 
