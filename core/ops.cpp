@@ -856,6 +856,40 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
   });
 }
 
+Tensor group_norm(const Tensor& x, int64_t num_groups, const Tensor& weight, const Tensor& bias, float eps) {
+  const char* op = "group_norm";
+  check_defined(op, x, "input");
+  check_same_device(op, {&x, &weight, &bias});
+  if (x.dim() < 2) fail(op, "input must be [N, C, ...], got " + shape_str(x.shape()));
+  const int64_t N = x.shape()[0], C = x.shape()[1];
+  if (num_groups <= 0 || C % num_groups != 0)
+    fail(op, "num_groups must be positive and divide the " + std::to_string(C) + " channels of input " +
+                 shape_str(x.shape()) + ", got " + std::to_string(num_groups));
+  for (const Tensor* t : {&weight, &bias})
+    if (t->defined() && t->shape() != Shape{C})
+      fail(op, "per-channel tensor of shape " + shape_str(t->shape()) + " should be [" + std::to_string(C) +
+                   "] for input " + shape_str(x.shape()));
+  const int64_t M = N == 0 ? 0 : x.numel() / (N * num_groups);  // values per (sample, group)
+  if (M <= 1)
+    fail(op, "needs more than one value per sample and group, got input " + shape_str(x.shape()) + " with " +
+                 std::to_string(num_groups) + " groups");
+  // Each (sample, group) is one channel of a batch of one: batch norm's kernels, backward and
+  // double backward do the statistics (as PyTorch's instance_norm does), the affine is per channel.
+  Tensor y = batch_norm(x.reshape({1, N * num_groups, M}), Tensor(), Tensor(), Tensor(), Tensor(),
+                        /*training=*/true, 0.f, eps)
+                 .reshape(x.shape());
+  if (weight.defined()) y = mul(y, weight.reshape(channel_shape(C, x.dim())));
+  if (bias.defined()) y = add(y, bias.reshape(channel_shape(C, x.dim())));
+  return y;
+}
+
+Tensor instance_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, float eps) {
+  if (x.dim() < 3)
+    throw std::invalid_argument("instance_norm: input must be [N, C, H, ...] (statistics per sample and channel), got " +
+                                shape_str(x.shape()));
+  return group_norm(x, x.shape()[1], weight, bias, eps);
+}
+
 // ---- losses -------------------------------------------------------------------------------
 
 namespace {

@@ -74,6 +74,20 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
                   const Tensor& running_mean, const Tensor& running_var, bool training,
                   float momentum = 0.1f, float eps = 1e-5f);
 
+// torch.nn.functional.group_norm: x [N, C, ...] with C divisible by num_groups; each sample's
+// channels are split into num_groups groups of C/num_groups, and each (sample, group) is
+// normalized by its own mean and biased variance over its channels and positions; then the
+// per-channel affine (weight, bias [C] or undefined). No running statistics: training and eval
+// are the same. Needs more than one value per (sample, group). Differentiable any number of times.
+//   num_groups = 1: layer norm over (C, H, W) with a per-channel affine (WGAN-GP's critic norm)
+//   num_groups = C: instance norm
+Tensor group_norm(const Tensor& x, int64_t num_groups, const Tensor& weight = Tensor(),
+                  const Tensor& bias = Tensor(), float eps = 1e-5f);
+// torch.nn.functional.instance_norm without running statistics: group_norm with one group per
+// channel. x [N, C, H, ...].
+Tensor instance_norm(const Tensor& x, const Tensor& weight = Tensor(), const Tensor& bias = Tensor(),
+                     float eps = 1e-5f);
+
 // ---- losses (mean reduction) ------------------------------------------------------------
 // p in [0, 1], target the same shape. log is clamped at -100 as in PyTorch. A value outside
 // [0, 1] throws; a NaN (a diverged model) gives a NaN loss for the caller to detect.

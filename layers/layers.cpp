@@ -244,6 +244,54 @@ std::string BatchNorm2d::extra_repr() const {
   return os.str();
 }
 
+// ---- GroupNorm, InstanceNorm2d -----------------------------------------------------------------
+
+GroupNorm::GroupNorm(int64_t groups, int64_t c, float eps_, bool affine)
+    : num_groups(groups), num_channels(c), eps(eps_) {
+  check_positive("GroupNorm", "num_groups", groups);
+  check_positive("GroupNorm", "num_channels", c);
+  if (c % groups != 0)
+    throw std::invalid_argument("GroupNorm: num_channels (" + std::to_string(c) +
+                                ") must be divisible by num_groups (" + std::to_string(groups) + ")");
+  if (affine) {
+    weight = register_parameter("weight", Tensor::ones({c}));
+    bias = register_parameter("bias", Tensor::zeros({c}));
+  }
+}
+
+Tensor GroupNorm::forward(const Tensor& x) {
+  if (x.dim() < 2 || x.size(1) != num_channels)
+    throw std::invalid_argument("GroupNorm: expected input [N, " + std::to_string(num_channels) + ", ...], got " +
+                                shape_str(x.shape()));
+  return group_norm(x, num_groups, weight, bias, eps);
+}
+
+std::string GroupNorm::extra_repr() const {
+  std::ostringstream os;
+  os << num_groups << ", " << num_channels << ", eps=" << eps << ", affine=" << (weight.defined() ? "True" : "False");
+  return os.str();
+}
+
+InstanceNorm2d::InstanceNorm2d(int64_t c, float eps_, bool affine) : num_features(c), eps(eps_) {
+  check_positive("InstanceNorm2d", "num_features", c);
+  if (affine) {
+    weight = register_parameter("weight", Tensor::ones({c}));
+    bias = register_parameter("bias", Tensor::zeros({c}));
+  }
+}
+
+Tensor InstanceNorm2d::forward(const Tensor& x) {
+  check_image("InstanceNorm2d", x, num_features);
+  return instance_norm(x, weight, bias, eps);
+}
+
+std::string InstanceNorm2d::extra_repr() const {
+  std::ostringstream os;
+  os << num_features << ", eps=" << eps << ", momentum=0.1, affine=" << (weight.defined() ? "True" : "False")
+     << ", track_running_stats=False";
+  return os.str();
+}
+
 // ---- Linear ---------------------------------------------------------------------------------
 
 Linear::Linear(int64_t in, int64_t out, bool with_bias, Generator* gen)

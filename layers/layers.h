@@ -12,12 +12,16 @@
 //   ConvTranspose2d   weight [in, out, k, k], bias [out]
 //   BatchNorm2d       weight, bias [C]; buffers running_mean, running_var [C],
 //                     num_batches_tracked [] (stored as I64); eps 1e-5, momentum 0.1
+//   GroupNorm         weight, bias [C] (affine, the default); eps 1e-5; no buffers
+//   InstanceNorm2d    weight, bias [C] only with affine (default off, as PyTorch); no running
+//                     statistics (PyTorch's default track_running_stats=False)
+//   Identity          nothing: a placeholder that keeps a Sequential's indices
 //   Linear            weight [out, in], bias [out]
 //   ReLU, LeakyReLU(0.01), Tanh, Sigmoid, Flatten(start_dim 1), Dropout(p 0.5)
 //
 // Default initialization as PyTorch's reset_parameters(): Conv/ConvT/Linear weights and biases
 // U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (kaiming_uniform with a = sqrt(5) reduces to that bound);
-// BatchNorm weight 1, bias 0, running_mean 0, running_var 1. `gen` null = default generator.
+// BatchNorm/GroupNorm/InstanceNorm weight 1, bias 0, running_mean 0, running_var 1. `gen` null = default generator.
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
@@ -122,6 +126,42 @@ class BatchNorm2d : public Module {
   Tensor weight, bias;                     // [C]
   Tensor running_mean, running_var;        // [C]
   Tensor num_batches_tracked;              // [] (float here, I64 on disk)
+};
+
+// torch.nn.GroupNorm(num_groups, num_channels, eps, affine): the same statistics in training and
+// eval (group_norm in ops.h). GroupNorm(1, C) is layer norm over (C, H, W) with a per-channel
+// affine, the critic normalization of WGAN-GP (Gulrajani et al. 2017).
+class GroupNorm : public Module {
+ public:
+  GroupNorm(int64_t num_groups, int64_t num_channels, float eps = 1e-5f, bool affine = true);
+  Tensor forward(const Tensor& x) override;  // x [N, C, ...]
+  std::string type_name() const override { return "GroupNorm"; }
+  std::string extra_repr() const override;
+
+  int64_t num_groups, num_channels;
+  float eps;
+  Tensor weight, bias;  // [C], undefined without affine
+};
+
+// torch.nn.InstanceNorm2d(num_features, eps, affine) with track_running_stats=False (PyTorch's
+// default): every image and channel normalized by its own statistics, in training and eval.
+class InstanceNorm2d : public Module {
+ public:
+  explicit InstanceNorm2d(int64_t num_features, float eps = 1e-5f, bool affine = false);
+  Tensor forward(const Tensor& x) override;  // x [N, C, H, W]
+  std::string type_name() const override { return "InstanceNorm2d"; }
+  std::string extra_repr() const override;
+
+  int64_t num_features;
+  float eps;
+  Tensor weight, bias;  // [C], undefined without affine
+};
+
+// torch.nn.Identity.
+class Identity : public Module {
+ public:
+  Tensor forward(const Tensor& x) override { return x; }
+  std::string type_name() const override { return "Identity"; }
 };
 
 class Linear : public Module {

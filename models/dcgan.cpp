@@ -56,6 +56,23 @@ std::string index_list(const std::map<int, const NamedTensor*>& w) {
 
 }  // namespace
 
+DiscriminatorNorm discriminator_norm_from_name(const std::string& name) {
+  for (DiscriminatorNorm n : {DiscriminatorNorm::Batch, DiscriminatorNorm::Instance, DiscriminatorNorm::Layer,
+                              DiscriminatorNorm::None})
+    if (name == discriminator_norm_name(n)) return n;
+  throw std::invalid_argument("discriminator norm must be batch, instance, layer or none, got '" + name + "'");
+}
+
+const char* discriminator_norm_name(DiscriminatorNorm norm) {
+  switch (norm) {
+    case DiscriminatorNorm::Batch: return "batch";
+    case DiscriminatorNorm::Instance: return "instance";
+    case DiscriminatorNorm::Layer: return "layer";
+    case DiscriminatorNorm::None: return "none";
+  }
+  return "?";
+}
+
 // ---- Generator ------------------------------------------------------------------------------
 
 DCGANGenerator::DCGANGenerator(int64_t nz_, int64_t ngf_, int64_t nc_, int image_size_, Generator* gen)
@@ -92,8 +109,8 @@ Tensor DCGANGenerator::forward(const Tensor& z) {
 // ---- Discriminator --------------------------------------------------------------------------
 
 DCGANDiscriminator::DCGANDiscriminator(int64_t nc_, int64_t ndf_, int image_size_, Generator* gen, bool sn,
-                                       SpectralNormForm form)
-    : nc(nc_), ndf(ndf_), image_size(image_size_), spectral_norm(sn), spectral_norm_form(form) {
+                                       SpectralNormForm form, DiscriminatorNorm norm_)
+    : nc(nc_), ndf(ndf_), image_size(image_size_), spectral_norm(sn), spectral_norm_form(form), norm(norm_) {
   const int L = num_convs("make_discriminator", image_size);
   check_width("make_discriminator", "nc", nc);
   check_width("make_discriminator", "ndf", ndf);
@@ -103,7 +120,13 @@ DCGANDiscriminator::DCGANDiscriminator(int64_t nc_, int64_t ndf_, int image_size
   int64_t mult = 1;
   for (int s = 0; s < L - 2; ++s, mult *= 2) {
     main->push_back(make<Conv2d>(ndf * mult, ndf * mult * 2, 4, 2, 1, false, gen, sn, form));
-    main->push_back(make<BatchNorm2d>(ndf * mult * 2));
+    const int64_t c = ndf * mult * 2;
+    switch (norm) {
+      case DiscriminatorNorm::Batch: main->push_back(make<BatchNorm2d>(c)); break;
+      case DiscriminatorNorm::Instance: main->push_back(make<InstanceNorm2d>(c, 1e-5f, /*affine=*/true)); break;
+      case DiscriminatorNorm::Layer: main->push_back(make<GroupNorm>(1, c)); break;
+      case DiscriminatorNorm::None: main->push_back(make<Identity>()); break;
+    }
     main->push_back(make<LeakyReLU>(0.2f));
   }
   main->push_back(make<Conv2d>(ndf * mult, 1, 4, 1, 0, false, gen, sn, form));
@@ -141,8 +164,9 @@ std::shared_ptr<DCGANGenerator> make_generator(int64_t nz, int64_t ngf, int64_t 
 }
 
 std::shared_ptr<DCGANDiscriminator> make_discriminator(int64_t nc, int64_t ndf, int image_size,
-                                                       Generator* gen, bool spectral_norm, SpectralNormForm form) {
-  auto d = std::make_shared<DCGANDiscriminator>(nc, ndf, image_size, gen, spectral_norm, form);
+                                                       Generator* gen, bool spectral_norm, SpectralNormForm form,
+                                                       DiscriminatorNorm norm) {
+  auto d = std::make_shared<DCGANDiscriminator>(nc, ndf, image_size, gen, spectral_norm, form, norm);
   dcgan_init(*d, gen);
   return d;
 }
@@ -177,7 +201,8 @@ std::shared_ptr<DCGANGenerator> generator_from_state_dict(const StateDict& sd) {
   return g;
 }
 
-std::shared_ptr<DCGANDiscriminator> discriminator_from_state_dict(const StateDict& sd) {
+std::shared_ptr<DCGANDiscriminator> discriminator_from_state_dict(const StateDict& sd,
+                                                                  DiscriminatorNorm norm_if_ambiguous) {
   const char* who = "discriminator_from_state_dict";
   const char* parametrized = ".parametrizations.weight.original";
   const bool sn_param = !conv_weights(sd, parametrized).empty();
@@ -202,8 +227,27 @@ std::shared_ptr<DCGANDiscriminator> discriminator_from_state_dict(const StateDic
   const Tensor& first = w.at(0)->tensor;
   const int64_t ndf = first.size(0), nc = first.size(1);
   const int image_size = 1 << (L + 1);
+  // The first norm sits at main.3: its keys tell batch norm, none, or instance/layer norm.
+  auto has = [&sd](const std::string& k) {
+    for (const auto& e : sd)
+      if (e.name == k) return true;
+    return false;
+  };
+  DiscriminatorNorm norm = DiscriminatorNorm::Batch;
+  if (!has("main.3.running_mean")) {
+    if (!has("main.3.weight")) {
+      norm = DiscriminatorNorm::None;
+    } else if (norm_if_ambiguous == DiscriminatorNorm::Instance || norm_if_ambiguous == DiscriminatorNorm::Layer) {
+      norm = norm_if_ambiguous;
+    } else {
+      throw std::invalid_argument(
+          std::string(who) + ": main.3 has a weight and a bias but no running statistics: an "
+          "InstanceNorm2d(affine=True) or a GroupNorm(1, C), which have the same keys; say which "
+          "(dcgan_train/dcgan_generate: --d-norm instance or --d-norm layer)");
+    }
+  }
   Generator scratch(0);
-  auto d = std::make_shared<DCGANDiscriminator>(nc, ndf, image_size, &scratch, sn, form);
+  auto d = std::make_shared<DCGANDiscriminator>(nc, ndf, image_size, &scratch, sn, form, norm);
   try {
     d->load_state_dict(sd, true);
   } catch (const std::invalid_argument& e) {
@@ -211,6 +255,7 @@ std::shared_ptr<DCGANDiscriminator> discriminator_from_state_dict(const StateDic
                                 std::to_string(nc) + ", ndf=" + std::to_string(ndf) + ", image_size=" +
                                 std::to_string(image_size) +
                                 (sn ? std::string(", spectral norm (") + spectral_norm_form_name(form) + ")" : "") +
+                                ", " + discriminator_norm_name(norm) + " norm" +
                                 " but does not match it:\n" + e.what());
   }
   return d;

@@ -20,19 +20,35 @@
 // main.<i>.weight_orig, main.<i>.weight_u, main.<i>.weight_v instead of main.<i>.weight; with
 // SpectralNormForm::Parametrization torch.nn.utils.parametrizations.spectral_norm(Conv2d(...)):
 // main.<i>.parametrizations.weight.original, main.<i>.parametrizations.weight.0._u and ._v.
+// DiscriminatorNorm picks the layer after each middle conv of D (main.3, main.6, ...):
+//   Batch     BatchNorm2d(C), the example's (and the default)
+//   Instance  InstanceNorm2d(C, affine=True): keys main.<i>.weight, .bias, no running statistics
+//   Layer     GroupNorm(1, C): layer norm over (C, H, W) with a per-channel affine, what the
+//             WGAN-GP paper uses in its critic (same keys as Instance)
+//   None      Identity (no keys), as a PyTorch script with nn.Identity() in BatchNorm2d's place
+// The gradient penalties (R1, WGAN-GP) are per-image quantities; batch norm couples the images
+// of a batch, which the WGAN-GP paper advises against.
 // image_size 32 has one middle stage fewer (G starts at 4g, D ends at 4d); 128 one more (G
 // starts at 16g, D ends at 16d). Supported sizes: 32, 64, 128.
 //
 // The builders apply dcgan_init (conv weights N(0, 0.02), BN weight N(1, 0.02), BN bias 0)
-// with `gen` (null = the default generator).
+// with `gen` (null = the default generator). Instance and group norms keep weight 1, bias 0, as
+// the example's weights_init (which matches "BatchNorm" in the class name) leaves them.
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "gantry/core/random.h"
 #include "gantry/core/safetensors.h"
 #include "gantry/layers/layers.h"
 
 namespace gantry {
+
+enum class DiscriminatorNorm { Batch, Instance, Layer, None };
+// "batch" / "instance" / "layer" / "none" (dcgan_train --d-norm) and back; the parser throws
+// std::invalid_argument listing the four.
+DiscriminatorNorm discriminator_norm_from_name(const std::string& name);
+const char* discriminator_norm_name(DiscriminatorNorm norm);
 
 class DCGANGenerator : public Module {
  public:
@@ -49,7 +65,8 @@ class DCGANGenerator : public Module {
 class DCGANDiscriminator : public Module {
  public:
   DCGANDiscriminator(int64_t nc, int64_t ndf, int image_size, Generator* gen = nullptr,
-                     bool spectral_norm = false, SpectralNormForm form = SpectralNormForm::Classic);
+                     bool spectral_norm = false, SpectralNormForm form = SpectralNormForm::Classic,
+                     DiscriminatorNorm norm = DiscriminatorNorm::Batch);
   // images [N, nc, image_size, image_size] -> [N] probabilities (PyTorch: view(-1, 1).squeeze(1)).
   Tensor forward(const Tensor& x) override;
   // The same without the final Sigmoid: [N] raw scores (logits), what the hinge and
@@ -61,6 +78,7 @@ class DCGANDiscriminator : public Module {
   const int image_size;
   const bool spectral_norm;
   const SpectralNormForm spectral_norm_form;  // which PyTorch spectral norm (when spectral_norm)
+  const DiscriminatorNorm norm;               // the layer after each middle conv
   std::shared_ptr<Sequential> main;
 };
 
@@ -70,16 +88,20 @@ std::shared_ptr<DCGANGenerator> make_generator(int64_t nz, int64_t ngf, int64_t 
                                                Generator* gen = nullptr);
 std::shared_ptr<DCGANDiscriminator> make_discriminator(int64_t nc, int64_t ndf, int image_size,
                                                        Generator* gen = nullptr, bool spectral_norm = false,
-                                                       SpectralNormForm form = SpectralNormForm::Classic);
+                                                       SpectralNormForm form = SpectralNormForm::Classic,
+                                                       DiscriminatorNorm norm = DiscriminatorNorm::Batch);
 
 // Rebuilds a model from a checkpoint alone: nz, ngf/ndf, nc and image_size are read off the
 // tensor shapes (a discriminator with weight_orig/weight_u/weight_v keys is rebuilt with
 // spectral norm, one with parametrizations.weight.original/... keys with its Parametrization
-// form), then the state is loaded strictly. A state dict that is not a DCGAN of this
+// form; D's norm from the keys at main.3: running statistics for Batch, none for None, and a
+// weight and bias alone for Instance or Layer, which have the same keys and shapes, so
+// `norm_if_ambiguous` says which (Batch there throws, naming both), then the state is loaded strictly. A state dict that is not a DCGAN of this
 // layout throws std::invalid_argument saying what was expected and what was found. Does not
 // touch the default random generator.
 std::shared_ptr<DCGANGenerator> generator_from_state_dict(const StateDict& sd);
-std::shared_ptr<DCGANDiscriminator> discriminator_from_state_dict(const StateDict& sd);
+std::shared_ptr<DCGANDiscriminator> discriminator_from_state_dict(
+    const StateDict& sd, DiscriminatorNorm norm_if_ambiguous = DiscriminatorNorm::Batch);
 
 // Latent vectors of `shape` (e.g. [n, nz, 1, 1]) on the host, N(0, 1) from `gen`: the same
 // values as Tensor::randn(shape, &gen). With truncation T > 0, BigGAN's truncation trick (Brock

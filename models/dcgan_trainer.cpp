@@ -48,7 +48,7 @@ DCGANTrainer::DCGANTrainer(const DCGANConfig& config, Device device, Generator* 
                                 " must be at least 1 (D updates per G update; 1 is the DCGAN example's step)");
   g_ = make_generator(config.nz, config.ngf, config.nc, config.image_size, init_gen);
   d_ = make_discriminator(config.nc, config.ndf, config.image_size, init_gen, config.spectral_norm,
-                          config.spectral_norm_form);
+                          config.spectral_norm_form, config.d_norm);
   g_->to(device);
   d_->to(device);
   AdamOptions opt;

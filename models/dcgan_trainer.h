@@ -28,7 +28,8 @@
 // target for real images moves; G's target stays 1. The hinge loss has no target to smooth.
 // lr_g / lr_d give G and D their own learning rates (TTUR, Heusel et al. 2017); 0 = lr.
 // spectral_norm builds D with every conv spectrally normalized (Miyato et al. 2018; SNGAN pairs
-// it with the hinge loss).
+// it with the hinge loss). d_norm picks D's normalization layers (DiscriminatorNorm, dcgan.h):
+// batch (the example's), instance, layer (WGAN-GP's) or none.
 // d_steps = K > 1 updates D K times per G update (WGAN's n_critic, SNGAN's n_dis): D update k
 // takes real batch k and latent batch k; G's update then goes through the fake batch of the last
 // D update, as the K = 1 step (the example's) does, so a step consumes K real batches and K
@@ -44,9 +45,10 @@
 //   gp_lambda  WGAN-GP (Gulrajani et al. 2017): lambda mean_n (|d s(x^_n) / d x^_n| - 1)^2 at
 //              x^ = e x_real + (1 - e) x_fake, e ~ U[0, 1] per image (the images as D sees
 //              them); the paper uses 10 with the wgan loss, d_steps 5 and Adam(1e-4, 0, 0.9).
-//              D keeps its batch norm, which the paper advises against for the penalty (it
-//              makes each image's gradient depend on the batch); the penalty is still well
-//              defined, and the extra D forward on x^ updates BN's running statistics once more.
+//              The paper's critic has layer norm, not batch norm (each image's gradient then
+//              depends on that image alone): d_norm = DiscriminatorNorm::Layer. With D's default
+//              batch norm the penalty is still well defined, and the extra D forward on x^
+//              updates BN's running statistics once more.
 // StepStats::penalty reports the sum of both (the last D update's).
 //
 // Options (off by default; a trainer without them is the example's step exactly):
@@ -84,6 +86,7 @@ struct DCGANConfig {
   double real_label = 1.0;  // D's target for real images: bce and lsgan, in (0, 1]; hinge: 1
   bool spectral_norm = false;  // D's convs spectrally normalized (SNGAN; DCGANDiscriminator)
   SpectralNormForm spectral_norm_form = SpectralNormForm::Classic;  // which PyTorch one (layers.h)
+  DiscriminatorNorm d_norm = DiscriminatorNorm::Batch;  // D's norm layers (dcgan.h)
   int d_steps = 1;             // D updates per G update (n_critic); >= 1
   double r1_gamma = 0;         // R1 penalty weight on real images; 0 = off
   double gp_lambda = 0;        // WGAN-GP penalty weight at real/fake interpolates; 0 = off

@@ -202,6 +202,15 @@ TEST_CASE("double backward of matmul, linear, conv2d, conv_transpose2d", "[autog
                          {rnd({1, 2, 3, 2}, 44), rnd({2, 2, 3, 3}, 45)}) < tol);
 }
 
+TEST_CASE("double backward of group norm and instance norm (WGAN-GP's critic norms)", "[autograd][grad]") {
+  const float tol = 2e-2f;
+  CHECK(gradgradcheck_op([](const Inputs& in) { return group_norm(in[0], 1, in[1], in[2]); },
+                         {rnd({2, 4, 2, 2}, 61), rnd({4}, 62, 0.5f, 1.5f), rnd({4}, 63)}) < tol);
+  CHECK(gradgradcheck_op([](const Inputs& in) { return group_norm(in[0], 2); }, {rnd({3, 4, 3, 1}, 64)}) < tol);
+  CHECK(gradgradcheck_op([](const Inputs& in) { return instance_norm(in[0], in[1], in[2]); },
+                         {rnd({2, 3, 2, 3}, 65), rnd({3}, 66, 0.5f, 1.5f), rnd({3}, 67)}) < tol);
+}
+
 TEST_CASE("double backward of batch norm, training and eval", "[autograd][grad]") {
   const float tol = 2e-2f;
   Tensor rm = rnd({3}, 51, -0.2f, 0.2f), rv = rnd({3}, 52, 0.5f, 1.5f);

@@ -476,3 +476,100 @@ TEST_CASE("spectral norm, parametrizations form: u and v start 15 iterations in,
   CHECK(l2_norm(sub(param.weight_v, v)) < 1e-5);
   CHECK(l2_norm(sub(param.weight_u, classic.weight_u)) > 1e-3);  // 15 steps moved them
 }
+
+namespace {
+// group_norm by its definition, in double: each (sample, group) normalized by its own mean and
+// biased variance, then the per-channel affine.
+std::vector<double> group_norm_reference(const Tensor& x, int64_t groups, const Tensor& w, const Tensor& b, double eps) {
+  const int64_t N = x.size(0), C = x.size(1), S = x.numel() / (N * C), cg = C / groups;
+  const std::vector<float> xv = x.to_vector();
+  std::vector<double> y(xv.size());
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t start = (n * C + g * cg) * S, len = cg * S;
+      double m = 0, v = 0;
+      for (int64_t i = 0; i < len; ++i) m += xv[start + i];
+      m /= len;
+      for (int64_t i = 0; i < len; ++i) v += (xv[start + i] - m) * (xv[start + i] - m);
+      v /= len;
+      for (int64_t i = 0; i < len; ++i) {
+        const int64_t c = g * cg + i / S;
+        const double xhat = (xv[start + i] - m) / std::sqrt(v + eps);
+        y[start + i] = xhat * (w.defined() ? w.data()[c] : 1.0) + (b.defined() ? b.data()[c] : 0.0);
+      }
+    }
+  return y;
+}
+}  // namespace
+
+TEST_CASE("group_norm / instance_norm: per (sample, group) statistics, the affine per channel") {
+  const Tensor x = test::rnd({3, 6, 4, 5}, 301, -2.f, 3.f), w = test::rnd({6}, 302, 0.5f, 1.5f), b = test::rnd({6}, 303);
+  for (int64_t groups : {1, 2, 3, 6}) {
+    INFO("groups " << groups);
+    const std::vector<double> want = group_norm_reference(x, groups, w, b, 1e-5);
+    const std::vector<float> got = group_norm(x, groups, w, b).to_vector();
+    double worst = 0;
+    for (size_t i = 0; i < got.size(); ++i) worst = std::max(worst, std::abs(got[i] - want[i]));
+    CHECK(worst < 1e-5);
+    const std::vector<float> plain = group_norm(x, groups).to_vector();
+    const std::vector<double> want_plain = group_norm_reference(x, groups, Tensor(), Tensor(), 1e-5);
+    worst = 0;
+    for (size_t i = 0; i < plain.size(); ++i) worst = std::max(worst, std::abs(plain[i] - want_plain[i]));
+    CHECK(worst < 1e-5);
+  }
+  // instance_norm is one group per channel; a large eps shows it reaches the kernel.
+  const std::vector<float> in = instance_norm(x, w, b, 0.5f).to_vector();
+  const std::vector<double> want_in = group_norm_reference(x, 6, w, b, 0.5);
+  for (size_t i = 0; i < in.size(); i += 17) CHECK(in[i] == Approx(want_in[i]).margin(1e-5));
+  // Another image in the batch changes nothing: statistics are per sample (unlike batch norm).
+  Tensor x2 = x.clone();
+  x2.data()[x2.numel() - 1] += 10.f;  // the last sample only
+  const std::vector<float> a = group_norm(x, 2, w, b).to_vector(), c = group_norm(x2, 2, w, b).to_vector();
+  int64_t same = 0;
+  for (int64_t i = 0; i < 2 * 120; ++i) same += a[i] == c[i];
+  CHECK(same == 2 * 120);  // samples 0 and 1 (120 values each) unchanged
+  CHECK(a.back() != c.back());
+}
+
+TEST_CASE("group_norm: gradients by finite differences; bad arguments named") {
+  CHECK(test::gradcheck_op([](const std::vector<Tensor>& in) { return group_norm(in[0], 2, in[1], in[2]); },
+                     {test::rnd({2, 4, 3, 3}, 311), test::rnd({4}, 312, 0.5f, 1.5f), test::rnd({4}, 313)}) < 2e-2);
+  CHECK(test::gradcheck_op([](const std::vector<Tensor>& in) { return instance_norm(in[0]); }, {test::rnd({2, 3, 2, 3}, 314)}) < 2e-2);
+  const Tensor x = test::rnd({2, 6, 4, 4}, 315);
+  CHECK_THROWS_WITH(group_norm(x, 4), Contains("num_groups must be positive and divide the 6 channels") &&
+                                          Contains("[2, 6, 4, 4]") && Contains("got 4"));
+  CHECK_THROWS_WITH(group_norm(x, 0), Contains("got 0"));
+  CHECK_THROWS_WITH(group_norm(x, 2, test::rnd({3}, 316)), Contains("[3] should be [6]"));
+  CHECK_THROWS_WITH(instance_norm(test::rnd({2, 6, 1, 1}, 317)), Contains("more than one value per sample and group"));
+  CHECK_THROWS_WITH(instance_norm(test::rnd({2, 6}, 318)), Contains("instance_norm: input must be [N, C, H, ...]"));
+}
+
+TEST_CASE("GroupNorm, InstanceNorm2d, Identity: PyTorch's names, defaults, and the same output in eval") {
+  GroupNorm gn(1, 4);
+  CHECK(keys(gn.state_dict()) == std::vector<std::string>{"weight", "bias"});
+  CHECK(gn.weight.to_vector() == std::vector<float>(4, 1.f));
+  CHECK(gn.bias.to_vector() == std::vector<float>(4, 0.f));
+  CHECK(gn.extra_repr() == "1, 4, eps=1e-05, affine=True");
+  CHECK(GroupNorm(2, 4, 1e-5f, false).state_dict().empty());
+  CHECK_THROWS_WITH(GroupNorm(3, 4), Contains("num_channels (4) must be divisible by num_groups (3)"));
+  InstanceNorm2d plain(4);  // PyTorch's default: no affine
+  CHECK(plain.state_dict().empty());
+  InstanceNorm2d in(4, 1e-5f, true);
+  CHECK(keys(in.state_dict()) == std::vector<std::string>{"weight", "bias"});
+  CHECK(in.extra_repr() == "4, eps=1e-05, momentum=0.1, affine=True, track_running_stats=False");
+  CHECK_THROWS_WITH(in.forward(test::rnd({2, 3, 4, 4}, 321)), Contains("InstanceNorm2d: expected input [N, 4, H, W]"));
+  CHECK_THROWS_WITH(gn.forward(test::rnd({2, 3, 4, 4}, 322)), Contains("GroupNorm: expected input [N, 4, ...]"));
+  const Tensor x = test::rnd({2, 4, 3, 3}, 323);
+  {
+    NoGradGuard guard;
+    gn.weight.copy_(test::rnd({4}, 324));
+    gn.bias.copy_(test::rnd({4}, 325));
+  }
+  const std::vector<float> train_out = gn.forward(x).to_vector();
+  gn.eval();
+  CHECK(gn.forward(x).to_vector() == train_out);  // no running statistics: eval is training
+  CHECK(group_norm(x, 1, gn.weight, gn.bias).to_vector() == train_out);
+  Identity id;
+  CHECK(id.state_dict().empty());
+  CHECK(id.forward(x).to_vector() == x.to_vector());
+}

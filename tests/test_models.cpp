@@ -175,6 +175,56 @@ TEST_CASE("DCGAN: non-DCGAN checkpoints are refused with a clear error") {
   CHECK_THROWS_WITH(generator_from_state_dict(sd), Contains("size mismatch for main.4.running_var"));
 }
 
+TEST_CASE("DCGAN discriminator norms: PyTorch's keys for InstanceNorm2d/GroupNorm/Identity; rebuilt from a checkpoint") {
+  // PyTorch: the example's D with each BatchNorm2d(c) replaced by nn.InstanceNorm2d(c, affine=True),
+  // nn.GroupNorm(1, c) (weight, bias only) or nn.Identity() (nothing).
+  auto d_in = make_discriminator(3, 8, 32, nullptr, false, SpectralNormForm::Classic, DiscriminatorNorm::Instance);
+  KeyShapes want{{"main.0.weight", {8, 3, 4, 4}}, {"main.2.weight", {16, 8, 4, 4}}, {"main.3.weight", {16}},
+                 {"main.3.bias", {16}},         {"main.5.weight", {32, 16, 4, 4}}, {"main.6.weight", {32}},
+                 {"main.6.bias", {32}},         {"main.8.weight", {1, 32, 4, 4}}};
+  CHECK(key_shapes(d_in->state_dict()) == want);
+  CHECK((*d_in->main)[3]->type_name() == "InstanceNorm2d");
+  // The example's weights_init matches "BatchNorm" only: these keep weight 1, bias 0.
+  CHECK(find_tensor(d_in->state_dict(), "main.3.weight")->tensor.to_vector() == std::vector<float>(16, 1.f));
+  auto d_ln = make_discriminator(3, 8, 32, nullptr, false, SpectralNormForm::Classic, DiscriminatorNorm::Layer);
+  CHECK(key_shapes(d_ln->state_dict()) == want);
+  CHECK((*d_ln->main)[6]->type_name() == "GroupNorm");
+  auto d_none = make_discriminator(3, 8, 32, nullptr, true, SpectralNormForm::Classic, DiscriminatorNorm::None);
+  CHECK(d_none->main->size() == 10);  // indices kept: Identity in BN's place
+  CHECK((*d_none->main)[3]->type_name() == "Identity");
+  for (const auto& e : d_none->state_dict()) CHECK(e.name.rfind("main.3.", 0) != 0);
+
+  // From a checkpoint: BN's running statistics, nothing, or an affine pair at main.3.
+  CHECK(discriminator_from_state_dict(make_discriminator(3, 8, 32)->state_dict())->norm == DiscriminatorNorm::Batch);
+  auto back = discriminator_from_state_dict(d_none->state_dict());
+  CHECK(back->norm == DiscriminatorNorm::None);
+  CHECK(back->spectral_norm);
+  CHECK_THROWS_WITH(discriminator_from_state_dict(d_ln->state_dict()),
+                    Contains("InstanceNorm2d(affine=True) or a GroupNorm(1, C)") && Contains("--d-norm instance"));
+  CHECK(discriminator_from_state_dict(d_ln->state_dict(), DiscriminatorNorm::Layer)->norm == DiscriminatorNorm::Layer);
+  auto in_back = discriminator_from_state_dict(d_in->state_dict(), DiscriminatorNorm::Instance);
+  CHECK(in_back->norm == DiscriminatorNorm::Instance);
+  Generator rng(5);
+  const Tensor x = Tensor::rand({2, 3, 32, 32}, &rng);
+  {
+    NoGradGuard ng;
+    for (auto& [name, p] : d_in->named_parameters())
+      if (p.dim() == 1) {  // the norms' weights and biases
+        Tensor h = p;
+        h.normal_(0.5f, 0.3f, &rng);
+      }
+  }
+  in_back->load_state_dict(d_in->state_dict());
+  NoGradGuard ng;
+  CHECK(in_back->forward_logits(x).to_vector() == d_in->forward_logits(x).to_vector());
+  // The same weights read as layer norm give other scores: the two are not interchangeable.
+  auto as_ln = discriminator_from_state_dict(d_in->state_dict(), DiscriminatorNorm::Layer);
+  CHECK(as_ln->forward_logits(x).to_vector() != d_in->forward_logits(x).to_vector());
+  CHECK(discriminator_norm_from_name("layer") == DiscriminatorNorm::Layer);
+  CHECK(std::string(discriminator_norm_name(DiscriminatorNorm::Instance)) == "instance");
+  CHECK_THROWS_WITH(discriminator_norm_from_name("group"), Contains("batch, instance, layer or none") && Contains("'group'"));
+}
+
 TEST_CASE("sample_latents: randn's values, or N(0, 1) truncated to [-T, T] by redrawing") {
   Generator a(7), b(7);
   const Tensor plain = sample_latents({1000, 100, 1, 1}, a);

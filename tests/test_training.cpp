@@ -167,7 +167,10 @@ DCGANConfig small_config() {
 // under `key`.
 void check_against_pytorch(const StateDict& fx, const std::string& key, const DCGANConfig& config) {
   INFO("loss " << key);
-  const std::string d_start = !config.spectral_norm                                       ? "netD"
+  const std::string d_start = config.d_norm == DiscriminatorNorm::Layer      ? "netD_ln"
+                              : config.d_norm == DiscriminatorNorm::Instance ? "netD_in"
+                              : config.d_norm == DiscriminatorNorm::None     ? "netD_none"
+                              : !config.spectral_norm                        ? "netD"
                               : config.spectral_norm_form == SpectralNormForm::Classic ? "netD_sn"
                                                                                        : "netD_psn";
   DCGANTrainer trainer(config, Device::cpu());
@@ -290,6 +293,28 @@ TEST_CASE("Gradient penalties: one step with R1 and one of WGAN-GP equal PyTorch
   wgan.gp_lambda = 10;
   wgan.lr = 1e-4;
   check_against_pytorch(fx, "wgan_gp", wgan);
+}
+
+TEST_CASE("D's norm: WGAN-GP with layer norm (GroupNorm(1, C)) or none and R1 with instance norm equal PyTorch's") {
+  if (!torch_checkpoint_supported()) return;  // the test above says why
+  const StateDict fx = load_torch_checkpoint(fixture("torch_1_13_gan_losses.pth")).tensors;
+  // The penalties differentiate the per-image statistics of the norm twice; the fixture's GN/IN
+  // biases are random, so a norm without its affine (or with it in the wrong place) fails.
+  DCGANConfig ln = small_config();
+  ln.loss = GANLoss::Wasserstein;
+  ln.gp_lambda = 10;
+  ln.lr = 1e-4;
+  ln.d_norm = DiscriminatorNorm::Layer;
+  check_against_pytorch(fx, "wgan_gp_ln", ln);
+
+  DCGANConfig none = ln;
+  none.d_norm = DiscriminatorNorm::None;
+  check_against_pytorch(fx, "wgan_gp_none", none);
+
+  DCGANConfig in = small_config();
+  in.r1_gamma = 1.0;
+  in.d_norm = DiscriminatorNorm::Instance;
+  check_against_pytorch(fx, "bce_r1_in", in);
 }
 
 TEST_CASE("Gradient penalties: settings that cannot work are refused; the noise stream draws the mix") {

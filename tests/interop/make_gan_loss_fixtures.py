@@ -26,6 +26,11 @@ each loss dcgan_train offers, written as a PyTorch script would write them:
                    torch.autograd.grad(..., create_graph=True)
   wgan_gp          D: s_fake.mean() - s_real.mean() + 10 (|d s(x^) / dx^| - 1)^2 (mean) at
                    x^ = e real + (1 - e) fake, e = mix (per image); G: -s_fake.mean(); lr 1e-4
+  wgan_gp_ln       wgan_gp with the paper's critic: D's BatchNorm2d layers replaced by
+                   nn.GroupNorm(1, C) (layer norm with a per-channel affine; start netD_ln:
+                   D0's convs, the BN weights as GN's, a random GN bias)
+  bce_r1_in        bce_r1 with nn.InstanceNorm2d(C, affine=True) in place of BN (netD_in)
+  wgan_gp_none     wgan_gp with nn.Identity() in place of BN (netD_none: D0's convs)
 
 For each: the losses, mean sigmoid(s) on real / fake before and after D's step, D's gradients
 after its step, G's gradients, and both models' state after the step. The C++ test runs
@@ -154,8 +159,29 @@ results["hinge_psn"] = step("hinge", 2e-4, 2e-4, 1.0, D0_psn)
 mix = torch.rand(N)
 results["bce_r1"] = step("bce", 2e-4, 2e-4, 1.0, r1=1.0)
 results["wgan_gp"] = step("wgan", 1e-4, 1e-4, 1.0, gp=10.0, mix=mix)
+# Drawn after everything above (the cases above see the same numbers as before these existed).
+def replace_norms(make):
+    d = copy.deepcopy(D0)
+    for i, m in enumerate(d.main):
+        if isinstance(m, nn.BatchNorm2d):
+            n = make(m.num_features)
+            if hasattr(n, "weight") and n.weight is not None:
+                with torch.no_grad():
+                    n.weight.copy_(m.weight)
+                    n.bias.copy_(0.1 * torch.randn(m.num_features))
+            d.main[i] = n
+    return d
+
+
+D0_ln = replace_norms(lambda c: nn.GroupNorm(1, c))
+D0_in = replace_norms(lambda c: nn.InstanceNorm2d(c, affine=True))
+D0_none = replace_norms(lambda c: nn.Identity())
+results["wgan_gp_ln"] = step("wgan", 1e-4, 1e-4, 1.0, D0_ln, gp=10.0, mix=mix)
+results["bce_r1_in"] = step("bce", 2e-4, 2e-4, 1.0, D0_in, r1=1.0)
+results["wgan_gp_none"] = step("wgan", 1e-4, 1e-4, 1.0, D0_none, gp=10.0, mix=mix)
 torch.save({
-    "netG": G0.state_dict(), "netD": D0.state_dict(), "netD_sn": D0_sn.state_dict(), "netD_psn": D0_psn.state_dict(), "real": real, "z": z,
+    "netG": G0.state_dict(), "netD": D0.state_dict(),
+    "netD_ln": D0_ln.state_dict(), "netD_in": D0_in.state_dict(), "netD_none": D0_none.state_dict(), "netD_sn": D0_sn.state_dict(), "netD_psn": D0_psn.state_dict(), "real": real, "z": z,
     "real2": real2, "real3": real3, "z2": z2, "z3": z3, "mix": mix,
     **results,
 }, os.path.join(out, "torch_1_13_gan_losses.pth"))
