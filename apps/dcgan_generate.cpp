@@ -181,7 +181,11 @@ int run(int argc, char** argv) {
   int64_t n_out = n;
 
   if (best_of) {  // score all M with D (eval mode: running statistics) and keep the top --num
-    auto d = discriminator_from_state_dict(apps::load_model_weights(disc_file, ""));
+    // A run's discriminator.safetensors names its norm (instance and layer have the same keys).
+    const SafetensorsContents dc = load_safetensors(disc_file);
+    const auto norm = dc.metadata.find("d_norm");
+    auto d = discriminator_from_state_dict(
+        dc.tensors, norm == dc.metadata.end() ? DiscriminatorNorm::Batch : discriminator_norm_from_name(norm->second));
     d->to(device);
     d->eval();
     std::vector<float> scores;

@@ -59,6 +59,7 @@ struct Settings {
   double real_label = 1.0;    // D's target for real images (< 1: one-sided label smoothing)
   bool spectral_norm = false;  // D's convs spectrally normalized (SNGAN)
   std::string spectral_norm_form = "classic";  // or "parametrizations" (SpectralNormForm)
+  std::string d_norm = "batch";  // D's norm layers: batch, instance, layer or none (DiscriminatorNorm)
   int d_steps = 1;             // D updates per G update (n_critic), each on its own real batch
   double r1 = 0, gp = 0;       // gradient penalty weights (DCGANConfig::r1_gamma, gp_lambda); 0 = off
   double generator_lr() const { return lr_g > 0 ? lr_g : lr; }
@@ -100,6 +101,7 @@ json settings_json(const Settings& s) {
           {"lr_g", s.lr_g},             {"lr_d", s.lr_d},
           {"loss", s.loss},             {"real_label", s.real_label},
           {"spectral_norm", s.spectral_norm}, {"spectral_norm_form", s.spectral_norm_form},
+          {"d_norm", s.d_norm},
           {"d_steps", s.d_steps},       {"r1", s.r1}, {"gp", s.gp},
           {"nz", s.nz},                 {"ngf", s.ngf},
           {"ndf", s.ndf},               {"seed", s.seed},
@@ -136,6 +138,7 @@ Settings settings_from_json(const json& j, const std::string& path) {
     s.real_label = j.value("real_label", 1.0);
     s.spectral_norm = j.value("spectral_norm", false);
     s.spectral_norm_form = j.value("spectral_norm_form", std::string("classic"));
+    s.d_norm = j.value("d_norm", std::string("batch"));  // runs before --d-norm had batch norm
     s.d_steps = j.value("d_steps", 1);
     s.r1 = j.value("r1", 0.0);  // runs before the penalties had none
     s.gp = j.value("gp", 0.0);
@@ -174,6 +177,22 @@ std::string spectral_norm_flags(bool on, const std::string& form) {
   return form == "classic" ? " --spectral-norm" : " --spectral-norm --spectral-norm-form " + form;
 }
 
+// " --d-norm NAME" unless batch (the default); instance and layer norm have the same keys, so a
+// file read with one of them may be the other.
+std::string d_norm_flags(DiscriminatorNorm norm, bool from_keys_alone = false) {
+  if (norm == DiscriminatorNorm::Batch) return "";
+  if (from_keys_alone && (norm == DiscriminatorNorm::Instance || norm == DiscriminatorNorm::Layer))
+    return " --d-norm instance (or layer: the keys are the same)";
+  return std::string(" --d-norm ") + discriminator_norm_name(norm);
+}
+
+// The hint for discriminator_from_state_dict: the run's --d-norm when it is instance or layer,
+// else instance (then the message says it may be layer).
+DiscriminatorNorm d_norm_hint(const Settings& s) {
+  const DiscriminatorNorm n = discriminator_norm_from_name(s.d_norm);
+  return n == DiscriminatorNorm::Layer ? n : DiscriminatorNorm::Instance;
+}
+
 // Loads --netG/--netD into the run's freshly built model. A file of another architecture is an
 // error that says which flags would build the file's.
 template <class Model>
@@ -190,9 +209,11 @@ void load_start_weights(Model& model, const std::string& file, const std::string
         theirs = "--image-size " + std::to_string(g->image_size) + " --nz " + std::to_string(g->nz) + " --ngf " +
                  std::to_string(g->ngf) + " --channels " + std::to_string(g->nc);
       } else {
-        auto d = discriminator_from_state_dict(sd);
+        auto d = discriminator_from_state_dict(sd, d_norm_hint(s));
+        const bool guessed = s.d_norm != "instance" && s.d_norm != "layer";
         theirs = "--image-size " + std::to_string(d->image_size) + " --ndf " + std::to_string(d->ndf) +
-                 " --channels " + std::to_string(d->nc) + spectral_norm_flags(d->spectral_norm, spectral_norm_form_name(d->spectral_norm_form));
+                 " --channels " + std::to_string(d->nc) + spectral_norm_flags(d->spectral_norm, spectral_norm_form_name(d->spectral_norm_form)) +
+                 d_norm_flags(d->norm, guessed);
       }
     } catch (const std::invalid_argument& not_dcgan) {
       throw std::invalid_argument(flag + " " + file + ": " + not_dcgan.what());
@@ -201,7 +222,7 @@ void load_start_weights(Model& model, const std::string& file, const std::string
                                 std::to_string(s.image_size) + " --nz " + std::to_string(s.nz) + " --ngf " +
                                 std::to_string(s.ngf) + " --ndf " + std::to_string(s.ndf) + " --channels " +
                                 std::to_string(s.channels) + spectral_norm_flags(s.spectral_norm, s.spectral_norm_form) +
-                                ": give the file's values\n" + e.what());
+                                d_norm_flags(discriminator_norm_from_name(s.d_norm)) + ": give the file's values\n" + e.what());
   }
   std::cout << flag.substr(2) << " starts from " << file << (key.empty() ? "" : " (" + key + ")") << ": " << sd.size()
             << " tensors\n";
@@ -211,13 +232,13 @@ void load_start_weights(Model& model, const std::string& file, const std::string
 // architecture (from the tensors' shapes) and Adam's lr and betas (as PyTorch's
 // optimizer.load_state_dict() does) — so the run continues the file's training.
 struct GivenFlags {
-  bool size, channels, nz, ngf, ndf, lr, lr_g, lr_d, beta1, beta2, spectral_norm, spectral_norm_form;
+  bool size, channels, nz, ngf, ndf, lr, lr_g, lr_d, beta1, beta2, spectral_norm, spectral_norm_form, d_norm;
 };
 DCGANTrainingCheckpoint read_start_checkpoint(Settings& s, const GivenFlags& given) {
   const DCGANTrainingCheckpoint ck =
       dcgan_checkpoint_from_torch(load_tensor_file(s.start_from), "--start-from " + s.start_from, s.net_g_key, s.net_d_key);
   const auto g = generator_from_state_dict(ck.generator);
-  const auto d = discriminator_from_state_dict(ck.discriminator);
+  const auto d = discriminator_from_state_dict(ck.discriminator, d_norm_hint(s));
   if (g->image_size != d->image_size || g->nc != d->nc)
     throw std::invalid_argument("--start-from " + s.start_from + ": its generator '" + ck.generator_key + "' makes " +
                                 std::to_string(g->nc) + "x" + std::to_string(g->image_size) + "x" + std::to_string(g->image_size) +
@@ -240,6 +261,23 @@ DCGANTrainingCheckpoint read_start_checkpoint(Settings& s, const GivenFlags& giv
                                 "), so --spectral-norm-form " + s.spectral_norm_form + " cannot continue it; leave the flag out");
   s.spectral_norm = d->spectral_norm;
   if (d->spectral_norm) s.spectral_norm_form = form;
+  // D's norm: batch norm's running statistics or no keys at main.3 say it; an affine pair alone
+  // is instance or layer norm, which only the flag can tell apart.
+  const bool affine_only = d->norm == DiscriminatorNorm::Instance || d->norm == DiscriminatorNorm::Layer;
+  const std::string file_norm = discriminator_norm_name(d->norm);
+  if (affine_only && !given.d_norm)
+    throw std::invalid_argument("--start-from " + s.start_from + ": its discriminator '" + ck.discriminator_key +
+                                "' has a weight and bias at main.3 but no running statistics: InstanceNorm2d(affine=True) "
+                                "or GroupNorm(1, C), which have the same keys; say which with --d-norm instance or --d-norm layer");
+  if (given.d_norm && !affine_only && file_norm != s.d_norm)
+    throw std::invalid_argument("--start-from " + s.start_from + ": its discriminator '" + ck.discriminator_key + "' has " +
+                                (d->norm == DiscriminatorNorm::Batch ? "batch norm (main.3.running_mean)" : "no norm (no main.3 keys)") +
+                                ", so --d-norm " + s.d_norm + " cannot continue it; leave the flag out");
+  if (given.d_norm && affine_only && s.d_norm != "instance" && s.d_norm != "layer")
+    throw std::invalid_argument("--start-from " + s.start_from + ": its discriminator '" + ck.discriminator_key +
+                                "' has instance or layer norm (a weight and bias at main.3, no running statistics), so --d-norm " +
+                                s.d_norm + " cannot continue it; give --d-norm instance or --d-norm layer");
+  if (!affine_only) s.d_norm = file_norm;
   // Each optimizer keeps its own lr (TTUR runs have two); one pair of betas drives both.
   const std::optional<TorchAdamState>* opts[] = {&ck.optimizer_g, &ck.optimizer_d};
   const std::string keys[] = {ck.optimizer_g_key, ck.optimizer_d_key};
@@ -323,6 +361,7 @@ std::string objective_summary(const Settings& s) {
   else o << ", lr G " << s.generator_lr() << " D " << s.discriminator_lr();
   if (s.real_label != 1.0) o << ", real label " << s.real_label;
   if (s.spectral_norm) o << ", spectral norm in D" << (s.spectral_norm_form == "classic" ? "" : " (parametrizations)");
+  if (s.d_norm != "batch") o << ", " << s.d_norm << " norm in D";
   if (s.d_steps > 1) o << ", " << s.d_steps << " D updates per G update";
   if (s.r1 > 0) o << ", R1 penalty " << s.r1;
   if (s.gp > 0) o << ", gradient penalty " << s.gp;
@@ -428,6 +467,8 @@ int run(int argc, char** argv) {
   auto* o_sn = app.add_flag("--spectral-norm", s.spectral_norm, "spectral normalization of every conv in D (SNGAN; torch.nn.utils.spectral_norm's weight_orig/weight_u/weight_v in checkpoints); pairs with --loss hinge");
   auto* o_sn_form = app.add_option("--spectral-norm-form", s.spectral_norm_form, "with --spectral-norm, which PyTorch spectral norm D's checkpoints match: classic (torch.nn.utils.spectral_norm: weight_orig, weight_u, weight_v) or parametrizations (torch.nn.utils.parametrizations.spectral_norm, PyTorch 2's: parametrizations.weight.original, parametrizations.weight.0._u/_v)")
       ->check(CLI::IsMember({"classic", "parametrizations"}));
+  auto* o_d_norm = app.add_option("--d-norm", s.d_norm, "D's normalization after each middle conv: batch (the DCGAN example's BatchNorm2d), instance (InstanceNorm2d(affine=True)), layer (GroupNorm(1, C): layer norm with a per-channel affine, the WGAN-GP paper's critic) or none (Identity); the penalties --gp/--r1 are per image, which batch norm is not")
+      ->check(CLI::IsMember({"batch", "instance", "layer", "none"}));
   auto* o_d_steps = app.add_option("--d-steps", s.d_steps, "D updates per G update, each on its own real batch (WGAN's n_critic, SNGAN's n_dis; 1 = the DCGAN example)");
   auto* o_b1 = app.add_option("--beta1", s.beta1, "Adam beta1");
   auto* o_b2 = app.add_option("--beta2", s.beta2, "Adam beta2");
@@ -464,7 +505,7 @@ int run(int argc, char** argv) {
     if (!resume.empty()) {
       // The run's own settings win; only the length, device, workers and logging may change.
       for (CLI::Option* o : {o_dataset, o_data, o_classes, o_size, o_channels, o_batch, o_lr, o_lr_g, o_lr_d, o_loss,
-                             o_real_label, o_sn, o_sn_form, o_d_steps, o_r1, o_gp, o_b1, o_b2, o_nz, o_ngf, o_ndf, o_seed, o_strict, o_flip,
+                             o_real_label, o_sn, o_sn_form, o_d_norm, o_d_steps, o_r1, o_gp, o_b1, o_b2, o_nz, o_ngf, o_ndf, o_seed, o_strict, o_flip,
                              o_ema, o_ada, o_ada_target, o_ada_speed, o_ada_interval, o_eval_every, o_eval_num, o_features,
                              o_net_g, o_net_d, o_net_g_key, o_net_d_key, o_start})
         if (o->count() > 0)
@@ -501,7 +542,8 @@ int run(int argc, char** argv) {
   if (resume.empty() && !s.start_from.empty()) {
     start = read_start_checkpoint(s, {o_size->count() > 0, o_channels->count() > 0, o_nz->count() > 0, o_ngf->count() > 0,
                                       o_ndf->count() > 0, o_lr->count() > 0, o_lr_g->count() > 0, o_lr_d->count() > 0,
-                                      o_b1->count() > 0, o_b2->count() > 0, o_sn->count() > 0, o_sn_form->count() > 0});
+                                      o_b1->count() > 0, o_b2->count() > 0, o_sn->count() > 0, o_sn_form->count() > 0,
+                                      o_d_norm->count() > 0});
     validate(s);  // what the file gave
   }
 
@@ -537,6 +579,7 @@ int run(int argc, char** argv) {
   mc.real_label = s.real_label;
   mc.spectral_norm = s.spectral_norm;
   mc.spectral_norm_form = spectral_norm_form_from_name(s.spectral_norm_form);
+  mc.d_norm = discriminator_norm_from_name(s.d_norm);
   mc.d_steps = s.d_steps;
   mc.r1_gamma = s.r1;
   mc.gp_lambda = s.gp;
@@ -670,7 +713,8 @@ int run(int argc, char** argv) {
     if (trainer.ada()) f.extra_text.emplace_back("augment.json", trainer.ada()->state_json());
     f.generator_meta = {{"format", "pt"}, {"model", "dcgan-generator"}, {"nz", std::to_string(s.nz)},
                         {"image_size", std::to_string(s.image_size)}};
-    f.discriminator_meta = {{"format", "pt"}, {"model", "dcgan-discriminator"}, {"image_size", std::to_string(s.image_size)}};
+    f.discriminator_meta = {{"format", "pt"}, {"model", "dcgan-discriminator"}, {"image_size", std::to_string(s.image_size)},
+                            {"d_norm", s.d_norm}};  // instance and layer norm have the same keys
     state.noise_seed = noise_gen.seed();
     state.noise_offset = noise_gen.offset();
     return apps::write_checkpoint(s.out, state, f);
@@ -683,6 +727,9 @@ int run(int argc, char** argv) {
             << (s.d_steps > 1 ? " batches per epoch, " + std::to_string(s.d_steps) + " per step" : std::string(" per epoch"))
             << "), batch " << s.batch_size << ", " << s.image_size << "x" << s.image_size << "x"
             << s.channels << ", " << objective_summary(s) << ", run directory " << s.out << std::endl;
+  if (s.gp > 0 && s.d_norm == "batch")
+    std::cout << "note: --gp with D's batch norm, which makes each image's gradient depend on its batch; the "
+                 "WGAN-GP paper's critic has layer norm (--d-norm layer)\n";
 
   bool real_saved = fs::exists(fs::path(s.out) / "samples" / "real.png");
   const double seconds_before = state.seconds;

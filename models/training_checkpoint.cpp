@@ -15,7 +15,8 @@ TorchValue dcgan_checkpoint_to_torch(const DCGANTrainingCheckpoint& ck) {
   if (ck.generator.empty() || ck.discriminator.empty())
     throw std::invalid_argument("dcgan_checkpoint_to_torch: the generator and the discriminator are both needed");
   const std::size_t ng = generator_from_state_dict(ck.generator)->parameters().size();
-  const std::size_t nd = discriminator_from_state_dict(ck.discriminator)->parameters().size();
+  // Instance and layer norm have the same keys and shapes: either reading serves for counting.
+  const std::size_t nd = discriminator_from_state_dict(ck.discriminator, DiscriminatorNorm::Instance)->parameters().size();
   TorchValue root = TorchValue::dict();
   root.set("netG", TorchValue::state_dict(ck.generator));
   root.set("netD", TorchValue::state_dict(ck.discriminator));
@@ -125,7 +126,7 @@ DCGANTrainingCheckpoint dcgan_checkpoint_from_torch(const SafetensorsContents& c
     } catch (const std::invalid_argument&) {
     }
     try {
-      discs.push_back({k, sd, param_shapes(*discriminator_from_state_dict(sd))});
+      discs.push_back({k, sd, param_shapes(*discriminator_from_state_dict(sd, DiscriminatorNorm::Instance))});
     } catch (const std::invalid_argument&) {
     }
   }

@@ -121,12 +121,18 @@ for case in $CASES; do
     cmp -s "$WORK/la/metrics.csv" "$WORK/lb/metrics.csv" || paste -d, "$WORK/la/metrics.csv" "$WORK/lb/metrics.csv" | awk -F, 'NR > 1 {
         for (c = 3; c <= 7; c++) { d = $c - $(c + 9); if (d < 0) d = -d; if (d > 1e-5) { print "step " $1 " column " c ": " $c " vs " $(c + 9); bad = 1 } } }
         END { exit bad }' >"$WORK/diff" || fail "the resumed lsgan run differs: $(head -3 "$WORK/diff")"
-    # The gradient penalties (WGAN-GP with R1 on top): a penalty column, and a resumed run
-    # continues them exactly (the interpolation weights come from the saved noise stream).
-    P=(--loss wgan --gp 10 --r1 0.5 --d-steps 2 --lr 0.0001 --beta1 0 --beta2 0.9)
+    # The gradient penalties (WGAN-GP with R1 on top, the paper's layer-norm critic): a penalty
+    # column, and a resumed run continues them exactly (the interpolation weights come from the
+    # saved noise stream).
+    P=(--loss wgan --gp 10 --r1 0.5 --d-steps 2 --lr 0.0001 --beta1 0 --beta2 0.9 --d-norm layer)
     "$TRAIN" "${TINY[@]}" "${P[@]}" --max-steps 4 --checkpoint-every 2 --seed 4 --out "$WORK/pa" >"$WORK/o" 2>&1 \
       || fail "the wgan-gp run failed: $(tail -3 "$WORK/o")"
-    expect_in "$WORK/o" "loss wgan, lr 0.0001, 2 D updates per G update, R1 penalty 0.5, gradient penalty 10"
+    expect_in "$WORK/o" "loss wgan, lr 0.0001, layer norm in D, 2 D updates per G update, R1 penalty 0.5, gradient penalty 10"
+    grep -q "note: --gp with D's batch norm" "$WORK/o" && fail "the batch-norm note was printed for --d-norm layer"
+    grep -q '"d_norm": "layer"' "$WORK/pa/config.json" || fail "config.json lacks d_norm"
+    D4="$WORK/pa/checkpoints/step_000004/discriminator.safetensors"
+    grep -aq 'main.3.weight' "$D4" && ! grep -aq 'main.3.running_mean' "$D4" \
+      || fail "the layer-norm D was not saved as GroupNorm's weight and bias (no running statistics)"
     head -1 "$WORK/pa/metrics.csv" | grep -q ',images_per_sec,penalty$' || fail "no penalty column: $(head -1 "$WORK/pa/metrics.csv")"
     awk -F, 'NR > 1 && !($10 > 0) { bad = 1 } END { exit bad }' "$WORK/pa/metrics.csv" || fail "a penalty <= 0: $(cat "$WORK/pa/metrics.csv")"
     "$TRAIN" "${TINY[@]}" "${P[@]}" --max-steps 2 --checkpoint-every 2 --seed 4 --out "$WORK/pb" >"$WORK/o" 2>&1 || fail "wgan-gp run B failed"
@@ -136,6 +142,35 @@ for case in $CASES; do
         END { exit bad }' >"$WORK/diff" || fail "the resumed wgan-gp run differs: $(head -3 "$WORK/diff")"
     "$TRAIN" --resume "$WORK/pb" --gp 1 >"$WORK/o" 2>&1 && fail "--resume with another --gp was accepted"
     expect_in "$WORK/o" "gp cannot change when resuming"
+    "$TRAIN" --resume "$WORK/pb" --d-norm batch >"$WORK/o" 2>&1 && fail "--resume with another --d-norm was accepted"
+    expect_in "$WORK/o" "d-norm cannot change when resuming"
+    # D's norm travels: --best-of scores with the run's layer-norm D (its file names the norm);
+    # --netD into a batch-norm run names the flag that would match; --start-from needs to be told
+    # instance or layer (the same keys), and takes it.
+    "$GEN" --checkpoint "$WORK/pa" --num 2 --best-of 4 --grid "$WORK/best.png" --device cpu >"$WORK/o" 2>&1 \
+      || fail "--best-of with a layer-norm D failed: $(tail -3 "$WORK/o")"
+    "$TRAIN" "${TINY[@]}" --netD "$D4" --max-steps 1 --out "$WORK/lx" >"$WORK/o" 2>&1 && fail "a layer-norm --netD went into a batch-norm D"
+    expect_in "$WORK/o" "--d-norm instance (or layer: the keys are the same), but this run builds"
+    "$TRAIN" "${TINY[@]}" --loss wgan --gp 10 --d-norm layer --netD "$D4" --max-steps 1 --out "$WORK/pn" >"$WORK/o" 2>&1 \
+      || fail "--netD with --d-norm layer failed: $(tail -3 "$WORK/o")"
+    if "$CONV" "$WORK/pa" "$WORK/pa.pth" >"$WORK/o" 2>&1; then
+      "$TRAIN" "${TINY[@]}" --loss wgan --gp 10 --start-from "$WORK/pa.pth" --max-steps 5 --out "$WORK/lx" >"$WORK/o" 2>&1 \
+        && fail "--start-from a layer-norm run without --d-norm was accepted"
+      expect_in "$WORK/o" "say which with --d-norm instance or --d-norm layer"
+      "$TRAIN" "${TINY[@]}" --loss wgan --gp 10 --d-norm batch --start-from "$WORK/pa.pth" --max-steps 5 --out "$WORK/lx" >"$WORK/o" 2>&1 \
+        && fail "--start-from a layer-norm run with --d-norm batch was accepted"
+      expect_in "$WORK/o" "cannot continue it; give --d-norm instance or --d-norm layer"
+      "$TRAIN" "${TINY[@]}" --loss wgan --gp 10 --d-norm layer --start-from "$WORK/pa.pth" --max-steps 5 --out "$WORK/ps" >"$WORK/o" 2>&1 \
+        || fail "--start-from with --d-norm layer failed: $(tail -3 "$WORK/o")"
+      expect_in "$WORK/o" "layer norm in D"
+    else
+      expect_in "$WORK/o" "libzip"  # a build without torch.save support says why
+    fi
+    # WGAN-GP with the example's batch norm: allowed, with a note that points to --d-norm layer.
+    "$TRAIN" "${TINY[@]}" --loss wgan --gp 10 --max-steps 1 --out "$WORK/pbn" >"$WORK/o" 2>&1 || fail "wgan-gp with batch norm failed"
+    expect_in "$WORK/o" "note: --gp with D's batch norm"
+    "$TRAIN" "${TINY[@]}" --d-norm group --max-steps 1 --out "$WORK/lx" >"$WORK/o" 2>&1 && fail "--d-norm group was accepted"
+    expect_in "$WORK/o" "d-norm: group not in {batch,instance,layer,none}"
     # Each loss changes the step: the same seed, three different first losses.
     "$TRAIN" "${TINY[@]}" --max-steps 1 --seed 3 --out "$WORK/l_bce" >"$WORK/o" 2>&1 || fail "bce run failed"
     expect_in "$WORK/o" "loss bce, lr 0.0002, run directory"
@@ -544,6 +579,14 @@ PYEOF
     GANTRY_ALLOW_TF32=0 "$TRAIN" "${GPU[@]}" --device cuda "${Q[@]}" --out "$WORK/qg" >"$WORK/o" 2>&1 \
       || fail "GPU wgan-gp run failed: $(tail -3 "$WORK/o")"
     same_losses "$WORK/qc" "$WORK/qg" 2 >"$WORK/diff" || fail "GPU and CPU wgan-gp losses differ: $(cat "$WORK/diff")"
+    # D's other norms (group norm and instance norm are batch norm's kernels on [1, N*G, M]).
+    for norm in layer instance; do
+      N=(--loss wgan --gp 10 --d-norm $norm --max-steps 2 --log-every 1)
+      "$TRAIN" "${TINY[@]}" "${N[@]}" --out "$WORK/nc_$norm" >"$WORK/o" 2>&1 || fail "CPU --d-norm $norm run failed: $(tail -3 "$WORK/o")"
+      GANTRY_ALLOW_TF32=0 "$TRAIN" "${GPU[@]}" --device cuda "${N[@]}" --out "$WORK/ng_$norm" >"$WORK/o" 2>&1 \
+        || fail "GPU --d-norm $norm run failed: $(tail -3 "$WORK/o")"
+      same_losses "$WORK/nc_$norm" "$WORK/ng_$norm" 2 >"$WORK/diff" || fail "GPU and CPU --d-norm $norm losses differ: $(cat "$WORK/diff")"
+    done
     "$GEN" --checkpoint "$WORK/pg" --device cuda --num 4 --grid "$WORK/g.png" >"$WORK/o" 2>&1 || fail "dcgan_generate --device cuda failed: $(tail -3 "$WORK/o")"
     [ -s "$WORK/g.png" ] || fail "dcgan_generate --device cuda wrote no grid"
     "$TRAIN" "${GPU[@]}" --device cuda --max-steps 2 --ema 0.9 --ada --ada-interval 1 --out "$WORK/pe" >"$WORK/o" 2>&1 \

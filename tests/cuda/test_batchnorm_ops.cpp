@@ -215,6 +215,40 @@ TEST_CASE("cat and mean on CUDA tensors match the CPU, forward and backward", "[
   }
 }
 
+TEST_CASE("group norm and instance norm on CUDA tensors match the CPU, with their double backward",
+          "[cuda][ops][batchnorm]") {
+  // Batch norm's kernels on [1, N*G, M] (one channel per sample and group), both implementations:
+  // the DCGAN critic's layer norm at 128x16x16 (batch 4), instance norm at 256x8x8, and an odd
+  // shape. The R1-style second pass reaches the weights through the recomputed statistics.
+  struct Case { int64_t N, C, H, groups; };
+  const Case cases[] = {{4, 128, 16, 1}, {4, 256, 8, 256}, {3, 6, 5, 3}};
+  for (cuda::Impl impl : {cuda::Impl::Handwritten, cuda::Impl::Library}) {
+    cuda::ImplScope scope(impl, impl, impl);
+    for (const Case& c : cases) {
+      INFO(cuda::impl_name(impl) << " N" << c.N << " C" << c.C << " H" << c.H << " groups " << c.groups);
+      std::vector<std::vector<float>> results[2];
+      for (int side = 0; side < 2; ++side) {
+        const Device dev = side ? Device::cuda(0) : Device::cpu();
+        const Shape xs{c.N, c.C, c.H, c.H};
+        Tensor x = Tensor::from_vector(test::randn(shape_numel(xs), 80, 1.f, 2.f), xs).to(dev).requires_grad_(true);
+        Tensor w = Tensor::from_vector(test::randn(c.C, 81, 0.2f, 1.f), {c.C}).to(dev).requires_grad_(true);
+        Tensor b = Tensor::from_vector(test::randn(c.C, 82, 0.3f), {c.C}).to(dev).requires_grad_(true);
+        Tensor r = Tensor::from_vector(test::randn(shape_numel(xs), 83), xs).to(dev);
+        Tensor y = c.groups == c.C ? instance_norm(x, w, b) : group_norm(x, c.groups, w, b);
+        GradOptions opt;
+        opt.create_graph = true;
+        const Tensor gx = grad({sum(mul(y, r))}, {x}, {}, opt)[0];
+        sum(square(gx)).backward();  // |dL/dx|^2's gradient: w and x through the double backward
+        results[side] = {y.to_vector(), gx.to_vector(), x.grad().to_vector(), w.grad().to_vector()};
+      }
+      for (size_t i = 0; i < results[0].size(); ++i) {
+        INFO("value " << i << " (y, dL/dx, then the second pass's x and weight gradients)");
+        CHECK(rel_error(results[1][i], results[0][i]) < 1e-5);
+      }
+    }
+  }
+}
+
 TEST_CASE("Tensor basics on CUDA: to/from, fill, copy_, add_, mul_, item", "[cuda][ops]") {
   Tensor a = Tensor::arange(10).reshape({2, 5});
   Tensor g = a.to(Device::cuda(0));
