@@ -62,6 +62,7 @@ struct Settings {
   std::string d_norm = "batch";  // D's norm layers: batch, instance, layer or none (DiscriminatorNorm)
   int d_steps = 1;             // D updates per G update (n_critic), each on its own real batch
   double r1 = 0, gp = 0;       // gradient penalty weights (DCGANConfig::r1_gamma, gp_lambda); 0 = off
+  int r1_every = 1;            // lazy R1: on every k-th D update, weighted k (DCGANConfig::r1_every)
   double generator_lr() const { return lr_g > 0 ? lr_g : lr; }
   double discriminator_lr() const { return lr_d > 0 ? lr_d : lr; }
   int64_t nz = 100, ngf = 64, ndf = 64;
@@ -102,7 +103,7 @@ json settings_json(const Settings& s) {
           {"loss", s.loss},             {"real_label", s.real_label},
           {"spectral_norm", s.spectral_norm}, {"spectral_norm_form", s.spectral_norm_form},
           {"d_norm", s.d_norm},
-          {"d_steps", s.d_steps},       {"r1", s.r1}, {"gp", s.gp},
+          {"d_steps", s.d_steps},       {"r1", s.r1}, {"r1_every", s.r1_every}, {"gp", s.gp},
           {"nz", s.nz},                 {"ngf", s.ngf},
           {"ndf", s.ndf},               {"seed", s.seed},
           {"workers", s.workers},       {"sample_every", s.sample_every},
@@ -142,6 +143,7 @@ Settings settings_from_json(const json& j, const std::string& path) {
     s.d_steps = j.value("d_steps", 1);
     s.r1 = j.value("r1", 0.0);  // runs before the penalties had none
     s.gp = j.value("gp", 0.0);
+    s.r1_every = j.value("r1_every", 1);
     s.nz = j.at("nz");
     s.ngf = j.at("ngf");
     s.ndf = j.at("ndf");
@@ -363,7 +365,7 @@ std::string objective_summary(const Settings& s) {
   if (s.spectral_norm) o << ", spectral norm in D" << (s.spectral_norm_form == "classic" ? "" : " (parametrizations)");
   if (s.d_norm != "batch") o << ", " << s.d_norm << " norm in D";
   if (s.d_steps > 1) o << ", " << s.d_steps << " D updates per G update";
-  if (s.r1 > 0) o << ", R1 penalty " << s.r1;
+  if (s.r1 > 0) o << ", R1 penalty " << s.r1 << (s.r1_every > 1 ? " every " + std::to_string(s.r1_every) + " D updates" : "");
   if (s.gp > 0) o << ", gradient penalty " << s.gp;
   return o.str();
 }
@@ -419,6 +421,8 @@ void validate(const Settings& s) {
   if ((s.loss == "hinge" || s.loss == "wgan") && s.real_label != 1.0)
     bad("--real-label smooths the target of --loss bce or lsgan; the " + s.loss + " loss has none (leave --real-label out)");
   if (!(s.r1 >= 0) || !(s.gp >= 0)) bad("--r1 and --gp must be >= 0 (0 = off)");
+  if (s.r1_every < 1) bad("--r1-every " + std::to_string(s.r1_every) + ": must be at least 1 (StyleGAN2's lazy R1 uses 16)");
+  if (s.r1_every > 1 && s.r1 == 0) bad("--r1-every " + std::to_string(s.r1_every) + " makes R1 lazy: give --r1 GAMMA too");
   if (s.loss == "wgan" && s.gp == 0 && !s.spectral_norm)
     bad("--loss wgan needs D kept Lipschitz: --gp 10 (WGAN-GP) or --spectral-norm; without either D's scores grow without bound");
   if (s.d_steps < 1) bad("--d-steps " + std::to_string(s.d_steps) + ": must be at least 1 (D updates per G update; WGAN uses 5)");
@@ -462,6 +466,7 @@ int run(int argc, char** argv) {
   auto* o_loss = app.add_option("--loss", s.loss, "GAN loss: bce (the DCGAN example's), hinge (SNGAN/BigGAN), lsgan (least squares) or wgan (Wasserstein; with --gp: WGAN-GP)")
       ->check(CLI::IsMember({"bce", "hinge", "lsgan", "wgan"}));
   auto* o_r1 = app.add_option("--r1", s.r1, "R1 gradient penalty on real images with this gamma: (gamma/2) |dD(x)/dx|^2 (Mescheder et al. 2018; 0 = off; try 0.1-1 at 64x64); costs about two more D backwards per update");
+  auto* o_r1_every = app.add_option("--r1-every", s.r1_every, "lazy R1 (StyleGAN2): the R1 penalty on every k-th D update only, weighted k*gamma, for about 1/k of its cost (StyleGAN2: 16)");
   auto* o_gp = app.add_option("--gp", s.gp, "WGAN-GP gradient penalty with this lambda: lambda (|dD(x^)/dx^| - 1)^2 at real/fake interpolates (Gulrajani et al. 2017 use 10 with --loss wgan --d-steps 5 --lr 1e-4 --beta1 0 --beta2 0.9; 0 = off)");
   auto* o_real_label = app.add_option("--real-label", s.real_label, "D's target for real images; 0.9 is one-sided label smoothing (bce, lsgan)");
   auto* o_sn = app.add_flag("--spectral-norm", s.spectral_norm, "spectral normalization of every conv in D (SNGAN; torch.nn.utils.spectral_norm's weight_orig/weight_u/weight_v in checkpoints); pairs with --loss hinge");
@@ -505,7 +510,7 @@ int run(int argc, char** argv) {
     if (!resume.empty()) {
       // The run's own settings win; only the length, device, workers and logging may change.
       for (CLI::Option* o : {o_dataset, o_data, o_classes, o_size, o_channels, o_batch, o_lr, o_lr_g, o_lr_d, o_loss,
-                             o_real_label, o_sn, o_sn_form, o_d_norm, o_d_steps, o_r1, o_gp, o_b1, o_b2, o_nz, o_ngf, o_ndf, o_seed, o_strict, o_flip,
+                             o_real_label, o_sn, o_sn_form, o_d_norm, o_d_steps, o_r1, o_r1_every, o_gp, o_b1, o_b2, o_nz, o_ngf, o_ndf, o_seed, o_strict, o_flip,
                              o_ema, o_ada, o_ada_target, o_ada_speed, o_ada_interval, o_eval_every, o_eval_num, o_features,
                              o_net_g, o_net_d, o_net_g_key, o_net_d_key, o_start})
         if (o->count() > 0)
@@ -582,6 +587,7 @@ int run(int argc, char** argv) {
   mc.d_norm = discriminator_norm_from_name(s.d_norm);
   mc.d_steps = s.d_steps;
   mc.r1_gamma = s.r1;
+  mc.r1_every = s.r1_every;
   mc.gp_lambda = s.gp;
   Generator init_gen(s.seed);
   DCGANTrainer trainer(mc, device, &init_gen);
@@ -640,6 +646,7 @@ int run(int argc, char** argv) {
       trainer.ada()->load_state_json(apps::read_text(ada_file));
     }
     noise_gen.set_state(state.noise_seed, state.noise_offset);
+    trainer.set_d_updates(state.step * s.d_steps);  // lazy R1 continues on its cadence
     truncate_metrics((fs::path(s.out) / "metrics.csv").string(), state.step);
     last_checkpoint = ck;
     std::cout << "resuming " << s.out << " from " << ck << " (step " << state.step << ", epoch " << state.epoch << ")\n";

@@ -11,9 +11,12 @@
 #
 # Usage: benchmarks/compare_pytorch.sh [--device cpu|cuda] [--config 64rgb_b128[,..]|all]
 #          [--threads N] [--rounds N] [--steps N] [--warmup N] [--build DIR] [--compile]
-#          [--cudnn-benchmark] [--r1 G] [--gp L] [--out results.jsonl]
+#          [--cudnn-benchmark] [--r1 G] [--r1-every K] [--gp L] [--d-norm batch|instance|layer|none]
+#          [--out results.jsonl]
 # --r1 / --gp: both sides add the gradient penalties (gantry: dcgan_step --r1 G, and with --gp
 # --loss wgan --gp L; PyTorch: the same formulas through torch.autograd.grad(create_graph=True)).
+# --d-norm: both sides build D with that norm (PyTorch: InstanceNorm2d/GroupNorm(1, C)/Identity);
+# --r1-every K: lazy R1 on both (the mean over whole cycles of K steps).
 # CPU: PyTorch is Debian's python3-torch (/usr/bin/python3) on OpenBLAS' OpenMP build
 # (scripts/install-deps.sh --optional installs both). GPU: the python3 on PATH with a CUDA
 # PyTorch; --compile adds torch.compile rows where PyTorch >= 2; --cudnn-benchmark adds rows
@@ -37,7 +40,7 @@ while [[ $# -gt 0 ]]; do
     --compile) compile=1; shift ;;
     --cudnn-benchmark) cudnn_bench=1; shift ;;
     --out) out=$2; shift 2 ;;
-    --r1|--gp) penalty+=("$1" "$2"); shift 2 ;;
+    --r1|--r1-every|--gp|--d-norm) penalty+=("$1" "$2"); shift 2 ;;
     -h|--help) sed -n 2,22p "$0"; exit 0 ;;
     *) echo "compare_pytorch.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac

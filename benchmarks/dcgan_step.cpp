@@ -3,14 +3,16 @@
 // benchmarks/compare_pytorch.sh.
 //
 // Configs: 64rgb_b64, 64rgb_b128 (64x64 RGB, batch 64 / 128) and 32gray_b128 (32x32, 1 channel).
-// For each: --warmup steps, then --steps timed steps; prints the median ms/step, images/s and the
+// For each: --warmup steps, then --steps timed steps; prints the median ms/step (with lazy R1 the
+// mean over whole R1 cycles, --steps rounded up to them), images/s and the
 // peak memory (max RSS of the process on the CPU, which only grows, so configs run smallest
 // first; the memory pool's high-water mark on a GPU).
 //
 // Usage: dcgan_step [--device cpu|cuda] [--config all|64rgb_b64,64rgb_b128,32gray_b128]
 //                   [--steps N] [--warmup N] [--threads N] [--batch N] [--seed N] [--json]
 //                   [--loss bce|hinge|lsgan|wgan] [--spectral-norm] [--d-steps K] [--r1 G] [--gp L]
-// The last three are dcgan_train's options of the same names (DCGANConfig): the cost of each.
+//                   [--d-norm batch|instance|layer|none] [--r1-every K]
+// The last seven are dcgan_train's options of the same names (DCGANConfig): the cost of each.
 // With --d-steps K a step is K D updates and one G update, and images/s counts the K batches.
 #include <omp.h>
 #include <sys/resource.h>
@@ -20,6 +22,7 @@
 #include <ctime>
 #include <cstdio>
 #include <cstdlib>
+#include <numeric>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -52,6 +55,8 @@ struct Options {
   bool json = false;
   std::string loss = "bce";
   bool spectral_norm = false;
+  std::string d_norm = "batch";  // D's norm layers (dcgan_train's --d-norm)
+  int r1_every = 1;              // lazy R1 (dcgan_train's --r1-every)
   int d_steps = 1;
   double r1 = 0, gp = 0;  // gradient penalty weights (dcgan_train's --r1, --gp)
 };
@@ -60,7 +65,8 @@ struct Options {
   std::fprintf(stderr,
                "dcgan_step: %s\nusage: dcgan_step [--device cpu|cuda] [--config all|64rgb_b64,"
                "64rgb_b128,32gray_b128] [--steps N] [--warmup N] [--threads N] [--batch N] "
-               "[--seed N] [--json] [--loss bce|hinge|lsgan|wgan] [--spectral-norm] [--d-steps K] [--r1 G] [--gp L]\n",
+               "[--seed N] [--json] [--loss bce|hinge|lsgan|wgan] [--spectral-norm] [--d-steps K] [--r1 G] [--gp L]\n"
+               "                  [--d-norm batch|instance|layer|none] [--r1-every K]\n",
                msg.c_str());
   std::exit(2);
 }
@@ -91,6 +97,8 @@ Options parse(int argc, char** argv) {
     else if (a == "--loss") o.loss = value(i);
     else if (a == "--spectral-norm") o.spectral_norm = true;
     else if (a == "--d-steps") o.d_steps = static_cast<int>(integer(i));
+    else if (a == "--d-norm") o.d_norm = value(i);
+    else if (a == "--r1-every") o.r1_every = static_cast<int>(integer(i));  // >= 1: checked by DCGANTrainer
     else if (a == "--r1" || a == "--gp") {
       const std::string v = value(i);
       char* end = nullptr;
@@ -110,6 +118,11 @@ Options parse(int argc, char** argv) {
     gan_loss_from_name(o.loss);
   } catch (const std::invalid_argument& e) {
     usage_error(std::string("--loss: ") + e.what());
+  }
+  try {
+    discriminator_norm_from_name(o.d_norm);
+  } catch (const std::invalid_argument& e) {
+    usage_error(std::string("--d-norm: ") + e.what());
   }
   return o;
 }
@@ -207,11 +220,13 @@ int main(int argc, char** argv) try {
 #endif
   }
   if (!opt.json)
-    std::printf("dcgan_step on %s (%s), %d warm-up + %d timed steps per config, loss %s%s, %d D update(s) per step%s\n"
+    std::printf("dcgan_step on %s (%s), %d warm-up + %d timed steps per config, loss %s%s, %s norm in D, %d D update(s) per step%s\n"
                 "%-12s %6s %10s %10s %9s %12s %11s\n",
                 opt.device.c_str(), machine.c_str(), opt.warmup, opt.steps, opt.loss.c_str(),
-                opt.spectral_norm ? ", spectral norm in D" : "", opt.d_steps,
-                opt.r1 > 0 || opt.gp > 0 ? (", penalties r1 " + std::to_string(opt.r1) + " gp " + std::to_string(opt.gp)).c_str() : "",
+                opt.spectral_norm ? ", spectral norm in D" : "", opt.d_norm.c_str(), opt.d_steps,
+                opt.r1 > 0 || opt.gp > 0 ? (", penalties r1 " + std::to_string(opt.r1) +
+                                            (opt.r1_every > 1 ? " every " + std::to_string(opt.r1_every) + " D updates (mean over whole cycles)" : "") +
+                                            " gp " + std::to_string(opt.gp)).c_str() : "",
                 "config", "batch",
                 "ms/step", "images/s", "GFLOP/s", "peak MiB", "CPU-s/step");
   for (StepConfig c : pick(opt)) {
@@ -221,8 +236,10 @@ int main(int argc, char** argv) try {
     dc.image_size = c.image_size;
     dc.loss = gan_loss_from_name(opt.loss);
     dc.spectral_norm = opt.spectral_norm;
+    dc.d_norm = discriminator_norm_from_name(opt.d_norm);
     dc.d_steps = opt.d_steps;
     dc.r1_gamma = opt.r1;
+    dc.r1_every = opt.r1_every;
     dc.gp_lambda = opt.gp;
     Generator init(static_cast<uint64_t>(opt.seed)), noise(static_cast<uint64_t>(opt.seed) + 1);
     DCGANTrainer trainer(dc, device, &init);
@@ -236,7 +253,11 @@ int main(int argc, char** argv) try {
 #endif
     std::vector<double> ms, cpu_ms;
     StepStats st;
-    for (int i = 0; i < opt.warmup + opt.steps; ++i) {
+    // Lazy R1 makes the cost periodic (R1 on every r1_every-th D update): time whole cycles and
+    // report their mean, which a median over the cheap steps would hide.
+    const int cycle = opt.r1_every / std::gcd(opt.r1_every, opt.d_steps);
+    const int timed = cycle > 1 ? (opt.steps + cycle - 1) / cycle * cycle : opt.steps;
+    for (int i = 0; i < opt.warmup + timed; ++i) {
       const auto t0 = std::chrono::steady_clock::now();
       const double c0 = process_cpu_ms();
       st = trainer.step(reals, noise);  // ends with .item() reads: synchronized on a GPU
@@ -246,7 +267,10 @@ int main(int argc, char** argv) try {
         cpu_ms.push_back(process_cpu_ms() - c0);
       }
     }
-    const double med = median(ms);
+    auto center = [cycle](const std::vector<double>& v) {
+      return cycle > 1 ? std::accumulate(v.begin(), v.end(), 0.0) / static_cast<double>(v.size()) : median(v);
+    };
+    const double med = center(ms);
     const double ips = c.batch * opt.d_steps / (med * 1e-3);
     const double gflops = step_conv_flops(c, c.batch, opt.d_steps) / (med * 1e-3) / 1e9;
     double peak = peak_rss_mib();
@@ -262,17 +286,17 @@ int main(int argc, char** argv) try {
                   "\"threads\": %d, \"steps\": %d, \"warmup\": %d, \"ms_per_step\": %.3f, "
                   "\"ms_min\": %.3f, \"ms_max\": %.3f, \"images_per_s\": %.3f, \"cpu_ms_per_step\": %.3f, "
                   "\"conv_gflop_per_step\": %.2f, \"conv_gflops\": %.2f, \"peak_mib\": %.1f, "
-                  "\"peak_kind\": \"%s\", \"loss\": \"%s\", \"spectral_norm\": %s, \"d_steps\": %d, \"r1\": %g, \"gp\": %g, "
+                  "\"peak_kind\": \"%s\", \"loss\": \"%s\", \"spectral_norm\": %s, \"d_norm\": \"%s\", \"d_steps\": %d, \"r1\": %g, \"r1_every\": %d, \"gp\": %g, "
                   "\"loss_d\": %.5f, \"loss_g\": %.5f}\n",
                   c.name.c_str(), opt.device.c_str(), machine.c_str(), static_cast<long long>(c.batch),
-                  omp_get_max_threads(), opt.steps, opt.warmup, med,
+                  omp_get_max_threads(), static_cast<int>(ms.size()), opt.warmup, med,
                   *std::min_element(ms.begin(), ms.end()), *std::max_element(ms.begin(), ms.end()), ips,
-                  median(cpu_ms),
+                  center(cpu_ms),
                   step_conv_flops(c, c.batch, opt.d_steps) / 1e9, gflops, peak, peak_what.c_str(), opt.loss.c_str(), opt.spectral_norm ? "true" : "false",
-                  opt.d_steps, opt.r1, opt.gp, st.loss_d, st.loss_g);
+                  opt.d_norm.c_str(), opt.d_steps, opt.r1, opt.r1_every, opt.gp, st.loss_d, st.loss_g);
     } else {
       std::printf("%-12s %6lld %10.1f %10.2f %9.1f %12.1f %11.2f\n", c.name.c_str(),
-                  static_cast<long long>(c.batch), med, ips, gflops, peak, median(cpu_ms) / 1e3);
+                  static_cast<long long>(c.batch), med, ips, gflops, peak, center(cpu_ms) / 1e3);
     }
     std::fflush(stdout);
   }

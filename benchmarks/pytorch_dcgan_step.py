@@ -13,7 +13,9 @@ Two step variants, both reported by compare_pytorch.sh:
 write them (torch.autograd.grad(..., create_graph=True)): R1 on the real batch's scores, and
 with --gp the WGAN-GP penalty at real/fake interpolates with the wgan loss (as dcgan_step
 --loss wgan --gp L). tests/interop/make_gan_loss_fixtures.py checks the same formulas against
-gantry's step.
+gantry's step. --d-norm instance|layer|none puts nn.InstanceNorm2d(C, affine=True),
+nn.GroupNorm(1, C) or nn.Identity() in place of D's BatchNorm2d (dcgan_train's --d-norm);
+--r1-every K makes R1 lazy (on every K-th D update, weighted K; the mean over whole cycles).
 
 CPU: run with Debian's python3-torch at /usr/bin/python3 and OpenBLAS' OpenMP build:
   LD_LIBRARY_PATH=/usr/lib/x86_64-linux-gnu/openblas-openmp /usr/bin/python3 \
@@ -64,14 +66,16 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     """netD of the example (Conv(nc,d,4,2,1)-LReLU, Conv(d,2d)-BN-LReLU, ..., Conv(8d,1,4,1,0)-Sigmoid)."""
 
-    def __init__(self, nc, ndf, image_size):
+    def __init__(self, nc, ndf, image_size, norm="batch"):
         super().__init__()
+        make_norm = {"batch": nn.BatchNorm2d, "instance": lambda c: nn.InstanceNorm2d(c, affine=True),
+                     "layer": lambda c: nn.GroupNorm(1, c), "none": lambda c: nn.Identity()}[norm]
         L = num_convs(image_size)
         layers = [nn.Conv2d(nc, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
         mult = 1
         for _ in range(L - 2):
             layers += [nn.Conv2d(ndf * mult, ndf * mult * 2, 4, 2, 1, bias=False),
-                       nn.BatchNorm2d(ndf * mult * 2), nn.LeakyReLU(0.2, inplace=True)]
+                       make_norm(ndf * mult * 2), nn.LeakyReLU(0.2, inplace=True)]
             mult *= 2
         layers += [nn.Conv2d(ndf * mult, 1, 4, 1, 0, bias=False), nn.Sigmoid()]
         self.main = nn.Sequential(*layers)
@@ -97,7 +101,7 @@ def run(config, mode, args, device):
     nz = 100
     netG = Generator(nz, 64, nc, image_size).to(device)
     netG.apply(weights_init)
-    netD = Discriminator(nc, 64, image_size).to(device)
+    netD = Discriminator(nc, 64, image_size, args.d_norm).to(device)
     netD.apply(weights_init)
     criterion = nn.BCELoss()
     optD = torch.optim.Adam(netD.parameters(), lr=2e-4, betas=(0.5, 0.999))
@@ -124,15 +128,19 @@ def run(config, mode, args, device):
             return -s.mean() if is_real else s.mean()
         return criterion(Df(x).view(-1), label)
 
+    updates = [0]  # D updates so far: lazy R1 (--r1-every) on every k-th, weighted k
+
     def step():
         # (1) Update D: maximize log(D(x)) + log(1 - D(G(z)))
         netD.zero_grad()
         label = torch.full((batch,), real_label, dtype=torch.float, device=device)
-        if args.r1 > 0:
+        r1_now = args.r1 > 0 and updates[0] % args.r1_every == 0
+        updates[0] += 1
+        if r1_now:
             x = real.detach().requires_grad_(True)
             s = scores(x).view(-1)
             errD_real = (-s.mean() if wgan else criterion(torch.sigmoid(s), label))
-            (errD_real + args.r1 / 2 * input_grad_sq_norms(s, x).mean()).backward()
+            (errD_real + args.r1 * args.r1_every / 2 * input_grad_sq_norms(s, x).mean()).backward()
         else:
             errD_real = d_loss(real, label, True)
             errD_real.backward()
@@ -165,7 +173,10 @@ def run(config, mode, args, device):
         torch.cuda.reset_peak_memory_stats()
     times, cpu_times = [], []
     losses = (0.0, 0.0)
-    for i in range(args.warmup + args.steps):
+    # Lazy R1 makes the cost periodic: time whole cycles, report their mean (as dcgan_step).
+    cycle = args.r1_every if args.r1 > 0 else 1
+    timed = -(-args.steps // cycle) * cycle
+    for i in range(args.warmup + timed):
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0, c0 = time.perf_counter(), time.process_time()
@@ -174,7 +185,8 @@ def run(config, mode, args, device):
         if i >= args.warmup:
             times.append(dt)
             cpu_times.append((time.process_time() - c0) * 1e3)
-    med = statistics.median(times)
+    center = statistics.mean if cycle > 1 else statistics.median
+    med = center(times)
     if device.type == "cuda":
         peak, peak_kind = torch.cuda.max_memory_allocated() / 2**20, "torch_cuda_max_allocated"
         machine = torch.cuda.get_device_name(0)
@@ -183,10 +195,10 @@ def run(config, mode, args, device):
         machine = "%d torch threads" % torch.get_num_threads()
     return {
         "config": config, "device": device.type, "machine": machine, "batch": batch,
-        "threads": torch.get_num_threads(), "steps": args.steps, "warmup": args.warmup,
+        "threads": torch.get_num_threads(), "steps": len(times), "warmup": args.warmup,
         "ms_per_step": med, "ms_min": min(times), "ms_max": max(times),
-        "images_per_s": batch / (med * 1e-3), "cpu_ms_per_step": statistics.median(cpu_times), "peak_mib": peak, "peak_kind": peak_kind,
-        "loss_d": losses[0], "loss_g": losses[1], "mode": mode, "r1": args.r1, "gp": args.gp,
+        "images_per_s": batch / (med * 1e-3), "cpu_ms_per_step": center(cpu_times), "peak_mib": peak, "peak_kind": peak_kind,
+        "loss_d": losses[0], "loss_g": losses[1], "mode": mode, "r1": args.r1, "r1_every": args.r1_every, "gp": args.gp, "d_norm": args.d_norm,
         "torch": torch.__version__, "compiled": bool(args.compile),
         "cudnn_benchmark": bool(args.cudnn_benchmark) and device.type == "cuda",
     }
@@ -209,6 +221,9 @@ def main():
                          "shape, as gantry's cuDNN paths always do (PyTorch's default is off)")
     ap.add_argument("--r1", type=float, default=0.0, help="R1 penalty weight gamma (0: off)")
     ap.add_argument("--gp", type=float, default=0.0, help="WGAN-GP penalty weight lambda, with the wgan loss (0: off)")
+    ap.add_argument("--r1-every", type=int, default=1, help="lazy R1: the penalty on every k-th D update, weighted k")
+    ap.add_argument("--d-norm", default="batch", choices=["batch", "instance", "layer", "none"],
+                    help="D's norm layers (dcgan_train's --d-norm)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.threads > 0:

@@ -43,6 +43,10 @@ DCGANTrainer::DCGANTrainer(const DCGANConfig& config, Device device, Generator* 
   if (config.loss == GANLoss::Wasserstein && config.gp_lambda == 0 && !config.spectral_norm)
     throw std::invalid_argument("DCGANTrainer: the wgan loss needs D kept Lipschitz: a gradient penalty "
                                 "(gp_lambda, WGAN-GP uses 10) or spectral_norm; without either D's scores grow without bound");
+  if (config.r1_every < 1 || (config.r1_every > 1 && config.r1_gamma == 0))
+    throw std::invalid_argument("DCGANTrainer: r1_every " + std::to_string(config.r1_every) +
+                                " must be at least 1, and above 1 only with r1_gamma (lazy R1: the penalty on every "
+                                "k-th D update; StyleGAN2 uses 16)");
   if (config.d_steps < 1)
     throw std::invalid_argument("DCGANTrainer: d_steps " + std::to_string(config.d_steps) +
                                 " must be at least 1 (D updates per G update; 1 is the DCGAN example's step)");
@@ -181,14 +185,16 @@ StepStats DCGANTrainer::step(const std::vector<Tensor>& reals_in, const std::vec
     const bool last = k + 1 == k_steps;
     opt_d_->zero_grad();
     Tensor penalty;  // R1 + gradient penalty, added to D's loss
+    const bool r1_now = r1 && d_updates_ % config_.r1_every == 0;  // lazy R1: every r1_every-th update
     Tensor real_seen = seen_by_d(reals[k]);
-    if (r1 || gp) real_seen = real_seen.detach();
-    if (r1) {
+    if (r1_now || gp) real_seen = real_seen.detach();
+    if (r1_now) {
       // The gradient of D's raw scores at the real images D sees (its input, not G's).
       real_seen.requires_grad_(true);
       const Tensor s_real = d_->forward_logits(real_seen);
       out_real = loss == GANLoss::BCE ? sigmoid(s_real) : s_real;
-      penalty = mul(mean(input_grad_sq_norms(s_real, real_seen)), static_cast<float>(config_.r1_gamma / 2));
+      penalty = mul(mean(input_grad_sq_norms(s_real, real_seen)),
+                    static_cast<float>(config_.r1_gamma * config_.r1_every / 2));
       real_seen.requires_grad_(false);  // the loss's backward needs D's weights, not the images
     } else {
       out_real = score(real_seen);
@@ -215,8 +221,9 @@ StepStats DCGANTrainer::step(const std::vector<Tensor>& reals_in, const std::vec
       gp_term.backward();
       penalty = penalty.defined() ? add(penalty.detach(), gp_term.detach()) : gp_term.detach();
     }
-    if (penalty.defined()) last_penalty = penalty.detach();
+    if (r1 || gp) last_penalty = penalty.defined() ? penalty.detach() : Tensor::zeros({}, device_);
     opt_d_->step();
+    ++d_updates_;
     if (ada_ && !last) {
       NoGradGuard guard;
       earlier_p_real.push_back(prob(out_real.detach()));
@@ -263,6 +270,11 @@ StepStats DCGANTrainer::step(const std::vector<Tensor>& reals_in, const std::vec
     st.ada_p = static_cast<float>(ada_->p());
   }
   return st;
+}
+
+void DCGANTrainer::set_d_updates(int64_t n) {
+  if (n < 0) throw std::invalid_argument("DCGANTrainer::set_d_updates: " + std::to_string(n) + " must be >= 0");
+  d_updates_ = n;
 }
 
 void DCGANTrainer::enable_ema(double decay) {

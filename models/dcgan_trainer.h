@@ -49,7 +49,13 @@
 //              depends on that image alone): d_norm = DiscriminatorNorm::Layer. With D's default
 //              batch norm the penalty is still well defined, and the extra D forward on x^
 //              updates BN's running statistics once more.
-// StepStats::penalty reports the sum of both (the last D update's).
+// r1_every = k > 1 is StyleGAN2's lazy regularization (Karras et al. 2020): R1 only on every
+// k-th D update, weighted k*gamma so that its average pull is the same, for about 1/k of its
+// cost. The count is of D updates since the start (d_updates(); a resumed run restores it with
+// set_d_updates, e.g. step * d_steps), so update n gets R1 when n % k == 0. StyleGAN2 runs the
+// penalty as a separate optimizer step and rescales Adam's lr and betas for it; here it joins
+// D's loss of that update, so Adam needs no change.
+// StepStats::penalty reports the sum of both (the last D update's; 0 on an update without).
 //
 // Options (off by default; a trainer without them is the example's step exactly):
 // - enable_ema(decay): keeps an EMA generator (optim/ema.h), updated after every G step;
@@ -89,6 +95,7 @@ struct DCGANConfig {
   DiscriminatorNorm d_norm = DiscriminatorNorm::Batch;  // D's norm layers (dcgan.h)
   int d_steps = 1;             // D updates per G update (n_critic); >= 1
   double r1_gamma = 0;         // R1 penalty weight on real images; 0 = off
+  int r1_every = 1;            // lazy R1: on every k-th D update, weighted k * r1_gamma; >= 1
   double gp_lambda = 0;        // WGAN-GP penalty weight at real/fake interpolates; 0 = off
   double generator_lr() const { return lr_g > 0 ? lr_g : lr; }
   double discriminator_lr() const { return lr_d > 0 ? lr_d : lr; }
@@ -106,7 +113,7 @@ class DCGANTrainer {
   // Builds G and D with the DCGAN init from `init_gen` (null: the default generator) on `device`.
   // Throws std::invalid_argument for a learning rate <= 0, real_label outside (0, 1], a
   // real_label other than 1 with the hinge or wgan loss, d_steps < 1, a negative penalty
-  // weight, or the wgan loss with nothing that keeps D Lipschitz (gp_lambda or spectral_norm).
+  // weight, r1_every < 1 (or > 1 without r1_gamma), or the wgan loss with nothing that keeps D Lipschitz (gp_lambda or spectral_norm).
   DCGANTrainer(const DCGANConfig& config, Device device, Generator* init_gen = nullptr);
 
   // One step on a real batch [N, nc, S, S] in [-1, 1] (any device; moved to the trainer's).
@@ -145,6 +152,9 @@ class DCGANTrainer {
   Adam& optimizer_g() { return *opt_g_; }
   Adam& optimizer_d() { return *opt_d_; }
   const DCGANConfig& config() const { return config_; }
+  // D updates done so far (lazy R1's count); set it when continuing a run (step * d_steps).
+  int64_t d_updates() const { return d_updates_; }
+  void set_d_updates(int64_t n);
   Device device() const { return device_; }
 
  private:
@@ -158,6 +168,7 @@ class DCGANTrainer {
   std::unique_ptr<AdaptiveAugment> ada_;
   // The loss targets for the last batch size (D's real_label, 0, G's 1): made once, not each step.
   Tensor real_labels_, fake_labels_, g_labels_;
+  int64_t d_updates_ = 0;
 };
 
 }  // namespace gantry

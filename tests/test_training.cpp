@@ -351,6 +351,56 @@ TEST_CASE("Gradient penalties: settings that cannot work are refused; the noise 
   CHECK_THROWS_WITH(plain.step(real, z, mix), Contains("gp_lambda is 0"));
 }
 
+TEST_CASE("Lazy R1: the penalty on every k-th D update, weighted k; the count survives a resume") {
+  DCGANConfig c = small_config();
+  c.r1_gamma = 0.5;
+  c.r1_every = 0;
+  CHECK_THROWS_WITH(DCGANTrainer(c, Device::cpu()), Contains("r1_every 0 must be at least 1"));
+  c.r1_every = 3;
+  c.r1_gamma = 0;
+  CHECK_THROWS_WITH(DCGANTrainer(c, Device::cpu()), Contains("above 1 only with r1_gamma"));
+  c.r1_gamma = 0.5;
+  DCGANConfig eager = c;  // R1 at every update with 3x the weight: lazy's first update exactly
+  eager.r1_every = 1;
+  eager.r1_gamma = 1.5;
+  Generator init_a(5), init_b(5), data(3), zs(4);
+  DCGANTrainer lazy(c, Device::cpu(), &init_a), every(eager, Device::cpu(), &init_b);
+  std::vector<Tensor> reals, z;
+  for (int i = 0; i < 4; ++i) {
+    reals.push_back(add(mul(Tensor::rand({4, 1, 32, 32}, &data), 2.f), -1.f));
+    z.push_back(Tensor::randn({4, 8, 1, 1}, &zs));
+  }
+  const StepStats l1 = lazy.step(reals[0], z[0]), e1 = every.step(reals[0], z[0]);
+  CHECK(l1.penalty > 0);
+  CHECK(l1.penalty == e1.penalty);  // update 0: 3 * 0.5 = 1.5, the same step
+  CHECK(l1.d_g_z2 == e1.d_g_z2);
+  // Update 1: lazy skips R1. The scores before D's update agree (same weights), the penalty and
+  // what D's update did do not.
+  const StepStats l2 = lazy.step(reals[1], z[1]), e2 = every.step(reals[1], z[1]);
+  CHECK(l2.penalty == 0);
+  CHECK(e2.penalty > 0);
+  CHECK(l2.loss_d == e2.loss_d);
+  CHECK(l2.d_x == e2.d_x);
+  CHECK(l2.d_g_z2 != e2.d_g_z2);
+  CHECK(lazy.step(reals[2], z[2]).penalty == 0);
+  CHECK(lazy.d_updates() == 3);
+  CHECK(lazy.step(reals[3], z[3]).penalty > 0);  // update 3: R1 again
+  // A trainer continuing at update 1 (set_d_updates, as a resumed run) skips R1 at first.
+  Generator init_c(5);
+  DCGANTrainer resumed(c, Device::cpu(), &init_c);
+  resumed.set_d_updates(1);
+  CHECK(resumed.step(reals[0], z[0]).penalty == 0);
+  CHECK_THROWS_WITH(resumed.set_d_updates(-1), Contains("must be >= 0"));
+  // With d_steps 2 the count is of D updates: updates 0 and 3 of steps 1 and 2 get R1, and each
+  // step reports its last update's penalty (1 and 3).
+  DCGANConfig two = c;
+  two.d_steps = 2;
+  Generator init_d(5), zd(6);
+  DCGANTrainer k2(two, Device::cpu(), &init_d);
+  CHECK(k2.step({reals[0], reals[1]}, zd).penalty == 0);
+  CHECK(k2.step({reals[2], reals[3]}, zd).penalty > 0);
+}
+
 TEST_CASE("D steps: the single-batch step is d_steps 1; a step with the wrong number of batches is refused") {
   DCGANConfig c = small_config();
   c.d_steps = 0;

@@ -140,6 +140,21 @@ for case in $CASES; do
     paste -d, "$WORK/pa/metrics.csv" "$WORK/pb/metrics.csv" | awk -F, 'NR > 1 {
         for (c = 3; c <= 10; c++) { if (c == 8 || c == 9) continue; d = $c - $(c + 10); if (d < 0) d = -d; if (d > 1e-5) { print "step " $1 " column " c ": " $c " vs " $(c + 10); bad = 1 } } }
         END { exit bad }' >"$WORK/diff" || fail "the resumed wgan-gp run differs: $(head -3 "$WORK/diff")"
+    # Lazy R1 (--r1-every 2): R1 on odd steps only, and a run resumed at step 3 keeps the cadence
+    # (a count restarted at 0 would put R1 on step 4).
+    R=(--r1 0.5 --r1-every 2)
+    "$TRAIN" "${TINY[@]}" "${R[@]}" --max-steps 5 --checkpoint-every 3 --seed 5 --out "$WORK/ra" >"$WORK/o" 2>&1 \
+      || fail "the lazy R1 run failed: $(tail -3 "$WORK/o")"
+    expect_in "$WORK/o" "R1 penalty 0.5 every 2 D updates"
+    [ "$(cut -d, -f10 "$WORK/ra/metrics.csv" | tail -n +2 | awk '{ printf "%s", ($1 > 0) ? "R" : "-" }')" = "R-R-R" ] \
+      || fail "lazy R1's penalty column is not on, off, on, off, on: $(cut -d, -f10 "$WORK/ra/metrics.csv" | paste -sd' ')"
+    "$TRAIN" "${TINY[@]}" "${R[@]}" --max-steps 3 --checkpoint-every 3 --seed 5 --out "$WORK/rb" >"$WORK/o" 2>&1 || fail "lazy R1 run B failed"
+    "$TRAIN" --resume "$WORK/rb" --max-steps 5 --device cpu >"$WORK/o" 2>&1 || fail "resume of the lazy R1 run failed: $(tail -3 "$WORK/o")"
+    paste -d, "$WORK/ra/metrics.csv" "$WORK/rb/metrics.csv" | awk -F, 'NR > 1 {
+        for (c = 3; c <= 10; c++) { if (c == 8 || c == 9) continue; d = $c - $(c + 10); if (d < 0) d = -d; if (d > 1e-5) { print "step " $1 " column " c ": " $c " vs " $(c + 10); bad = 1 } } }
+        END { exit bad }' >"$WORK/diff" || fail "the resumed lazy R1 run differs: $(head -3 "$WORK/diff")"
+    "$TRAIN" "${TINY[@]}" --r1-every 4 --max-steps 1 --out "$WORK/lx" >"$WORK/o" 2>&1 && fail "--r1-every without --r1 was accepted"
+    expect_in "$WORK/o" "makes R1 lazy: give --r1 GAMMA too"
     "$TRAIN" --resume "$WORK/pb" --gp 1 >"$WORK/o" 2>&1 && fail "--resume with another --gp was accepted"
     expect_in "$WORK/o" "gp cannot change when resuming"
     "$TRAIN" --resume "$WORK/pb" --d-norm batch >"$WORK/o" 2>&1 && fail "--resume with another --d-norm was accepted"

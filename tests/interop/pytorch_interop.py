@@ -363,6 +363,52 @@ spectral_norm_round_trip("classic", nn.utils.spectral_norm, "main.0.weight_orig"
 spectral_norm_round_trip("parametrizations", nn.utils.parametrizations.spectral_norm,
                          "main.0.parametrizations.weight.original", "main.0.parametrizations.weight.0._u",
                          "main.0.parametrizations.weight.0._v", "spectral norm in D (parametrizations)")
+
+
+# gantry's D with --d-norm layer / instance (a WGAN-GP run) loads strictly into the example's netD
+# with nn.GroupNorm(1, C) / nn.InstanceNorm2d(C, affine=True) in BatchNorm2d's places; PyTorch
+# takes a WGAN-GP step on it (torch.autograd.grad through the norm) and dcgan_train --start-from
+# --d-norm continues that.
+def d_norm_round_trip(norm, make):
+    name = "run_dnorm_" + norm
+    run(os.path.join(BIN, "dcgan_train"), "--image-size", "64", "--nz", str(NZ), "--ngf", str(NGF), "--ndf", str(NDF),
+        "--batch-size", "8", "--max-steps", "2", "--workers", "0", "--device", "cpu", "--loss", "wgan", "--gp", "10",
+        "--d-norm", norm, "--out", os.path.join(WORK, name))
+    run(os.path.join(BIN, "gantry_convert"), os.path.join(WORK, name), os.path.join(WORK, name + ".pth"))
+    ck = torch.load(os.path.join(WORK, name + ".pth"))
+    netD_n = NetD()
+    for i, m in enumerate(netD_n.main):
+        if isinstance(m, nn.BatchNorm2d):
+            netD_n.main[i] = make(m.num_features)
+    netD_n.load_state_dict(ck["netD"], strict=True)
+    assert list(ck["netD"].keys()) == list(netD_n.state_dict().keys()), list(ck["netD"].keys())
+    optD_n = torch.optim.Adam(netD_n.parameters(), lr=0.1)
+    optD_n.load_state_dict(ck["optimizerD"])
+    netG_n = NetG()
+    netG_n.load_state_dict(ck["netG"], strict=True)
+    netD_n.zero_grad()
+    fake = netG_n(torch.randn(8, NZ, 1, 1)).detach()
+    scores = netD_n.main[:-1]
+    e = torch.rand(8, 1, 1, 1)
+    x_hat = (e * x.repeat(2, 1, 1, 1) + (1 - e) * fake).requires_grad_(True)
+    g, = torch.autograd.grad(scores(x_hat).sum(), x_hat, create_graph=True)
+    (scores(fake).mean() - scores(x).mean() + 10 * ((g.flatten(1).norm(dim=1) - 1) ** 2).mean()).backward()
+    optD_n.step()
+    torch.save({"netG": ck["netG"], "netD": netD_n.state_dict(), "optimizerG": ck["optimizerG"],
+                "optimizerD": optD_n.state_dict()}, os.path.join(WORK, name + "_pytorch.pth"))
+    r = subprocess.run([os.path.join(BIN, "dcgan_train"), "--start-from", os.path.join(WORK, name + "_pytorch.pth"),
+                        "--loss", "wgan", "--gp", "10", "--d-norm", norm, "--batch-size", "8", "--max-steps", "1",
+                        "--workers", "0", "--device", "cpu", "--out", os.path.join(WORK, name + "_from_pytorch")],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit("FAIL: dcgan_train --start-from a --d-norm %s run: %s%s" % (norm, r.stdout, r.stderr))
+    assert "Adam state 'optimizerD' (step 3)" in r.stdout and norm + " norm in D" in r.stdout, r.stdout
+    print("--d-norm %s: gantry's D loads into PyTorch's with %s (strict, same names and order), PyTorch's "
+          "WGAN-GP step continues in dcgan_train --start-from" % (norm, type(make(4)).__name__))
+
+
+d_norm_round_trip("layer", lambda c: nn.GroupNorm(1, c))
+d_norm_round_trip("instance", lambda c: nn.InstanceNorm2d(c, affine=True))
 print("torch.save files: read (plain, --key netG, latents, dcgan_train --netG/--netD) and written "
       "(torch.load weights_only=True, strict)")
 print("PASS")
