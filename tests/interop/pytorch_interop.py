@@ -319,41 +319,61 @@ print("PyTorch run -> dcgan_train --start-from: found by shape, Adam continues (
 x = torch.rand(4, NC, 64, 64) * 2 - 1
 
 
-def spectral_norm_round_trip(form, wrap, w_key, u_key, v_key, start_line):
-    name = "run_sn_" + form
+def gantry_run_as_torch(name, *flags):
+    """A 2-step dcgan_train run of the models above with `flags`, as gantry_convert's torch.save file."""
     run(os.path.join(BIN, "dcgan_train"), "--image-size", "64", "--nz", str(NZ), "--ngf", str(NGF), "--ndf", str(NDF),
-        "--batch-size", "8", "--max-steps", "2", "--workers", "0", "--device", "cpu", "--loss", "hinge", "--spectral-norm",
-        "--spectral-norm-form", form, "--out", os.path.join(WORK, name))
+        "--batch-size", "8", "--max-steps", "2", "--workers", "0", "--device", "cpu", *flags, "--out", os.path.join(WORK, name))
     run(os.path.join(BIN, "gantry_convert"), os.path.join(WORK, name), os.path.join(WORK, name + ".pth"))
-    ck = torch.load(os.path.join(WORK, name + ".pth"))
-    netD_sn = NetD()
-    for i, m in enumerate(netD_sn.main):
-        if isinstance(m, nn.Conv2d):
-            netD_sn.main[i] = wrap(m)
-    netD_sn.load_state_dict(ck["netD"], strict=True)
-    assert list(ck["netD"].keys()) == list(netD_sn.state_dict().keys()), list(ck["netD"].keys())[:4]
+    return torch.load(os.path.join(WORK, name + ".pth"))
+
+
+def netD_replacing(kind, make, ck):
+    """The example's netD with each `kind` layer m replaced by make(m), loaded strictly from ck["netD"]."""
+    d = NetD()
+    for i, m in enumerate(d.main):
+        if isinstance(m, kind):
+            d.main[i] = make(m)
+    d.load_state_dict(ck["netD"], strict=True)
+    assert list(ck["netD"].keys()) == list(d.state_dict().keys()), list(ck["netD"].keys())[:4]
+    return d
+
+
+def pytorch_d_step(ck, netD, d_loss):
+    """One Adam step of netD (its state from ck) on PyTorch's d_loss(scores, fake), saved as a torch
+    training checkpoint for dcgan_train --start-from; returns its path."""
+    optD = torch.optim.Adam(netD.parameters(), lr=0.1)
+    optD.load_state_dict(ck["optimizerD"])
+    netD.train()
+    netG = NetG()
+    netG.load_state_dict(ck["netG"], strict=True)
+    netD.zero_grad()
+    d_loss(netD.main[:-1], netG(torch.randn(8, NZ, 1, 1)).detach()).backward()
+    optD.step()
+    path = os.path.join(WORK, "pytorch_step_%d.pth" % id(netD))
+    torch.save({"netG": ck["netG"], "netD": netD.state_dict(), "optimizerG": ck["optimizerG"],
+                "optimizerD": optD.state_dict()}, path)
+    return path
+
+
+def continue_in_gantry(path, what, start_line, *flags):
+    r = subprocess.run([os.path.join(BIN, "dcgan_train"), "--start-from", path, *flags, "--batch-size", "8", "--max-steps",
+                        "1", "--workers", "0", "--device", "cpu", "--out", path[:-4] + "_from_pytorch"],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit("FAIL: dcgan_train --start-from %s: %s%s" % (what, r.stdout, r.stderr))
+    assert "Adam state 'optimizerD' (step 3)" in r.stdout and start_line in r.stdout, r.stdout
+
+
+def spectral_norm_round_trip(form, wrap, w_key, u_key, v_key, start_line):
+    ck = gantry_run_as_torch("run_sn_" + form, "--loss", "hinge", "--spectral-norm", "--spectral-norm-form", form)
+    netD_sn = netD_replacing(nn.Conv2d, wrap, ck)
     netD_sn.eval()
     with torch.no_grad():
         netD_sn(x)  # the classic form's pre-forward hook sets .weight (in eval: from the stored u, v)
         w, u, v = ck["netD"][w_key], ck["netD"][u_key], ck["netD"][v_key]
         assert torch.allclose(netD_sn.main[0].weight, w / torch.dot(u, w.reshape(w.shape[0], -1) @ v), rtol=1e-6)
-    optD_sn = torch.optim.Adam(netD_sn.parameters(), lr=0.1)
-    optD_sn.load_state_dict(ck["optimizerD"])
-    netD_sn.train()
-    netG_sn = NetG()
-    netG_sn.load_state_dict(ck["netG"], strict=True)
-    netD_sn.zero_grad()
-    fake = netG_sn(torch.randn(8, NZ, 1, 1)).detach()
-    (torch.relu(1 - netD_sn.main[:-1](x).view(-1)).mean() + torch.relu(1 + netD_sn.main[:-1](fake).view(-1)).mean()).backward()
-    optD_sn.step()
-    torch.save({"netG": ck["netG"], "netD": netD_sn.state_dict(), "optimizerG": ck["optimizerG"],
-                "optimizerD": optD_sn.state_dict()}, os.path.join(WORK, name + "_pytorch.pth"))
-    r = subprocess.run([os.path.join(BIN, "dcgan_train"), "--start-from", os.path.join(WORK, name + "_pytorch.pth"),
-                        "--loss", "hinge", "--batch-size", "8", "--max-steps", "1", "--workers", "0", "--device", "cpu",
-                        "--out", os.path.join(WORK, name + "_from_pytorch")], capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit("FAIL: dcgan_train --start-from a %s spectral-norm run: %s%s" % (form, r.stdout, r.stderr))
-    assert "Adam state 'optimizerD' (step 3)" in r.stdout and start_line in r.stdout, r.stdout
+    hinge = lambda scores, fake: torch.relu(1 - scores(x).view(-1)).mean() + torch.relu(1 + scores(fake).view(-1)).mean()
+    continue_in_gantry(pytorch_d_step(ck, netD_sn, hinge), "a %s spectral-norm run" % form, start_line, "--loss", "hinge")
     print("spectral norm, %s form: gantry's D loads into PyTorch's convs (strict, same names and order, same "
           "weight/sigma), PyTorch's hinge step continues in dcgan_train --start-from" % form)
 
@@ -369,40 +389,18 @@ spectral_norm_round_trip("parametrizations", nn.utils.parametrizations.spectral_
 # with nn.GroupNorm(1, C) / nn.InstanceNorm2d(C, affine=True) in BatchNorm2d's places; PyTorch
 # takes a WGAN-GP step on it (torch.autograd.grad through the norm) and dcgan_train --start-from
 # --d-norm continues that.
-def d_norm_round_trip(norm, make):
-    name = "run_dnorm_" + norm
-    run(os.path.join(BIN, "dcgan_train"), "--image-size", "64", "--nz", str(NZ), "--ngf", str(NGF), "--ndf", str(NDF),
-        "--batch-size", "8", "--max-steps", "2", "--workers", "0", "--device", "cpu", "--loss", "wgan", "--gp", "10",
-        "--d-norm", norm, "--out", os.path.join(WORK, name))
-    run(os.path.join(BIN, "gantry_convert"), os.path.join(WORK, name), os.path.join(WORK, name + ".pth"))
-    ck = torch.load(os.path.join(WORK, name + ".pth"))
-    netD_n = NetD()
-    for i, m in enumerate(netD_n.main):
-        if isinstance(m, nn.BatchNorm2d):
-            netD_n.main[i] = make(m.num_features)
-    netD_n.load_state_dict(ck["netD"], strict=True)
-    assert list(ck["netD"].keys()) == list(netD_n.state_dict().keys()), list(ck["netD"].keys())
-    optD_n = torch.optim.Adam(netD_n.parameters(), lr=0.1)
-    optD_n.load_state_dict(ck["optimizerD"])
-    netG_n = NetG()
-    netG_n.load_state_dict(ck["netG"], strict=True)
-    netD_n.zero_grad()
-    fake = netG_n(torch.randn(8, NZ, 1, 1)).detach()
-    scores = netD_n.main[:-1]
+def wgan_gp(scores, fake):
     e = torch.rand(8, 1, 1, 1)
     x_hat = (e * x.repeat(2, 1, 1, 1) + (1 - e) * fake).requires_grad_(True)
     g, = torch.autograd.grad(scores(x_hat).sum(), x_hat, create_graph=True)
-    (scores(fake).mean() - scores(x).mean() + 10 * ((g.flatten(1).norm(dim=1) - 1) ** 2).mean()).backward()
-    optD_n.step()
-    torch.save({"netG": ck["netG"], "netD": netD_n.state_dict(), "optimizerG": ck["optimizerG"],
-                "optimizerD": optD_n.state_dict()}, os.path.join(WORK, name + "_pytorch.pth"))
-    r = subprocess.run([os.path.join(BIN, "dcgan_train"), "--start-from", os.path.join(WORK, name + "_pytorch.pth"),
-                        "--loss", "wgan", "--gp", "10", "--d-norm", norm, "--batch-size", "8", "--max-steps", "1",
-                        "--workers", "0", "--device", "cpu", "--out", os.path.join(WORK, name + "_from_pytorch")],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit("FAIL: dcgan_train --start-from a --d-norm %s run: %s%s" % (norm, r.stdout, r.stderr))
-    assert "Adam state 'optimizerD' (step 3)" in r.stdout and norm + " norm in D" in r.stdout, r.stdout
+    return scores(fake).mean() - scores(x).mean() + 10 * ((g.flatten(1).norm(dim=1) - 1) ** 2).mean()
+
+
+def d_norm_round_trip(norm, make):
+    ck = gantry_run_as_torch("run_dnorm_" + norm, "--loss", "wgan", "--gp", "10", "--d-norm", norm)
+    netD_n = netD_replacing(nn.BatchNorm2d, lambda m: make(m.num_features), ck)
+    continue_in_gantry(pytorch_d_step(ck, netD_n, wgan_gp), "a --d-norm %s run" % norm, norm + " norm in D",
+                       "--loss", "wgan", "--gp", "10", "--d-norm", norm)
     print("--d-norm %s: gantry's D loads into PyTorch's with %s (strict, same names and order), PyTorch's "
           "WGAN-GP step continues in dcgan_train --start-from" % (norm, type(make(4)).__name__))
 
