@@ -81,6 +81,7 @@ int run(int argc, char** argv) {
   uint64_t seed = 0;
   int interpolate = 0;
   int64_t best_of = 0;
+  std::string d_norm;  // --best-of's D norm when its file does not record it
   int upscale = 1, median = 0;
   bool sharpen = false, no_ema = false;
   CLI::App app{"dcgan_generate: images from a DCGAN generator (gantry " + std::string(version()) + ")"};
@@ -104,6 +105,8 @@ int run(int argc, char** argv) {
   app.add_option("--batch-size", batch_size, "images per forward pass (eval mode only; --bn batch uses one pass)")->check(CLI::PositiveNumber);
   app.add_option("--device", device_choice, "auto, cpu, cuda or cuda:N");
   app.add_option("--best-of", best_of, "generate M images and keep the --num that the run's discriminator scores highest (best first); needs discriminator.safetensors next to the generator")->check(CLI::PositiveNumber);
+  app.add_option("--d-norm", d_norm, "--best-of: the discriminator's norm (instance or layer) when its file does not record it (dcgan_train's files do)")
+      ->check(CLI::IsMember({"batch", "instance", "layer", "none"}));
   app.add_option("--upscale", upscale, "post-process: enlarge by this factor with bicubic interpolation")->check(CLI::Range(1, 16));
   app.add_option("--median", median, "post-process: median blur with a KxK window (K odd, e.g. 3), after --upscale")->check(CLI::Range(0, 31));
   app.add_flag("--sharpen", sharpen, "post-process: 3x3 sharpen filter (PIL's SHARPEN), last");
@@ -181,11 +184,27 @@ int run(int argc, char** argv) {
   int64_t n_out = n;
 
   if (best_of) {  // score all M with D (eval mode: running statistics) and keep the top --num
-    // A run's discriminator.safetensors names its norm (instance and layer have the same keys).
+    // A run's discriminator.safetensors names its norm (instance and layer have the same keys);
+    // --d-norm stands in for a file that does not.
     const SafetensorsContents dc = load_safetensors(disc_file);
-    const auto norm = dc.metadata.find("d_norm");
-    auto d = discriminator_from_state_dict(
-        dc.tensors, norm == dc.metadata.end() ? DiscriminatorNorm::Batch : discriminator_norm_from_name(norm->second));
+    const auto recorded = dc.metadata.find("d_norm");
+    const std::string norm_name = recorded != dc.metadata.end() ? recorded->second : d_norm;
+    DiscriminatorNorm norm;
+    try {
+      norm = norm_name.empty() ? DiscriminatorNorm::Batch : discriminator_norm_from_name(norm_name);  // Batch: read the keys
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(disc_file + ": its d_norm metadata: " + e.what());
+    }
+    if (recorded != dc.metadata.end() && !d_norm.empty() && d_norm != recorded->second)
+      throw std::invalid_argument("--d-norm " + d_norm + ": " + disc_file + " records --d-norm " + recorded->second +
+                                  " (its d_norm metadata); leave the flag out");
+    std::shared_ptr<DCGANDiscriminator> d;
+    try {
+      d = discriminator_from_state_dict(dc.tensors, norm);
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument(disc_file + ": " + e.what());
+    }
+    std::cout << "--best-of: scoring with " << disc_file << " (" << discriminator_norm_name(d->norm) << " norm)\n";
     d->to(device);
     d->eval();
     std::vector<float> scores;

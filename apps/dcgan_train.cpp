@@ -201,6 +201,14 @@ template <class Model>
 void load_start_weights(Model& model, const std::string& file, const std::string& key, const std::string& flag,
                         const Settings& s) {
   const StateDict sd = apps::load_model_weights(file, key, flag + "-key");
+  if constexpr (std::is_same_v<Model, DCGANDiscriminator>) {
+    // Instance and layer norm load into each other (the same keys): the file's record decides.
+    const std::string recorded = apps::recorded_d_norm(file);
+    if (!recorded.empty() && recorded != s.d_norm)
+      throw std::invalid_argument(flag + " " + file + " records a D with --d-norm " + recorded +
+                                  " (its d_norm metadata), but this run builds --d-norm " + s.d_norm +
+                                  ": give --d-norm " + recorded);
+  }
   try {
     model.load_state_dict(sd);
   } catch (const std::invalid_argument& e) {
@@ -215,7 +223,7 @@ void load_start_weights(Model& model, const std::string& file, const std::string
         const bool guessed = s.d_norm != "instance" && s.d_norm != "layer";
         theirs = "--image-size " + std::to_string(d->image_size) + " --ndf " + std::to_string(d->ndf) +
                  " --channels " + std::to_string(d->nc) + spectral_norm_flags(d->spectral_norm, spectral_norm_form_name(d->spectral_norm_form)) +
-                 d_norm_flags(d->norm, guessed);
+                 (d->norm == DiscriminatorNorm::Batch && s.d_norm != "batch" ? " --d-norm batch" : d_norm_flags(d->norm, guessed));
       }
     } catch (const std::invalid_argument& not_dcgan) {
       throw std::invalid_argument(flag + " " + file + ": " + not_dcgan.what());
@@ -263,14 +271,33 @@ DCGANTrainingCheckpoint read_start_checkpoint(Settings& s, const GivenFlags& giv
                                 "), so --spectral-norm-form " + s.spectral_norm_form + " cannot continue it; leave the flag out");
   s.spectral_norm = d->spectral_norm;
   if (d->spectral_norm) s.spectral_norm_form = form;
-  // D's norm: batch norm's running statistics or no keys at main.3 say it; an affine pair alone
-  // is instance or layer norm, which only the flag can tell apart.
-  const bool affine_only = d->norm == DiscriminatorNorm::Instance || d->norm == DiscriminatorNorm::Layer;
-  const std::string file_norm = discriminator_norm_name(d->norm);
-  if (affine_only && !given.d_norm)
+  // D's norm: the file's "d_norm" entry when it has one (gantry_convert writes it); else batch
+  // norm's running statistics say batch, an affine pair alone is instance or layer norm, and no
+  // keys at main.3 may be Identity or a norm without affine (which gantry does not build): for
+  // those only the flag can tell.
+  const auto recorded = ck.notes.find("d_norm");
+  if (recorded != ck.notes.end()) {
+    try {
+      discriminator_norm_from_name(recorded->second);
+    } catch (const std::invalid_argument& e) {
+      throw std::invalid_argument("--start-from " + s.start_from + ": its d_norm entry: " + e.what());
+    }
+    if (given.d_norm && recorded->second != s.d_norm)
+      throw std::invalid_argument("--start-from " + s.start_from + " records a D with --d-norm " + recorded->second +
+                                  " (its d_norm entry), so --d-norm " + s.d_norm + " cannot continue it; leave the flag out");
+    s.d_norm = recorded->second;
+  }
+  const DiscriminatorNorm from_keys = discriminator_from_state_dict(ck.discriminator, d_norm_hint(s))->norm;
+  const bool affine_only = from_keys == DiscriminatorNorm::Instance || from_keys == DiscriminatorNorm::Layer;
+  const std::string file_norm = discriminator_norm_name(from_keys);
+  if (affine_only && !given.d_norm && recorded == ck.notes.end())
     throw std::invalid_argument("--start-from " + s.start_from + ": its discriminator '" + ck.discriminator_key +
                                 "' has a weight and bias at main.3 but no running statistics: InstanceNorm2d(affine=True) "
                                 "or GroupNorm(1, C), which have the same keys; say which with --d-norm instance or --d-norm layer");
+  if (from_keys == DiscriminatorNorm::None && !given.d_norm && recorded == ck.notes.end())
+    throw std::invalid_argument("--start-from " + s.start_from + ": its discriminator '" + ck.discriminator_key +
+                                "' has no keys at main.3: nn.Identity() there, or a norm without affine "
+                                "(InstanceNorm2d's default), which gantry does not build; if it is Identity, give --d-norm none");
   if (given.d_norm && !affine_only && file_norm != s.d_norm)
     throw std::invalid_argument("--start-from " + s.start_from + ": its discriminator '" + ck.discriminator_key + "' has " +
                                 (d->norm == DiscriminatorNorm::Batch ? "batch norm (main.3.running_mean)" : "no norm (no main.3 keys)") +
@@ -280,6 +307,7 @@ DCGANTrainingCheckpoint read_start_checkpoint(Settings& s, const GivenFlags& giv
                                 "' has instance or layer norm (a weight and bias at main.3, no running statistics), so --d-norm " +
                                 s.d_norm + " cannot continue it; give --d-norm instance or --d-norm layer");
   if (!affine_only) s.d_norm = file_norm;
+  else if (recorded != ck.notes.end()) s.d_norm = recorded->second;
   // Each optimizer keeps its own lr (TTUR runs have two); one pair of betas drives both.
   const std::optional<TorchAdamState>* opts[] = {&ck.optimizer_g, &ck.optimizer_d};
   const std::string keys[] = {ck.optimizer_g_key, ck.optimizer_d_key};
@@ -425,6 +453,8 @@ void validate(const Settings& s) {
   if (s.r1_every > 1 && s.r1 == 0) bad("--r1-every " + std::to_string(s.r1_every) + " makes R1 lazy: give --r1 GAMMA too");
   if (s.loss == "wgan" && s.gp == 0 && !s.spectral_norm)
     bad("--loss wgan needs D kept Lipschitz: --gp 10 (WGAN-GP) or --spectral-norm; without either D's scores grow without bound");
+  if (s.d_norm != "batch" && s.d_norm != "instance" && s.d_norm != "layer" && s.d_norm != "none")
+    bad("d_norm '" + s.d_norm + "' (--d-norm, or a resumed run's config.json): must be batch, instance, layer or none");
   if (s.d_steps < 1) bad("--d-steps " + std::to_string(s.d_steps) + ": must be at least 1 (D updates per G update; WGAN uses 5)");
   if (!(s.beta1 >= 0 && s.beta1 < 1) || !(s.beta2 >= 0 && s.beta2 < 1)) bad("--beta1/--beta2 must be in [0, 1)");
   if (s.nz < 1 || s.ngf < 1 || s.ndf < 1) bad("--nz, --ngf and --ndf must be positive");

@@ -57,10 +57,12 @@ void convert_run(const std::string& given, const std::string& out) {
   if (fs::exists(file("generator_ema"))) ck.generator_ema = load_safetensors(file("generator_ema")).tensors;
   const apps::TrainState state = apps::read_train_state(ck_dir);
   ck.counters = {{"step", state.step}, {"epoch", state.epoch}, {"next_batch", state.next_batch}};
+  // Instance and layer norm have the same keys: the file says which (dcgan_train --start-from reads it).
+  ck.notes = {{"d_norm", settings.value("d_norm", std::string("batch"))}};
   save_torch_object(out, dcgan_checkpoint_to_torch(ck));
   std::cout << "wrote " << out << ": a training checkpoint from " << ck_dir << " (step " << state.step
             << ", epoch " << state.epoch << "): netG, netD, optimizerG, optimizerD"
-            << (ck.generator_ema.empty() ? "" : ", netG_ema") << ", step, epoch, next_batch\n";
+            << (ck.generator_ema.empty() ? "" : ", netG_ema") << ", step, epoch, next_batch, d_norm (" << ck.notes.at("d_norm") << ")\n";
 }
 
 int run(int argc, char** argv) {

@@ -192,6 +192,12 @@ std::string sibling_discriminator_file(const std::string& generator_file) {
   return fs::exists(p) ? p.string() : std::string();
 }
 
+std::string recorded_d_norm(const std::string& file) {
+  const SafetensorsContents c = load_tensor_file(file);
+  const auto it = c.metadata.find("d_norm");
+  return it == c.metadata.end() ? "" : it->second;
+}
+
 StateDict load_model_weights(const std::string& file, const std::string& key,
                              const std::string& key_flag) {
   StateDict sd = load_tensor_file(file).tensors;

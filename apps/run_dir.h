@@ -61,6 +61,12 @@ std::string sibling_discriminator_file(const std::string& generator_file);
 StateDict load_model_weights(const std::string& file, const std::string& key,
                              const std::string& key_flag = "--key");
 
+// The discriminator norm a file records ("batch", "instance", "layer", "none"; "" when it says
+// none): dcgan_train's discriminator.safetensors metadata "d_norm", or a torch.save file's
+// top-level "d_norm" string (gantry_convert RUN ck.pth writes one). Instance and layer norm
+// have the same keys, so only this tells them apart.
+std::string recorded_d_norm(const std::string& file);
+
 // Text file helpers: atomic replace (temp file in the same folder, fsync, rename).
 void write_text_atomic(const std::string& path, const std::string& text);
 std::string read_text(const std::string& path);

@@ -870,14 +870,13 @@ Tensor group_norm(const Tensor& x, int64_t num_groups, const Tensor& weight, con
       fail(op, "per-channel tensor of shape " + shape_str(t->shape()) + " should be [" + std::to_string(C) +
                    "] for input " + shape_str(x.shape()));
   const int64_t M = N == 0 ? 0 : x.numel() / (N * num_groups);  // values per (sample, group)
-  if (M <= 1)
-    fail(op, "needs more than one value per sample and group, got input " + shape_str(x.shape()) + " with " +
-                 std::to_string(num_groups) + " groups");
   // Each (sample, group) is one channel of a batch of one: batch norm's kernels, backward and
   // double backward do the statistics (as PyTorch's instance_norm does), the affine is per channel.
-  Tensor y = batch_norm(x.reshape({1, N * num_groups, M}), Tensor(), Tensor(), Tensor(), Tensor(),
-                        /*training=*/true, 0.f, eps)
-                 .reshape(x.shape());
+  // One value (or none) per group normalizes to exactly 0, with gradient 0, as in PyTorch.
+  Tensor y = M <= 1 ? mul(x, 0.f)
+                    : batch_norm(x.reshape({1, N * num_groups, M}), Tensor(), Tensor(), Tensor(), Tensor(),
+                                 /*training=*/true, 0.f, eps)
+                          .reshape(x.shape());
   if (weight.defined()) y = mul(y, weight.reshape(channel_shape(C, x.dim())));
   if (bias.defined()) y = add(y, bias.reshape(channel_shape(C, x.dim())));
   return y;
@@ -886,6 +885,9 @@ Tensor group_norm(const Tensor& x, int64_t num_groups, const Tensor& weight, con
 Tensor instance_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, float eps) {
   if (x.dim() < 3)
     throw std::invalid_argument("instance_norm: input must be [N, C, H, ...] (statistics per sample and channel), got " +
+                                shape_str(x.shape()));
+  if (x.numel() > 0 && x.numel() == x.shape()[0] * x.shape()[1])  // as PyTorch's _verify_spatial_size
+    throw std::invalid_argument("instance_norm: needs more than one spatial element per channel, got input " +
                                 shape_str(x.shape()));
   return group_norm(x, x.shape()[1], weight, bias, eps);
 }

@@ -78,13 +78,14 @@ Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias,
 // channels are split into num_groups groups of C/num_groups, and each (sample, group) is
 // normalized by its own mean and biased variance over its channels and positions; then the
 // per-channel affine (weight, bias [C] or undefined). No running statistics: training and eval
-// are the same. Needs more than one value per (sample, group). Differentiable any number of times.
+// are the same. One value per (sample, group) normalizes to 0 (PyTorch's result). Differentiable
+// any number of times.
 //   num_groups = 1: layer norm over (C, H, W) with a per-channel affine (WGAN-GP's critic norm)
 //   num_groups = C: instance norm
 Tensor group_norm(const Tensor& x, int64_t num_groups, const Tensor& weight = Tensor(),
                   const Tensor& bias = Tensor(), float eps = 1e-5f);
 // torch.nn.functional.instance_norm without running statistics: group_norm with one group per
-// channel. x [N, C, H, ...].
+// channel. x [N, C, H, ...] with more than one spatial element (PyTorch refuses one too).
 Tensor instance_norm(const Tensor& x, const Tensor& weight = Tensor(), const Tensor& bias = Tensor(),
                      float eps = 1e-5f);
 

@@ -94,11 +94,13 @@ std::shared_ptr<DCGANDiscriminator> make_discriminator(int64_t nc, int64_t ndf, 
 // Rebuilds a model from a checkpoint alone: nz, ngf/ndf, nc and image_size are read off the
 // tensor shapes (a discriminator with weight_orig/weight_u/weight_v keys is rebuilt with
 // spectral norm, one with parametrizations.weight.original/... keys with its Parametrization
-// form; D's norm from the keys at main.3: running statistics for Batch, none for None, and a
+// form); D's norm from the keys at main.3: running statistics for Batch, none for None, and a
 // weight and bias alone for Instance or Layer, which have the same keys and shapes, so
-// `norm_if_ambiguous` says which (Batch there throws, naming both), then the state is loaded strictly. A state dict that is not a DCGAN of this
-// layout throws std::invalid_argument saying what was expected and what was found. Does not
-// touch the default random generator.
+// `norm_if_ambiguous` says which (Batch or None there throws, naming both). A norm without
+// affine (PyTorch InstanceNorm2d's default) leaves no keys and reads as None. Then the state is
+// loaded strictly. A state dict that is not a DCGAN of this layout throws
+// std::invalid_argument saying what was expected and what was found. Does not touch the
+// default random generator.
 std::shared_ptr<DCGANGenerator> generator_from_state_dict(const StateDict& sd);
 std::shared_ptr<DCGANDiscriminator> discriminator_from_state_dict(
     const StateDict& sd, DiscriminatorNorm norm_if_ambiguous = DiscriminatorNorm::Batch);

@@ -179,7 +179,7 @@ StepStats DCGANTrainer::step(const std::vector<Tensor>& reals_in, const std::vec
 
   // (1) D, d_steps times: maximize log D(x) + log(1 - D(G(z))) (or the hinge / least-squares
   // form of it), each time on its own real and latent batch.
-  Tensor out_real, err_real, fake, out_fake, err_fake, last_penalty;
+  Tensor out_real, err_real, fake, out_fake, err_fake, step_penalty;
   std::vector<Tensor> earlier_p_real;  // ADA's tally of the updates before the last one
   for (size_t k = 0; k < k_steps; ++k) {
     const bool last = k + 1 == k_steps;
@@ -221,7 +221,11 @@ StepStats DCGANTrainer::step(const std::vector<Tensor>& reals_in, const std::vec
       gp_term.backward();
       penalty = penalty.defined() ? add(penalty.detach(), gp_term.detach()) : gp_term.detach();
     }
-    if (r1 || gp) last_penalty = penalty.defined() ? penalty.detach() : Tensor::zeros({}, device_);
+    // The step reports the mean over its D updates: a lazy R1 off the last update still shows.
+    if (penalty.defined()) {
+      const Tensor part = mul(penalty.detach(), 1.f / static_cast<float>(k_steps));
+      step_penalty = step_penalty.defined() ? add(step_penalty, part) : part;
+    }
     opt_d_->step();
     ++d_updates_;
     if (ada_ && !last) {
@@ -250,7 +254,7 @@ StepStats DCGANTrainer::step(const std::vector<Tensor>& reals_in, const std::vec
   std::vector<Tensor> parts = {err_real.reshape({1}),          err_fake.reshape({1}),
                                err_g.reshape({1}),             mean(p_real).reshape({1}),
                                mean(prob(out_fake)).reshape({1}), mean(prob(out_g)).reshape({1})};
-  if (last_penalty.defined()) parts.push_back(last_penalty.reshape({1}));
+  if (r1 || gp) parts.push_back(step_penalty.defined() ? step_penalty.reshape({1}) : Tensor::zeros({1}, device_));
   if (ada_) {
     earlier_p_real.push_back(p_real);
     for (const Tensor& p : earlier_p_real) parts.push_back(p.reshape({p.numel()}));
@@ -258,7 +262,7 @@ StepStats DCGANTrainer::step(const std::vector<Tensor>& reals_in, const std::vec
   const Tensor host = cat(parts).cpu();
   const float* v = host.data();
   int64_t next = 6;
-  if (last_penalty.defined()) st.penalty = v[next++];
+  if (r1 || gp) st.penalty = v[next++];
   st.loss_d = v[0] + v[1];
   st.loss_g = v[2];
   st.d_x = v[3];

@@ -55,7 +55,8 @@
 // set_d_updates, e.g. step * d_steps), so update n gets R1 when n % k == 0. StyleGAN2 runs the
 // penalty as a separate optimizer step and rescales Adam's lr and betas for it; here it joins
 // D's loss of that update, so Adam needs no change.
-// StepStats::penalty reports the sum of both (the last D update's; 0 on an update without).
+// StepStats::penalty reports the sum of both, averaged over the step's D updates (an update
+// without R1 counts 0; with d_steps 1, the update's own).
 //
 // Options (off by default; a trainer without them is the example's step exactly):
 // - enable_ema(decay): keeps an EMA generator (optim/ema.h), updated after every G step;
@@ -105,7 +106,7 @@ struct StepStats {
   float loss_d = 0, loss_g = 0;  // loss_d = errD_real + errD_fake
   float d_x = 0, d_g_z1 = 0, d_g_z2 = 0;
   float ada_p = 0;  // the augmentation probability after this step (0 without ADA)
-  float penalty = 0;  // R1 + gradient penalty of the last D update, as added to D's loss (0 when off)
+  float penalty = 0;  // R1 + gradient penalty as added to D's loss, the mean over the step's D updates (0 when off)
 };
 
 class DCGANTrainer {

@@ -24,6 +24,7 @@ TorchValue dcgan_checkpoint_to_torch(const DCGANTrainingCheckpoint& ck) {
   if (ck.optimizer_d) root.set("optimizerD", adam_state_to_torch(ck.optimizer_d->state, nd, ck.optimizer_d->options));
   if (!ck.generator_ema.empty()) root.set("netG_ema", TorchValue::state_dict(ck.generator_ema));
   for (const auto& [k, v] : ck.counters) root.set(k, TorchValue::integer(v));
+  for (const auto& [k, v] : ck.notes) root.set(k, TorchValue::string(v));
   return root;
 }
 
@@ -176,6 +177,7 @@ DCGANTrainingCheckpoint dcgan_checkpoint_from_torch(const SafetensorsContents& c
     char* end = nullptr;
     const long long n = std::strtoll(v.c_str(), &end, 10);
     if (end != v.c_str() && *end == '\0') ck.counters[k] = n;
+    else ck.notes[k] = v;
   }
   return ck;
 }

@@ -9,7 +9,7 @@
 //
 // Contract:
 // - Writing (dcgan_checkpoint_to_torch): the keys above, in that order, then "netG_ema" when
-//   there is an EMA generator, then the counters (ints). Optimizer states become
+//   there is an EMA generator, then the counters (ints), then the notes (strings). Optimizer states become
 //   torch.optim.Adam's state_dict (optim/adam.h, adam_state_to_torch); a missing optimizer
 //   state is left out. torch.load(weights_only=True) reads the file.
 // - Reading (dcgan_checkpoint_from_torch): the models are found by their tensors, not their
@@ -36,6 +36,7 @@ struct DCGANTrainingCheckpoint {
   StateDict generator_ema;  // empty: none
   std::optional<TorchAdamState> optimizer_g, optimizer_d;
   std::map<std::string, int64_t> counters;  // top-level ints: "epoch", "step", ...
+  std::map<std::string, std::string> notes;  // top-level strings: "d_norm" (D's norm, dcgan.h)
   // Where the parts were found when read (the top-level keys; "" for a missing optimizer).
   std::string generator_key, discriminator_key, optimizer_g_key, optimizer_d_key;
 };

@@ -391,14 +391,18 @@ TEST_CASE("Lazy R1: the penalty on every k-th D update, weighted k; the count su
   resumed.set_d_updates(1);
   CHECK(resumed.step(reals[0], z[0]).penalty == 0);
   CHECK_THROWS_WITH(resumed.set_d_updates(-1), Contains("must be >= 0"));
-  // With d_steps 2 the count is of D updates: updates 0 and 3 of steps 1 and 2 get R1, and each
-  // step reports its last update's penalty (1 and 3).
+  // With d_steps 2 the count is of D updates, and a step reports the mean over its updates: with
+  // r1_every 4, R1 falls on updates 0, 4, 8 (each the first of its step), so steps 1 and 3 show it
+  // and step 2 does not.
   DCGANConfig two = c;
   two.d_steps = 2;
+  two.r1_every = 4;
   Generator init_d(5), zd(6);
   DCGANTrainer k2(two, Device::cpu(), &init_d);
-  CHECK(k2.step({reals[0], reals[1]}, zd).penalty == 0);
-  CHECK(k2.step({reals[2], reals[3]}, zd).penalty > 0);
+  CHECK(k2.step({reals[0], reals[1]}, zd).penalty > 0);
+  CHECK(k2.step({reals[2], reals[3]}, zd).penalty == 0);
+  CHECK(k2.step({reals[0], reals[1]}, zd).penalty > 0);
+  CHECK(k2.d_updates() == 6);
 }
 
 TEST_CASE("D steps: the single-batch step is d_steps 1; a step with the wrong number of batches is refused") {

@@ -159,24 +159,30 @@ for case in $CASES; do
     expect_in "$WORK/o" "gp cannot change when resuming"
     "$TRAIN" --resume "$WORK/pb" --d-norm batch >"$WORK/o" 2>&1 && fail "--resume with another --d-norm was accepted"
     expect_in "$WORK/o" "d-norm cannot change when resuming"
-    # D's norm travels: --best-of scores with the run's layer-norm D (its file names the norm);
-    # --netD into a batch-norm run names the flag that would match; --start-from needs to be told
-    # instance or layer (the same keys), and takes it.
+    # D's norm travels with the files (instance and layer norm have the same keys): --best-of
+    # scores with the run's layer-norm D; --netD refuses a run whose --d-norm differs from the
+    # file's record; gantry_convert writes the record into the .pth, and --start-from takes it
+    # and refuses a contradicting flag.
     "$GEN" --checkpoint "$WORK/pa" --num 2 --best-of 4 --grid "$WORK/best.png" --device cpu >"$WORK/o" 2>&1 \
       || fail "--best-of with a layer-norm D failed: $(tail -3 "$WORK/o")"
+    expect_in "$WORK/o" "scoring with .*discriminator.safetensors (layer norm)"
+    "$GEN" --checkpoint "$WORK/pa" --num 2 --best-of 4 --d-norm instance --grid "$WORK/best.png" --device cpu >"$WORK/o" 2>&1 \
+      && fail "dcgan_generate --d-norm instance was accepted for a file that records layer"
+    expect_in "$WORK/o" "records --d-norm layer (its d_norm metadata); leave the flag out"
     "$TRAIN" "${TINY[@]}" --netD "$D4" --max-steps 1 --out "$WORK/lx" >"$WORK/o" 2>&1 && fail "a layer-norm --netD went into a batch-norm D"
-    expect_in "$WORK/o" "--d-norm instance (or layer: the keys are the same), but this run builds"
+    expect_in "$WORK/o" "records a D with --d-norm layer (its d_norm metadata), but this run builds --d-norm batch: give --d-norm layer"
+    "$TRAIN" "${TINY[@]}" --loss wgan --gp 10 --d-norm instance --netD "$D4" --max-steps 1 --out "$WORK/lx" >"$WORK/o" 2>&1 \
+      && fail "a layer-norm --netD went into an instance-norm D (the same keys)"
+    expect_in "$WORK/o" "give --d-norm layer"
     "$TRAIN" "${TINY[@]}" --loss wgan --gp 10 --d-norm layer --netD "$D4" --max-steps 1 --out "$WORK/pn" >"$WORK/o" 2>&1 \
       || fail "--netD with --d-norm layer failed: $(tail -3 "$WORK/o")"
     if "$CONV" "$WORK/pa" "$WORK/pa.pth" >"$WORK/o" 2>&1; then
-      "$TRAIN" "${TINY[@]}" --loss wgan --gp 10 --start-from "$WORK/pa.pth" --max-steps 5 --out "$WORK/lx" >"$WORK/o" 2>&1 \
-        && fail "--start-from a layer-norm run without --d-norm was accepted"
-      expect_in "$WORK/o" "say which with --d-norm instance or --d-norm layer"
+      expect_in "$WORK/o" "d_norm (layer)"
       "$TRAIN" "${TINY[@]}" --loss wgan --gp 10 --d-norm batch --start-from "$WORK/pa.pth" --max-steps 5 --out "$WORK/lx" >"$WORK/o" 2>&1 \
         && fail "--start-from a layer-norm run with --d-norm batch was accepted"
-      expect_in "$WORK/o" "cannot continue it; give --d-norm instance or --d-norm layer"
-      "$TRAIN" "${TINY[@]}" --loss wgan --gp 10 --d-norm layer --start-from "$WORK/pa.pth" --max-steps 5 --out "$WORK/ps" >"$WORK/o" 2>&1 \
-        || fail "--start-from with --d-norm layer failed: $(tail -3 "$WORK/o")"
+      expect_in "$WORK/o" "records a D with --d-norm layer (its d_norm entry), so --d-norm batch cannot continue it"
+      "$TRAIN" "${TINY[@]}" --loss wgan --gp 10 --start-from "$WORK/pa.pth" --max-steps 5 --out "$WORK/ps" >"$WORK/o" 2>&1 \
+        || fail "--start-from a layer-norm run failed: $(tail -3 "$WORK/o")"
       expect_in "$WORK/o" "layer norm in D"
     else
       expect_in "$WORK/o" "libzip"  # a build without torch.save support says why

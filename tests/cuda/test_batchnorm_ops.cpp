@@ -218,10 +218,11 @@ TEST_CASE("cat and mean on CUDA tensors match the CPU, forward and backward", "[
 TEST_CASE("group norm and instance norm on CUDA tensors match the CPU, with their double backward",
           "[cuda][ops][batchnorm]") {
   // Batch norm's kernels on [1, N*G, M] (one channel per sample and group), both implementations:
-  // the DCGAN critic's layer norm at 128x16x16 (batch 4), instance norm at 256x8x8, and an odd
-  // shape. The R1-style second pass reaches the weights through the recomputed statistics.
+  // the DCGAN critic's layer norm at 128x16x16 (batch 4), instance norm at 256x8x8 and at its
+  // last norm, 512x4x4 (batch 16: 8192 channels of 16 values), and an odd shape. The R1-style
+  // second pass reaches the weights through the recomputed statistics.
   struct Case { int64_t N, C, H, groups; };
-  const Case cases[] = {{4, 128, 16, 1}, {4, 256, 8, 256}, {3, 6, 5, 3}};
+  const Case cases[] = {{4, 128, 16, 1}, {4, 256, 8, 256}, {16, 512, 4, 512}, {3, 6, 5, 3}};
   for (cuda::Impl impl : {cuda::Impl::Handwritten, cuda::Impl::Library}) {
     cuda::ImplScope scope(impl, impl, impl);
     for (const Case& c : cases) {

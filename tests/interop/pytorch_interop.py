@@ -398,9 +398,14 @@ def wgan_gp(scores, fake):
 
 def d_norm_round_trip(norm, make):
     ck = gantry_run_as_torch("run_dnorm_" + norm, "--loss", "wgan", "--gp", "10", "--d-norm", norm)
+    assert ck["d_norm"] == norm, ck.get("d_norm")  # gantry_convert records the norm
     netD_n = netD_replacing(nn.BatchNorm2d, lambda m: make(m.num_features), ck)
-    continue_in_gantry(pytorch_d_step(ck, netD_n, wgan_gp), "a --d-norm %s run" % norm, norm + " norm in D",
-                       "--loss", "wgan", "--gp", "10", "--d-norm", norm)
+    path = pytorch_d_step(ck, netD_n, wgan_gp)
+    # PyTorch's own file does not say which norm it has: --start-from asks for --d-norm.
+    r = subprocess.run([os.path.join(BIN, "dcgan_train"), "--start-from", path, "--loss", "wgan", "--gp", "10",
+                        "--max-steps", "1", "--device", "cpu", "--out", path + "_x"], capture_output=True, text=True)
+    assert r.returncode != 0 and "say which with --d-norm instance or --d-norm layer" in r.stdout + r.stderr, r.stdout + r.stderr
+    continue_in_gantry(path, "a --d-norm %s run" % norm, norm + " norm in D", "--loss", "wgan", "--gp", "10", "--d-norm", norm)
     print("--d-norm %s: gantry's D loads into PyTorch's with %s (strict, same names and order), PyTorch's "
           "WGAN-GP step continues in dcgan_train --start-from" % (norm, type(make(4)).__name__))
 
