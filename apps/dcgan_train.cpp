@@ -287,7 +287,7 @@ DCGANTrainingCheckpoint read_start_checkpoint(Settings& s, const GivenFlags& giv
                                   " (its d_norm entry), so --d-norm " + s.d_norm + " cannot continue it; leave the flag out");
     s.d_norm = recorded->second;
   }
-  const DiscriminatorNorm from_keys = discriminator_from_state_dict(ck.discriminator, d_norm_hint(s))->norm;
+  const DiscriminatorNorm from_keys = d->norm;  // batch / none / instance-or-layer: the hint only picks between the last two
   const bool affine_only = from_keys == DiscriminatorNorm::Instance || from_keys == DiscriminatorNorm::Layer;
   const std::string file_norm = discriminator_norm_name(from_keys);
   if (affine_only && !given.d_norm && recorded == ck.notes.end())
@@ -453,8 +453,11 @@ void validate(const Settings& s) {
   if (s.r1_every > 1 && s.r1 == 0) bad("--r1-every " + std::to_string(s.r1_every) + " makes R1 lazy: give --r1 GAMMA too");
   if (s.loss == "wgan" && s.gp == 0 && !s.spectral_norm)
     bad("--loss wgan needs D kept Lipschitz: --gp 10 (WGAN-GP) or --spectral-norm; without either D's scores grow without bound");
-  if (s.d_norm != "batch" && s.d_norm != "instance" && s.d_norm != "layer" && s.d_norm != "none")
-    bad("d_norm '" + s.d_norm + "' (--d-norm, or a resumed run's config.json): must be batch, instance, layer or none");
+  try {
+    discriminator_norm_from_name(s.d_norm);
+  } catch (const std::invalid_argument& e) {
+    bad(std::string("--d-norm, or a resumed run's config.json: ") + e.what());
+  }
   if (s.d_steps < 1) bad("--d-steps " + std::to_string(s.d_steps) + ": must be at least 1 (D updates per G update; WGAN uses 5)");
   if (!(s.beta1 >= 0 && s.beta1 < 1) || !(s.beta2 >= 0 && s.beta2 < 1)) bad("--beta1/--beta2 must be in [0, 1)");
   if (s.nz < 1 || s.ngf < 1 || s.ndf < 1) bad("--nz, --ngf and --ndf must be positive");
