@@ -63,6 +63,7 @@ struct Settings {
   int d_steps = 1;             // D updates per G update (n_critic), each on its own real batch
   double r1 = 0, gp = 0;       // gradient penalty weights (DCGANConfig::r1_gamma, gp_lambda); 0 = off
   int r1_every = 1;            // lazy R1: on every k-th D update, weighted k (DCGANConfig::r1_every)
+  std::string r1_at = "reals";  // with --ada: R1 at the reals through the augmentation, or "augmented" (DCGANConfig::r1_through_augment)
   double generator_lr() const { return lr_g > 0 ? lr_g : lr; }
   double discriminator_lr() const { return lr_d > 0 ? lr_d : lr; }
   int64_t nz = 100, ngf = 64, ndf = 64;
@@ -103,7 +104,7 @@ json settings_json(const Settings& s) {
           {"loss", s.loss},             {"real_label", s.real_label},
           {"spectral_norm", s.spectral_norm}, {"spectral_norm_form", s.spectral_norm_form},
           {"d_norm", s.d_norm},
-          {"d_steps", s.d_steps},       {"r1", s.r1}, {"r1_every", s.r1_every}, {"gp", s.gp},
+          {"d_steps", s.d_steps},       {"r1", s.r1}, {"r1_every", s.r1_every}, {"r1_at", s.r1_at}, {"gp", s.gp},
           {"nz", s.nz},                 {"ngf", s.ngf},
           {"ndf", s.ndf},               {"seed", s.seed},
           {"workers", s.workers},       {"sample_every", s.sample_every},
@@ -144,6 +145,7 @@ Settings settings_from_json(const json& j, const std::string& path) {
     s.r1 = j.value("r1", 0.0);  // runs before the penalties had none
     s.gp = j.value("gp", 0.0);
     s.r1_every = j.value("r1_every", 1);
+    s.r1_at = j.value("r1_at", std::string("augmented"));  // runs before --r1-at took R1 at D's input
     s.nz = j.at("nz");
     s.ngf = j.at("ngf");
     s.ndf = j.at("ndf");
@@ -393,7 +395,8 @@ std::string objective_summary(const Settings& s) {
   if (s.spectral_norm) o << ", spectral norm in D" << (s.spectral_norm_form == "classic" ? "" : " (parametrizations)");
   if (s.d_norm != "batch") o << ", " << s.d_norm << " norm in D";
   if (s.d_steps > 1) o << ", " << s.d_steps << " D updates per G update";
-  if (s.r1 > 0) o << ", R1 penalty " << s.r1 << (s.r1_every > 1 ? " every " + std::to_string(s.r1_every) + " D updates" : "");
+  if (s.r1 > 0) o << ", R1 penalty " << s.r1 << (s.r1_every > 1 ? " every " + std::to_string(s.r1_every) + " D updates" : "")
+                << (s.ada ? (s.r1_at == "reals" ? " at the reals through the augmentation" : " at the augmented reals") : "");
   if (s.gp > 0) o << ", gradient penalty " << s.gp;
   return o.str();
 }
@@ -451,6 +454,8 @@ void validate(const Settings& s) {
   if (!(s.r1 >= 0) || !(s.gp >= 0)) bad("--r1 and --gp must be >= 0 (0 = off)");
   if (s.r1_every < 1) bad("--r1-every " + std::to_string(s.r1_every) + ": must be at least 1 (StyleGAN2's lazy R1 uses 16)");
   if (s.r1_every > 1 && s.r1 == 0) bad("--r1-every " + std::to_string(s.r1_every) + " makes R1 lazy: give --r1 GAMMA too");
+  if (s.r1_at != "reals" && s.r1_at != "augmented")
+    bad("--r1-at, or a resumed run's config.json: '" + s.r1_at + "' is not reals or augmented");
   if (s.loss == "wgan" && s.gp == 0 && !s.spectral_norm)
     bad("--loss wgan needs D kept Lipschitz: --gp 10 (WGAN-GP) or --spectral-norm; without either D's scores grow without bound");
   try {
@@ -500,6 +505,8 @@ int run(int argc, char** argv) {
       ->check(CLI::IsMember({"bce", "hinge", "lsgan", "wgan"}));
   auto* o_r1 = app.add_option("--r1", s.r1, "R1 gradient penalty on real images with this gamma: (gamma/2) |dD(x)/dx|^2 (Mescheder et al. 2018; 0 = off; try 0.1-1 at 64x64); costs about two more D backwards per update");
   auto* o_r1_every = app.add_option("--r1-every", s.r1_every, "lazy R1 (StyleGAN2): the R1 penalty on every k-th D update only, weighted k*gamma, for about 1/k of its cost (StyleGAN2: 16)");
+  auto* o_r1_at = app.add_option("--r1-at", s.r1_at, "with --ada, where R1 takes D's gradient: reals (the dataset's images, through the augmentation, as StyleGAN2-ADA) or augmented (the images as D sees them)")
+      ->check(CLI::IsMember({"reals", "augmented"}));
   auto* o_gp = app.add_option("--gp", s.gp, "WGAN-GP gradient penalty with this lambda: lambda (|dD(x^)/dx^| - 1)^2 at real/fake interpolates (Gulrajani et al. 2017 use 10 with --loss wgan --d-steps 5 --lr 1e-4 --beta1 0 --beta2 0.9; 0 = off)");
   auto* o_real_label = app.add_option("--real-label", s.real_label, "D's target for real images; 0.9 is one-sided label smoothing (bce, lsgan)");
   auto* o_sn = app.add_flag("--spectral-norm", s.spectral_norm, "spectral normalization of every conv in D (SNGAN; torch.nn.utils.spectral_norm's weight_orig/weight_u/weight_v in checkpoints); pairs with --loss hinge");
@@ -543,7 +550,7 @@ int run(int argc, char** argv) {
     if (!resume.empty()) {
       // The run's own settings win; only the length, device, workers and logging may change.
       for (CLI::Option* o : {o_dataset, o_data, o_classes, o_size, o_channels, o_batch, o_lr, o_lr_g, o_lr_d, o_loss,
-                             o_real_label, o_sn, o_sn_form, o_d_norm, o_d_steps, o_r1, o_r1_every, o_gp, o_b1, o_b2, o_nz, o_ngf, o_ndf, o_seed, o_strict, o_flip,
+                             o_real_label, o_sn, o_sn_form, o_d_norm, o_d_steps, o_r1, o_r1_every, o_r1_at, o_gp, o_b1, o_b2, o_nz, o_ngf, o_ndf, o_seed, o_strict, o_flip,
                              o_ema, o_ada, o_ada_target, o_ada_speed, o_ada_interval, o_eval_every, o_eval_num, o_features,
                              o_net_g, o_net_d, o_net_g_key, o_net_d_key, o_start})
         if (o->count() > 0)
@@ -570,6 +577,8 @@ int run(int argc, char** argv) {
       throw CLI::ValidationError("--netG-key/--netD-key name a model inside the --netG/--netD or --start-from file; give that file");
     if (resume.empty() && o_sn_form->count() > 0 && !s.spectral_norm && s.start_from.empty())
       throw CLI::ValidationError("--spectral-norm-form " + s.spectral_norm_form + " picks the form of --spectral-norm; give --spectral-norm too");
+    if (resume.empty() && o_r1_at->count() > 0 && (s.r1 == 0 || !s.ada))
+      throw CLI::ValidationError("--r1-at " + s.r1_at + " says where R1 takes D's gradient when ADA augments the reals; give --r1 GAMMA and --ada too");
     validate(s);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
@@ -621,6 +630,7 @@ int run(int argc, char** argv) {
   mc.d_steps = s.d_steps;
   mc.r1_gamma = s.r1;
   mc.r1_every = s.r1_every;
+  mc.r1_through_augment = s.r1_at == "reals";
   mc.gp_lambda = s.gp;
   Generator init_gen(s.seed);
   DCGANTrainer trainer(mc, device, &init_gen);

@@ -1057,6 +1057,25 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
   });
 }
 
+namespace {
+// spatial_gather's backward as a recorded op: g [N, C, out_h, out_w] scattered (added) back
+// through the map into [N, C, H, W]. Both are linear and each is the other's adjoint,
+// <scatter(g), h> = <g, gather(h)>, so each one's gradient is the other: that is what lets a
+// penalty differentiate D's input gradient through an augmentation (R1 at the un-augmented
+// reals, as StyleGAN2-ADA).
+Tensor spatial_scatter(const Tensor& g, const Tensor& id, const Shape& xs, int64_t out_h, int64_t out_w) {
+  const int64_t N = xs[0], C = xs[1], P_in = xs[2] * xs[3], P_out = out_h * out_w;
+  Tensor dx = Tensor::empty(xs, g.device());
+  if (g.is_cuda())
+    ON_CUDA("spatial_gather", cuda::spatial_gather_backward(g.data(), id.data(), dx.data(), N, C, P_in, P_out));
+  else
+    cpu::spatial_gather_backward<float>(g.data(), id.data(), dx.data(), N, C, P_in, P_out);
+  return mark_linear_backward(record(dx, "spatial_gather_backward", {g}, [id, out_h, out_w](const Tensor& h) {
+    return std::vector<Tensor>{spatial_gather(h, id, out_h, out_w)};
+  }));
+}
+}  // namespace
+
 Tensor spatial_gather(const Tensor& x, const Tensor& index, int64_t out_h, int64_t out_w) {
   const char* op = "spatial_gather";
   check_defined(op, x, "input");
@@ -1082,15 +1101,9 @@ Tensor spatial_gather(const Tensor& x, const Tensor& index, int64_t out_h, int64
   else
     cpu::spatial_gather_forward<float>(x.data(), index.data(), y.data(), N, C, P_in, P_out);
   Tensor id = index.detach();
-  const Shape xs = x.shape();
-  return record(y, op, {x}, {id}, [id, xs, N, C, P_in, P_out](const Tensor& g) {
-    Tensor dx = Tensor::empty(xs, g.device());
-    if (g.is_cuda())
-      ON_CUDA("spatial_gather", cuda::spatial_gather_backward(g.data(), id.data(), dx.data(), N, C, P_in, P_out));
-    else
-      cpu::spatial_gather_backward<float>(g.data(), id.data(), dx.data(), N, C, P_in, P_out);
-    return std::vector<Tensor>{dx};
-  });
+  return mark_linear_backward(record(y, op, {x}, {id}, [id, xs = x.shape(), out_h, out_w](const Tensor& g) {
+    return std::vector<Tensor>{spatial_scatter(g, id, xs, out_h, out_w)};
+  }));
 }
 
 }  // namespace gantry

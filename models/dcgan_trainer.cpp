@@ -186,16 +186,20 @@ StepStats DCGANTrainer::step(const std::vector<Tensor>& reals_in, const std::vec
     opt_d_->zero_grad();
     Tensor penalty;  // R1 + gradient penalty, added to D's loss
     const bool r1_now = r1 && d_updates_ % config_.r1_every == 0;  // lazy R1: every r1_every-th update
-    Tensor real_seen = seen_by_d(reals[k]);
-    if (r1_now || gp) real_seen = real_seen.detach();
+    // R1 differentiates D's raw scores at the real images: with ADA, at the reals before the
+    // augmentation, through it (StyleGAN2-ADA), or at the augmented ones D sees.
+    const bool r1_at_reals = r1_now && ada_ && config_.r1_through_augment;
+    Tensor r1_at;
+    if (r1_at_reals) r1_at = reals[k].detach().requires_grad_(true);
+    Tensor real_seen = seen_by_d(r1_at_reals ? r1_at : reals[k]);
+    if ((r1_now || gp) && !r1_at_reals) real_seen = real_seen.detach();
     if (r1_now) {
-      // The gradient of D's raw scores at the real images D sees (its input, not G's).
-      real_seen.requires_grad_(true);
+      if (!r1_at_reals) r1_at = real_seen.requires_grad_(true);
       const Tensor s_real = d_->forward_logits(real_seen);
       out_real = loss == GANLoss::BCE ? sigmoid(s_real) : s_real;
-      penalty = mul(mean(input_grad_sq_norms(s_real, real_seen)),
+      penalty = mul(mean(input_grad_sq_norms(s_real, r1_at)),
                     static_cast<float>(config_.r1_gamma * config_.r1_every / 2));
-      real_seen.requires_grad_(false);  // the loss's backward needs D's weights, not the images
+      r1_at.requires_grad_(false);  // the loss's backward needs D's weights, not the images
     } else {
       out_real = score(real_seen);
     }

@@ -39,9 +39,11 @@
 // Gradient penalties (0 = off), added to D's loss at every D update; both differentiate D's
 // input gradient (grad with create_graph, core/autograd.h): each costs about two more D
 // backwards per update, and WGAN-GP one more D forward (on x^):
-//   r1_gamma   R1 (Mescheder et al. 2018): (gamma/2) mean_n |d s(x_n) / d x_n|^2 on the real
-//              batch as D sees it (after ADA's augmentation, when on). StyleGAN2 uses 10 at
-//              1024^2; small images want less (0.1-1 at 64^2).
+//   r1_gamma   R1 (Mescheder et al. 2018): (gamma/2) mean_n |d s(aug(x_n)) / d x_n|^2 on the
+//              real batch x. StyleGAN2 uses 10 at 1024^2; small images want less (0.1-1 at
+//              64^2). With ADA on, the gradient is taken at the real images themselves, through
+//              the augmentation, as StyleGAN2-ADA does (r1_through_augment; false: at the
+//              augmented images D sees, what gantry did before).
 //   gp_lambda  WGAN-GP (Gulrajani et al. 2017): lambda mean_n (|d s(x^_n) / d x^_n| - 1)^2 at
 //              x^ = e x_real + (1 - e) x_fake, e ~ U[0, 1] per image (the images as D sees
 //              them); the paper uses 10 with the wgan loss, d_steps 5 and Adam(1e-4, 0, 0.9).
@@ -97,6 +99,7 @@ struct DCGANConfig {
   int d_steps = 1;             // D updates per G update (n_critic); >= 1
   double r1_gamma = 0;         // R1 penalty weight on real images; 0 = off
   int r1_every = 1;            // lazy R1: on every k-th D update, weighted k * r1_gamma; >= 1
+  bool r1_through_augment = true;  // with ADA: R1's gradient at the reals, through the augmentation (StyleGAN2-ADA)
   double gp_lambda = 0;        // WGAN-GP penalty weight at real/fake interpolates; 0 = off
   double generator_lr() const { return lr_g > 0 ? lr_g : lr; }
   double discriminator_lr() const { return lr_d > 0 ? lr_d : lr; }

@@ -77,6 +77,27 @@ TEST_CASE("every augmentation passes gradients (finite differences)") {
   }) < 2e-2);
 }
 
+TEST_CASE("every augmentation differentiates twice (R1 through ADA, as StyleGAN2-ADA)") {
+  // gradgradcheck_op also differentiates along the incoming gradient w, the path a penalty's
+  // chain takes through spatial_gather's recorded backward (a scatter whose gradient is the
+  // gather). square() makes the input gradient depend on x.
+  Tensor x = rnd({2, 3, 4, 4}, 7);
+  auto chk = [&](std::function<Tensor(const Tensor&)> f) {
+    return gradgradcheck_op([f](const std::vector<Tensor>& in) { return square(f(in[0])); }, {x.detach().clone()});
+  };
+  Tensor m = Tensor::from_vector({8, 7, 6, 5, 4, 3, 2, 1, 0, -1, 0, 1, 2, 3, 4, 5, 6, 7}, {2, 9});
+  CHECK(gradgradcheck_op([m](const std::vector<Tensor>& in) { return spatial_gather(in[0], m, 3, 3); },
+                         {rnd({2, 2, 3, 3}, 8)}) < 2e-2);
+  CHECK(chk([](const Tensor& t) { return augment::apply_geometry(t, {geo(true, 1, 1, -1), geo(false, 3, 0, 1)}); }) < 2e-2);
+  CHECK(chk([](const Tensor& t) { return augment::contrast(t, {1.7f, 0.6f}); }) < 2e-2);
+  CHECK(chk([](const Tensor& t) { return augment::saturation(t, {2.0f, 0.5f}); }) < 2e-2);
+  CHECK(chk([](const Tensor& t) { return augment::cutout(t, {0.5f, 0.1f}, {0.5f, 0.9f}); }) < 2e-2);
+  CHECK(chk([](const Tensor& t) {
+    Generator g(11);
+    return augment_images(t, 0.7f, g);
+  }) < 2e-2);
+}
+
 TEST_CASE("color and cutout by hand") {
   Tensor x = Tensor::from_vector({0.f, 0.5f, 1.f, -0.5f}, {1, 1, 2, 2});  // mean 0.25
   CHECK(augment::brightness(x, {0.1f}).to_vector() == std::vector<float>{0.1f, 0.6f, 1.1f, -0.4f});
@@ -158,4 +179,41 @@ TEST_CASE("DCGANTrainer with ADA: D sees augmented images, p adapts, G still tra
   CHECK(std::isfinite(st.loss_d));
   CHECK((st.ada_p == Approx(0.25) || st.ada_p == Approx(0.75) || st.ada_p == Approx(0.5)));
   CHECK(t.generator().named_parameters()[0].second.to_vector() != w0);
+}
+
+TEST_CASE("DCGANTrainer with ADA and R1: the gradient at the reals through the augmentation (StyleGAN2-ADA), or at the augmented images") {
+  DCGANConfig c;
+  c.nz = 8; c.ngf = 4; c.ndf = 4; c.nc = 3; c.image_size = 32;
+  c.r1_gamma = 2;
+  AdaOptions o;
+  o.initial_p = 1;  // every augmentation on every image: translation and cutout zero parts of the gradient
+  Generator data(6);
+  const Tensor real = Tensor::rand({3, 3, 32, 32}, &data) * 2.f - 1.f;
+  const Tensor z = Tensor::randn({3, 8, 1, 1}, &data);
+  // The penalty from the step, and the same one recomputed from a fresh trainer's D (same init,
+  // so the same weights) and an augmentation with the same seed (the step's first draw is the reals').
+  auto penalties = [&](bool through) {
+    DCGANConfig cc = c;
+    cc.r1_through_augment = through;
+    Generator init(3);
+    DCGANTrainer t(cc, Device::cpu(), &init);
+    t.enable_ada(o, 5);
+    const float stepped = t.step(real, z).penalty;
+    Generator init2(3);
+    DCGANTrainer fresh(cc, Device::cpu(), &init2);
+    fresh.discriminator().train();
+    AdaptiveAugment aug(o, 5);
+    Tensor at = real.detach().requires_grad_(true);
+    Tensor seen = aug.apply(at);
+    if (!through) at = seen = seen.detach().requires_grad_(true);
+    const Tensor g = grad({sum(fresh.discriminator().forward_logits(seen))}, {at})[0];
+    const float expected = 0.5f * static_cast<float>(c.r1_gamma) * mean(sum(square(g), {1, 2, 3})).item();
+    return std::make_pair(stepped, expected);
+  };
+  const auto [through, through_expected] = penalties(true);
+  const auto [at_seen, at_seen_expected] = penalties(false);
+  CHECK(through == Approx(through_expected).epsilon(1e-5));
+  CHECK(at_seen == Approx(at_seen_expected).epsilon(1e-5));
+  // The two differ: the translation's zero padding and cutout's square carry no gradient back.
+  CHECK(std::abs(through - at_seen) > 0.05f * at_seen);
 }

@@ -493,6 +493,35 @@ for case in $CASES; do
                       if (d > 0 && (d - 0.01 > 1e-6 || 0.01 - d > 1e-6)) { print "step " $1 ": p moved by " d; bad = 1 } }
         END { exit bad || !moved }' "$WORK/q3/metrics.csv" >"$WORK/diff" \
       || fail "--d-steps 3: ADA's p did not move by 0.01 per adjustment: $(head -3 "$WORK/diff") $(cut -d, -f10 "$WORK/q3/metrics.csv" | tr '\n' ' ')"
+    # R1 with ADA: by default at the reals through the augmentation (StyleGAN2-ADA), with
+    # --r1-at augmented at the images D sees. Identical while p is 0, different once p rises;
+    # a resumed run continues exactly; a run from before --r1-at (no r1_at in its config.json)
+    # resumes with the penalty where it had it.
+    A=(--ada --ada-speed 200 --ada-interval 1 --r1 0.5 --seed 5)
+    "$TRAIN" "${TINY[@]}" "${A[@]}" --max-steps 6 --checkpoint-every 3 --out "$WORK/ar" >"$WORK/o" 2>&1 || fail "--ada --r1 failed: $(tail -3 "$WORK/o")"
+    expect_in "$WORK/o" "R1 penalty 0.5 at the reals through the augmentation"
+    grep -q '"r1_at": "reals"' "$WORK/ar/config.json" || fail "config.json lacks r1_at"
+    "$TRAIN" "${TINY[@]}" "${A[@]}" --r1-at augmented --max-steps 6 --checkpoint-every 3 --out "$WORK/aa" >"$WORK/o" 2>&1 || fail "--r1-at augmented failed: $(tail -3 "$WORK/o")"
+    expect_in "$WORK/o" "R1 penalty 0.5 at the augmented reals"
+    paste -d, "$WORK/ar/metrics.csv" "$WORK/aa/metrics.csv" | awk -F, 'NR > 1 { same = ($11 == $22)  # p: the previous row'"'"'s
+        if (p == 0 && !same) { print "step " $1 " at p 0: " $11 " vs " $22; bad = 1 }
+        if (p > 0 && !same) differ = 1; p = $10 }  END { exit bad || !differ }' >"$WORK/diff" \
+      || fail "R1 at the reals and at the augmented reals: equal at p = 0, then different? $(head -3 "$WORK/diff") $(cut -d, -f10,11 "$WORK/ar/metrics.csv" | tr '\n' ' ')"
+    "$TRAIN" "${TINY[@]}" "${A[@]}" --max-steps 3 --checkpoint-every 3 --out "$WORK/ab" >"$WORK/o" 2>&1 || fail "--ada --r1 run B failed"
+    "$TRAIN" --resume "$WORK/ab" --max-steps 6 --device cpu >"$WORK/o" 2>&1 || fail "resume of --ada --r1 failed: $(tail -3 "$WORK/o")"
+    cut -d, -f1-7,10,11 "$WORK/ar/metrics.csv" >"$WORK/m1"; cut -d, -f1-7,10,11 "$WORK/ab/metrics.csv" >"$WORK/m2"
+    cmp -s "$WORK/m1" "$WORK/m2" || fail "the resumed --ada --r1 run differs: $(diff "$WORK/m1" "$WORK/m2" | head -4)"
+    "$TRAIN" "${TINY[@]}" "${A[@]}" --r1-at augmented --max-steps 3 --checkpoint-every 3 --out "$WORK/ao" >"$WORK/o" 2>&1 || fail "--r1-at augmented run B failed"
+    sed -i 's/"r1_at": "augmented",//' "$WORK/ao/config.json"
+    grep -q r1_at "$WORK/ao/config.json" && fail "could not remove r1_at from $WORK/ao/config.json"
+    "$TRAIN" --resume "$WORK/ao" --max-steps 6 --device cpu >"$WORK/o" 2>&1 || fail "resume of a run from before --r1-at failed: $(tail -3 "$WORK/o")"
+    expect_in "$WORK/o" "at the augmented reals"
+    cut -d, -f1-7,10,11 "$WORK/aa/metrics.csv" >"$WORK/m1"; cut -d, -f1-7,10,11 "$WORK/ao/metrics.csv" >"$WORK/m2"
+    cmp -s "$WORK/m1" "$WORK/m2" || fail "a run from before --r1-at did not resume with R1 at the augmented reals: $(diff "$WORK/m1" "$WORK/m2" | head -4)"
+    "$TRAIN" "${TINY[@]}" --r1 0.5 --r1-at augmented --max-steps 1 --out "$WORK/ax" >"$WORK/o" 2>&1 && fail "--r1-at without --ada was accepted"
+    expect_in "$WORK/o" "give --r1 GAMMA and --ada too"
+    "$TRAIN" --resume "$WORK/ab" --r1-at augmented >"$WORK/o" 2>&1 && fail "--resume with another --r1-at was accepted"
+    expect_in "$WORK/o" "r1-at cannot change when resuming"
     ;;
   generate_post)
     [ -d "$WORK/qa" ] || "$TRAIN" "${TINY[@]}" --max-steps 3 --out "$WORK/qa" >"$WORK/o" 2>&1
@@ -608,6 +637,14 @@ PYEOF
         || fail "GPU --d-norm $norm run failed: $(tail -3 "$WORK/o")"
       same_losses "$WORK/nc_$norm" "$WORK/ng_$norm" 2 >"$WORK/diff" || fail "GPU and CPU --d-norm $norm losses differ: $(cat "$WORK/diff")"
     done
+    # R1 with ADA at the reals, through the augmentation: the gather's recorded scatter on the
+    # device (--ada-target 0.01 and --ada-speed 40 raise p to 0.4 by step 3, which augments).
+    A=(--ada --ada-speed 40 --ada-interval 1 --ada-target 0.01 --r1 0.5 --max-steps 3 --log-every 1)
+    "$TRAIN" "${TINY[@]}" "${A[@]}" --out "$WORK/ac" >"$WORK/o" 2>&1 || fail "CPU --ada --r1 run failed: $(tail -3 "$WORK/o")"
+    GANTRY_ALLOW_TF32=0 "$TRAIN" "${GPU[@]}" --device cuda "${A[@]}" --out "$WORK/ag" >"$WORK/o" 2>&1 \
+      || fail "GPU --ada --r1 run failed: $(tail -3 "$WORK/o")"
+    same_losses "$WORK/ac" "$WORK/ag" 3 >"$WORK/diff" || fail "GPU and CPU --ada --r1 losses differ: $(cat "$WORK/diff")"
+    cmp -s <(cut -d, -f10 "$WORK/ac/metrics.csv") <(cut -d, -f10 "$WORK/ag/metrics.csv") || fail "GPU and CPU ADA p differ"
     "$GEN" --checkpoint "$WORK/pg" --device cuda --num 4 --grid "$WORK/g.png" >"$WORK/o" 2>&1 || fail "dcgan_generate --device cuda failed: $(tail -3 "$WORK/o")"
     [ -s "$WORK/g.png" ] || fail "dcgan_generate --device cuda wrote no grid"
     "$TRAIN" "${GPU[@]}" --device cuda --max-steps 2 --ema 0.9 --ada --ada-interval 1 --out "$WORK/pe" >"$WORK/o" 2>&1 \
