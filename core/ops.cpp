@@ -442,25 +442,64 @@ Tensor cat(const std::vector<Tensor>& xs, int64_t dim) {
       offset += row;
     }
   }
-  std::vector<Shape> shapes;
-  for (const Tensor& t : xs) shapes.push_back(t.shape());
-  return record(out, "cat", xs, [shapes, d, outer, inner, out_row](const Tensor& g) {
+  std::vector<int64_t> sizes;
+  for (const Tensor& t : xs) sizes.push_back(t.shape()[d]);
+  // The gradient of each input is its slice of g: recorded ops, so cat differentiates twice.
+  return mark_linear_backward(record(out, "cat", xs, [sizes, d](const Tensor& g) {
     std::vector<Tensor> grads;
-    int64_t off = 0;
-    for (const Shape& s : shapes) {
-      Tensor gi = Tensor::empty(s, g.device());
-      const int64_t row = s[d] * inner;
-      if (g.is_cuda())
-        ON_CUDA("cat", cuda::copy_2d(gi.data(), row, g.data() + off, out_row, outer, row));
-      else
-        for (int64_t o = 0; o < outer; ++o)
-          std::copy(g.data() + o * out_row + off, g.data() + o * out_row + off + row,
-                    gi.data() + o * row);
-      off += row;
-      grads.push_back(gi);
+    int64_t start = 0;
+    for (int64_t size : sizes) {
+      grads.push_back(slice(g, d, start, size));
+      start += size;
     }
     return grads;
-  });
+  }));
+}
+
+Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t length) {
+  check_defined("slice", x, "input");
+  const int64_t d = normalize_dim("slice", dim, x.dim());
+  const int64_t full = x.shape()[d];
+  if (start < 0 || length < 0 || start + length > full)
+    fail("slice", "[" + std::to_string(start) + ", " + std::to_string(start + length) + ") along dim " +
+                      std::to_string(d) + " is out of range for shape " + shape_str(x.shape()));
+  int64_t outer = 1, inner = 1;
+  for (int64_t k = 0; k < d; ++k) outer *= x.shape()[k];
+  for (int64_t k = d + 1; k < x.dim(); ++k) inner *= x.shape()[k];
+  Shape out_shape = x.shape();
+  out_shape[d] = length;
+  Tensor out = Tensor::empty(out_shape, x.device());
+  const int64_t row = length * inner, in_row = full * inner, off = start * inner;
+  if (out.numel() > 0) {
+    if (x.is_cuda())
+      ON_CUDA("slice", cuda::copy_2d(out.data(), row, x.data() + off, in_row, outer, row));
+    else
+      for (int64_t o = 0; o < outer; ++o)
+        std::copy(x.data() + o * in_row + off, x.data() + o * in_row + off + row, out.data() + o * row);
+  }
+  const Shape xs = x.shape();
+  return mark_linear_backward(record(out, "slice", {x}, [xs, d, start](const Tensor& g) {
+    return std::vector<Tensor>{slice_backward(g, xs, d, start)};
+  }));
+}
+
+Tensor slice_backward(const Tensor& g, const Shape& full, int64_t dim, int64_t start) {
+  check_defined("slice_backward", g, "gradient");
+  const int64_t d = normalize_dim("slice_backward", dim, static_cast<int64_t>(full.size()));
+  Shape before = full, after = full;
+  before[d] = start;
+  after[d] = full[d] - start - (g.dim() == static_cast<int64_t>(full.size()) ? g.shape()[d] : 0);
+  bool fits = g.dim() == static_cast<int64_t>(full.size()) && start >= 0 && after[d] >= 0;
+  for (int64_t k = 0; fits && k < g.dim(); ++k) fits = k == d || g.shape()[k] == full[k];
+  if (!fits)
+    fail("slice_backward", "gradient " + shape_str(g.shape()) + " at " + std::to_string(start) + " along dim " +
+                               std::to_string(d) + " does not fit in " + shape_str(full));
+  // g between zeros: a cat, whose own gradient is the slice again.
+  std::vector<Tensor> parts;
+  if (before[d] > 0) parts.push_back(Tensor::zeros(before, g.device()));
+  parts.push_back(g);
+  if (after[d] > 0) parts.push_back(Tensor::zeros(after, g.device()));
+  return parts.size() == 1 ? g : cat(parts, d);
 }
 
 Tensor transpose2d(const Tensor& x) {
@@ -925,13 +964,20 @@ Tensor binary_cross_entropy(const Tensor& p, const Tensor& target) {
     loss = Tensor::full({}, cpu::bce_forward<float>(p.data(), target.data(), n), p.device());
   }
   Tensor pd = p.detach(), td = target.detach();
-  return record(loss, op, {p, target}, {pd, td}, [pd, td, n](const Tensor& g) {
+  loss = record(loss, op, {p, target}, {pd, td}, [pd, td, n](const Tensor& g) {
     Tensor dp = Tensor::empty_like(pd);
     if (g.is_cuda())  // the upstream gradient stays on the device
       ON_CUDA("binary_cross_entropy", cuda::bce_backward(pd.data(), td.data(), g.data(), dp.data(), n));
     else
       cpu::bce_backward<float>(pd.data(), td.data(), g.item(), dp.data(), n);
     return std::vector<Tensor>{dp, Tensor()};
+  });
+  // dp = (p - t) / max(p (1 - p), 1e-12) g / n, the kernel's formula in recorded ops
+  // (p (1 - p) <= 1/4, so clamping to [1e-12, 1] is the max).
+  return set_graph_backward(loss, [td, n](const Tensor& g, const std::vector<Tensor>& in) {
+    const Tensor& pr = in[0];
+    const Tensor denom = clamp(mul(pr, rsub(pr, 1.f)), 1e-12f, 1.f);
+    return std::vector<Tensor>{mul(div(sub(pr, td), denom), mul(g, 1.f / static_cast<float>(n))), Tensor()};
   });
 }
 
@@ -948,7 +994,7 @@ Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& targ
                         logits.device());
   }
   Tensor xd = logits.detach(), td = target.detach();
-  return record(loss, op, {logits, target}, {xd, td}, [xd, td, n](const Tensor& g) {
+  loss = record(loss, op, {logits, target}, {xd, td}, [xd, td, n](const Tensor& g) {
     Tensor dx = Tensor::empty_like(xd);
     if (g.is_cuda())
       ON_CUDA("binary_cross_entropy_with_logits",
@@ -956,6 +1002,10 @@ Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& targ
     else
       cpu::bce_logits_backward<float>(xd.data(), td.data(), g.item(), dx.data(), n);
     return std::vector<Tensor>{dx, Tensor()};
+  });
+  // dx = (sigmoid(x) - t) g / n in recorded ops.
+  return set_graph_backward(loss, [td, n](const Tensor& g, const std::vector<Tensor>& in) {
+    return std::vector<Tensor>{mul(sub(sigmoid(in[0]), td), mul(g, 1.f / static_cast<float>(n))), Tensor()};
   });
 }
 
@@ -971,6 +1021,21 @@ Tensor l1_loss(const Tensor& input, const Tensor& target) {
 
 // ---- pooling, softmax, classification loss, spatial gather --------------------------------
 
+namespace {
+// avg_pool2d's backward as a recorded op: each window's gradient spread evenly over the
+// window, into [N, C, H, W] = xs. Linear, the pool's adjoint, so its gradient is the pool.
+Tensor avg_pool2d_spread(const Tensor& g, const Shape& xs, int k, int stride) {
+  Tensor dx = Tensor::empty(xs, g.device());
+  if (g.is_cuda())
+    ON_CUDA("avg_pool2d", cuda::avg_pool2d_backward(g.data(), dx.data(), xs[0] * xs[1], xs[2], xs[3], k, stride));
+  else
+    cpu::avg_pool2d_backward<float>(g.data(), dx.data(), xs[0] * xs[1], xs[2], xs[3], k, stride);
+  return mark_linear_backward(record(dx, "avg_pool2d_backward", {g}, [k, stride](const Tensor& h) {
+    return std::vector<Tensor>{avg_pool2d(h, k, stride)};
+  }));
+}
+}  // namespace
+
 Tensor avg_pool2d(const Tensor& x, int k, int stride) {
   const char* op = "avg_pool2d";
   check_defined(op, x, "input");
@@ -985,15 +1050,9 @@ Tensor avg_pool2d(const Tensor& x, int k, int stride) {
   Tensor y = Tensor::empty({N, C, OH, OW}, x.device());
   if (x.is_cuda()) ON_CUDA(op, cuda::avg_pool2d_forward(x.data(), y.data(), N * C, H, W, k, stride));
   else cpu::avg_pool2d_forward<float>(x.data(), y.data(), N * C, H, W, k, stride);
-  const Shape xs = x.shape();
-  return record(y, op, {x}, [xs, k, stride](const Tensor& g) {
-    Tensor dx = Tensor::empty(xs, g.device());
-    if (g.is_cuda())
-      ON_CUDA("avg_pool2d", cuda::avg_pool2d_backward(g.data(), dx.data(), xs[0] * xs[1], xs[2], xs[3], k, stride));
-    else
-      cpu::avg_pool2d_backward<float>(g.data(), dx.data(), xs[0] * xs[1], xs[2], xs[3], k, stride);
-    return std::vector<Tensor>{dx};
-  });
+  return mark_linear_backward(record(y, op, {x}, [xs = x.shape(), k, stride](const Tensor& g) {
+    return std::vector<Tensor>{avg_pool2d_spread(g, xs, k, stride)};
+  }));
 }
 
 Tensor global_avg_pool2d(const Tensor& x) {
@@ -1014,11 +1073,15 @@ Tensor log_softmax(const Tensor& x) {
   if (x.is_cuda()) ON_CUDA(op, cuda::log_softmax_forward(x.data(), y.data(), M, C));
   else cpu::log_softmax_forward<float>(x.data(), y.data(), M, C);
   Tensor ys = y.detach();
-  return record(y, op, {x}, {ys}, [ys, M, C](const Tensor& g) {
+  y = record(y, op, {x}, {ys}, [ys, M, C](const Tensor& g) {
     Tensor dx = Tensor::empty_like(ys);
     if (g.is_cuda()) ON_CUDA("log_softmax", cuda::log_softmax_backward(ys.data(), g.data(), dx.data(), M, C));
     else cpu::log_softmax_backward<float>(ys.data(), g.data(), dx.data(), M, C);
     return std::vector<Tensor>{dx};
+  });
+  // dx = g - softmax(x) * sum_c g, with softmax recomputed from x so it carries x's graph.
+  return set_graph_backward(y, [](const Tensor& g, const std::vector<Tensor>& in) {
+    return std::vector<Tensor>{sub(g, mul(exp(log_softmax(in[0])), sum(g, {1}, /*keepdim=*/true)))};
   });
 }
 
@@ -1047,13 +1110,22 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
                         logits.device());
   }
   Tensor xd = logits.detach(), td = labels.detach();
-  return record(loss, op, {logits, labels}, {xd, td}, [xd, td, M, C](const Tensor& g) {
+  loss = record(loss, op, {logits, labels}, {xd, td}, [xd, td, M, C](const Tensor& g) {
     Tensor dx = Tensor::empty_like(xd);
     if (g.is_cuda())
       ON_CUDA("cross_entropy", cuda::cross_entropy_backward(xd.data(), td.data(), g.data(), dx.data(), M, C));
     else
       cpu::cross_entropy_backward<float>(xd.data(), td.data(), g.item(), dx.data(), M, C);
     return std::vector<Tensor>{dx, Tensor()};
+  });
+  // dx = (softmax(x) - onehot(labels)) g / M from recorded ops. The one-hot rows are built on
+  // the host (one copy of the labels there for a GPU tensor: only a double backward pays it).
+  return set_graph_backward(loss, [td, M, C](const Tensor& g, const std::vector<Tensor>& in) {
+    const std::vector<float> t = td.to_vector();
+    std::vector<float> hot(static_cast<size_t>(M * C), 0.f);
+    for (int64_t i = 0; i < M; ++i) hot[static_cast<size_t>(i * C + static_cast<int64_t>(t[i]))] = 1.f;
+    const Tensor onehot = Tensor::from_vector(hot, {M, C}, td.device());
+    return std::vector<Tensor>{mul(sub(exp(log_softmax(in[0])), onehot), mul(g, 1.f / static_cast<float>(M))), Tensor()};
   });
 }
 

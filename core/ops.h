@@ -48,6 +48,12 @@ Tensor reshape(const Tensor& x, const Shape& shape);
 Tensor flatten(const Tensor& x, int64_t start_dim = 1);
 // Concatenates along dim; all other sizes must match.
 Tensor cat(const std::vector<Tensor>& xs, int64_t dim = 0);
+// x's entries [start, start + length) along dim, as a new contiguous tensor (torch.narrow, but
+// copied); the range must lie inside x. cat and slice are each other's adjoint.
+Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t length);
+// The adjoint of slice: g [.., length, ..] placed at `start` along dim in zeros of shape `full`
+// (torch's slice_backward); differentiable, through cat.
+Tensor slice_backward(const Tensor& g, const Shape& full, int64_t dim, int64_t start);
 Tensor transpose2d(const Tensor& x);  // [M, N] -> [N, M], a copy
 
 // ---- linear algebra ---------------------------------------------------------------------

@@ -270,11 +270,10 @@ Tensor Tensor::narrow0(int64_t start, int64_t length) const {
   impl->shape[0] = length;
   Tensor out(impl);
   const Shape full_shape = shape();
-  return record(out, "narrow0", {*this}, [full_shape, start, length, row](const Tensor& g) {
-    Tensor gx = Tensor::zeros(full_shape, g.device());
-    gx.narrow0(start, length).copy_(g);
-    return std::vector<Tensor>{gx};
-  });
+  // The gradient is g between rows of zeros, recorded ops: narrow0 differentiates twice.
+  return mark_linear_backward(record(out, "narrow0", {*this}, [full_shape, start](const Tensor& g) {
+    return std::vector<Tensor>{slice_backward(g, full_shape, 0, start)};
+  }));
 }
 
 // ---- in-place -------------------------------------------------------------------------------
