@@ -80,6 +80,7 @@ struct Settings {
   double time_limit = 0;  // seconds of this session; 0 = none
   // Quality options (issue 8): EMA generator, adaptive discriminator augmentation, metrics.
   double ema = 0;  // decay; 0 = no EMA generator
+  double ema_rampup = 0;  // StyleGAN2-ADA's ramp-up of the EMA's decay (EMA's rampup); 0 = off
   bool ada = false;
   double ada_target = 0.6, ada_speed = 10000;
   int64_t ada_interval = 4;
@@ -110,7 +111,7 @@ json settings_json(const Settings& s) {
           {"workers", s.workers},       {"sample_every", s.sample_every},
           {"checkpoint_every", s.checkpoint_every}, {"log_every", s.log_every},
           {"strict", s.strict},         {"random_flip", s.flip},
-          {"ema", s.ema},               {"ada", s.ada},
+          {"ema", s.ema},               {"ema_rampup", s.ema_rampup}, {"ada", s.ada},
           {"ada_target", s.ada_target}, {"ada_speed", s.ada_speed},
           {"ada_interval", s.ada_interval}, {"eval_every", s.eval_every},
           {"eval_num", s.eval_num},     {"features", s.features},
@@ -157,6 +158,7 @@ Settings settings_from_json(const json& j, const std::string& path) {
     s.strict = j.value("strict", false);
     s.flip = j.value("random_flip", false);
     s.ema = j.value("ema", 0.0);
+    s.ema_rampup = j.value("ema_rampup", 0.0);  // runs before --ema-rampup had none
     s.ada = j.value("ada", false);
     s.ada_target = j.value("ada_target", 0.6);
     s.ada_speed = j.value("ada_speed", 10000.0);
@@ -471,6 +473,8 @@ void validate(const Settings& s) {
   if (s.sample_every < 1 || s.checkpoint_every < 1 || s.log_every < 1)
     bad("--sample-every, --checkpoint-every and --log-every must be >= 1");
   if (!(s.ema == 0 || (s.ema > 0 && s.ema < 1))) bad("--ema must be a decay in (0, 1), e.g. 0.999 (0 = off)");
+  if (!(s.ema_rampup >= 0 && std::isfinite(s.ema_rampup))) bad("--ema-rampup must be >= 0 (StyleGAN2-ADA uses 0.05; 0 = off)");
+  if (s.ema_rampup > 0 && s.ema == 0) bad("--ema-rampup ramps up the decay of --ema: give --ema DECAY too (e.g. --ema 0.999 --ema-rampup 0.05)");
   if (!(s.ada_target > 0 && s.ada_target < 1)) bad("--ada-target must be in (0, 1) (StyleGAN2-ADA uses 0.6)");
   if (!(s.ada_speed > 0)) bad("--ada-speed must be positive (images for p to go from 0 to 1)");
   if (s.ada_interval < 1) bad("--ada-interval must be >= 1");
@@ -532,6 +536,7 @@ int run(int argc, char** argv) {
   app.add_option("--time-limit", s.time_limit, "stop cleanly (samples, checkpoint, report) after this many seconds of training in this session (0 = no limit); --resume continues")->check(CLI::NonNegativeNumber);
   app.add_option("--threads", s.threads, "CPU threads (0 = OpenMP's default: all cores)");
   auto* o_ema = app.add_option("--ema", s.ema, "keep an exponential moving average of G's weights with this decay (e.g. 0.999; 0 = off); samples, the report and dcgan_generate use it");
+  auto* o_ema_rampup = app.add_option("--ema-rampup", s.ema_rampup, "StyleGAN2-ADA's EMA ramp-up: step t averages with decay min(--ema, 0.5^(1/(R t))), a half-life of R t steps, so the average keeps up early in training (StyleGAN2-ADA: 0.05; 0 = off)");
   auto* o_ada = app.add_flag("--ada", s.ada, "adaptive discriminator augmentation: D sees every image (real and fake) augmented with probability p, p adapted to D's overfitting");
   auto* o_ada_target = app.add_option("--ada-target", s.ada_target, "ADA: target of E[sign(D logit)] on reals");
   auto* o_ada_speed = app.add_option("--ada-speed", s.ada_speed, "ADA: images for p to go from 0 to 1 (StyleGAN2-ADA: 500000; smaller suits short runs)");
@@ -551,7 +556,7 @@ int run(int argc, char** argv) {
       // The run's own settings win; only the length, device, workers and logging may change.
       for (CLI::Option* o : {o_dataset, o_data, o_classes, o_size, o_channels, o_batch, o_lr, o_lr_g, o_lr_d, o_loss,
                              o_real_label, o_sn, o_sn_form, o_d_norm, o_d_steps, o_r1, o_r1_every, o_r1_at, o_gp, o_b1, o_b2, o_nz, o_ngf, o_ndf, o_seed, o_strict, o_flip,
-                             o_ema, o_ada, o_ada_target, o_ada_speed, o_ada_interval, o_eval_every, o_eval_num, o_features,
+                             o_ema, o_ema_rampup, o_ada, o_ada_target, o_ada_speed, o_ada_interval, o_eval_every, o_eval_num, o_features,
                              o_net_g, o_net_d, o_net_g_key, o_net_d_key, o_start})
         if (o->count() > 0)
           throw CLI::ValidationError(o->get_name() + " cannot change when resuming: --resume takes the settings from " + resume + "/config.json");
@@ -641,7 +646,7 @@ int run(int argc, char** argv) {
     if (!s.net_d.empty()) load_start_weights(trainer.discriminator(), s.net_d, s.net_d_key, "--netD", s);
     if (start) start_from_checkpoint(trainer, *start, s);
   }
-  if (s.ema > 0) trainer.enable_ema(s.ema);
+  if (s.ema > 0) trainer.enable_ema(s.ema, s.ema_rampup);
   if (start && trainer.has_ema() && !start->generator_ema.empty()) {
     trainer.generator_ema().load_state_dict(start->generator_ema);
     std::cout << "EMA generator starts from " << start->generator_key << "_ema\n";
@@ -690,6 +695,7 @@ int run(int argc, char** argv) {
     }
     noise_gen.set_state(state.noise_seed, state.noise_offset);
     trainer.set_d_updates(state.step * s.d_steps);  // lazy R1 continues on its cadence
+    if (trainer.has_ema()) trainer.ema()->set_updates(state.step);  // and the EMA's ramp-up
     truncate_metrics((fs::path(s.out) / "metrics.csv").string(), state.step);
     last_checkpoint = ck;
     std::cout << "resuming " << s.out << " from " << ck << " (step " << state.step << ", epoch " << state.epoch << ")\n";
@@ -777,6 +783,12 @@ int run(int argc, char** argv) {
             << (s.d_steps > 1 ? " batches per epoch, " + std::to_string(s.d_steps) + " per step" : std::string(" per epoch"))
             << "), batch " << s.batch_size << ", " << s.image_size << "x" << s.image_size << "x"
             << s.channels << ", " << objective_summary(s) << ", run directory " << s.out << std::endl;
+  if (s.ema > 0) {
+    std::cout << "EMA generator with decay " << s.ema;
+    if (s.ema_rampup > 0)
+      std::cout << ", ramped up as StyleGAN2-ADA's: a half-life of " << s.ema_rampup << " x the steps so far until the decay's";
+    std::cout << "\n";
+  }
   if (s.gp > 0 && s.d_norm == "batch")
     std::cout << "note: --gp with D's batch norm, which makes each image's gradient depend on its batch; the "
                  "WGAN-GP paper's critic has layer norm (--d-norm layer)\n";

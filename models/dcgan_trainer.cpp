@@ -285,11 +285,11 @@ void DCGANTrainer::set_d_updates(int64_t n) {
   d_updates_ = n;
 }
 
-void DCGANTrainer::enable_ema(double decay) {
+void DCGANTrainer::enable_ema(double decay, double rampup) {
   Generator scratch(0);  // the init is overwritten by the copy; keep the default stream untouched
   g_ema_ = make_generator(config_.nz, config_.ngf, config_.nc, config_.image_size, &scratch);
   g_ema_->to(device_);
-  ema_ = std::make_unique<EMA>(*g_, *g_ema_, decay);
+  ema_ = std::make_unique<EMA>(*g_, *g_ema_, decay, rampup);
 }
 
 DCGANGenerator& DCGANTrainer::generator_ema() {

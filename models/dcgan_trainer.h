@@ -61,8 +61,8 @@
 // without R1 counts 0; with d_steps 1, the update's own).
 //
 // Options (off by default; a trainer without them is the example's step exactly):
-// - enable_ema(decay): keeps an EMA generator (optim/ema.h), updated after every G step;
-//   sample() uses it.
+// - enable_ema(decay, rampup): keeps an EMA generator (optim/ema.h), updated after every G
+//   step (with StyleGAN2-ADA's ramp-up of the decay when rampup > 0); sample() uses it.
 // - enable_ada(options, seed): adaptive discriminator augmentation (layers/augment.h): every
 //   image D sees (real, fake for D, fake for G) goes through augment_images at the current p,
 //   differentiably, and p follows sign(D(real) - 0.5) every `interval` steps.
@@ -143,7 +143,9 @@ class DCGANTrainer {
   Tensor sample(const Tensor& z, bool eval, bool use_ema = true);
 
   // Keeps an EMA copy of G from now on (starting as G's current weights).
-  void enable_ema(double decay);
+  // rampup > 0: StyleGAN2-ADA's EMA ramp-up (optim/ema.h), counted in G steps; a resumed run
+  // restores the count with ema()->set_updates(step).
+  void enable_ema(double decay, double rampup = 0);
   bool has_ema() const { return g_ema_ != nullptr; }
   DCGANGenerator& generator_ema();  // throws std::logic_error without enable_ema
   EMA* ema() { return ema_.get(); }

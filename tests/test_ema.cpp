@@ -1,6 +1,8 @@
 // EMA of a model's weights (optim/ema.h) and the trainer's EMA generator.
 #include <catch2/catch.hpp>
 
+#include <cmath>
+
 #include "gantry/layers/layers.h"
 #include "gantry/models/dcgan_trainer.h"
 #include "gantry/optim/ema.h"
@@ -26,6 +28,39 @@ TEST_CASE("EMA: starts as a copy, then ema = d * ema + (1 - d) * w; buffers copi
   auto other = std::make_shared<Sequential>(std::initializer_list<ModulePtr>{make<Linear>(3, 3, true, &g), make<BatchNorm2d>(2)});
   CHECK_THROWS_WITH(EMA(*src, *other, 0.9), Catch::Contains("0.weight"));
   CHECK_THROWS_WITH(EMA(*src, *dst, 1.5), Catch::Contains("decay"));
+}
+
+TEST_CASE("EMA ramp-up (StyleGAN2-ADA): update t averages with min(decay, 0.5^(1/(r t))), the first one copies") {
+  Generator g(2);
+  auto src = std::make_shared<Sequential>(std::initializer_list<ModulePtr>{make<Linear>(3, 2, true, &g)});
+  auto dst = std::make_shared<Sequential>(std::initializer_list<ModulePtr>{make<Linear>(3, 2, true, &g)});
+  EMA ema(*src, *dst, 0.999, 0.05);
+  auto sp = src->parameters(), dp = dst->parameters();
+  CHECK(ema.current_decay() == 0.0);
+  sp[0].add_(Tensor::ones(sp[0].shape()), 1.f);
+  ema.update();  // t = 0: a half-life of 0 steps, the average is the weights
+  CHECK(dp[0].to_vector() == sp[0].to_vector());
+  CHECK(ema.updates() == 1);
+  // t = 1: half-life 0.05 steps, decay 0.5^20 (about 1e-6).
+  CHECK(ema.current_decay() == Approx(std::pow(0.5, 20.0)));
+  // t = 100: half-life 5 steps, 0.5^(1/5) = 0.8706, below the 0.999 cap.
+  ema.set_updates(100);
+  CHECK(ema.current_decay() == Approx(0.8705505633));
+  const std::vector<float> before = dp[0].to_vector();
+  sp[0].add_(Tensor::ones(sp[0].shape()), 1.f);
+  ema.update();
+  const std::vector<float> after = dp[0].to_vector(), w = sp[0].to_vector();
+  for (size_t i = 0; i < after.size(); ++i) CHECK(after[i] == Approx(0.8705505633 * before[i] + 0.1294494367 * w[i]).epsilon(1e-6));
+  // Past t = ln 2 / (r (-ln 0.999)) = 13856 the cap holds.
+  ema.set_updates(13800);
+  CHECK(ema.current_decay() < 0.999);
+  ema.set_updates(13900);
+  CHECK(ema.current_decay() == 0.999);
+  // Without a ramp-up the decay is the decay from the start.
+  EMA plain(*src, *dst, 0.9);
+  CHECK(plain.current_decay() == 0.9);
+  CHECK_THROWS_WITH(EMA(*src, *dst, 0.9, -1), Catch::Contains("rampup"));
+  CHECK_THROWS_WITH(ema.set_updates(-1), Catch::Contains("must be >= 0"));
 }
 
 TEST_CASE("DCGANTrainer with EMA: the EMA generator follows G and sample() uses it") {

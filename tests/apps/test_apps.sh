@@ -484,6 +484,21 @@ for case in $CASES; do
     "$GEN" --checkpoint "$WORK/qa" --no-ema --num 4 --grid "$WORK/raw.png" >"$WORK/o" 2>&1 || fail "generate --no-ema failed"
     grep -q "generator_ema" "$WORK/o" && fail "--no-ema still used the EMA generator"
     "$TRAIN" --resume "$WORK/qb" --ada-target 0.7 >"$WORK/o" 2>&1 && fail "--resume with a changed --ada-target accepted"
+    # --ema-rampup (StyleGAN2-ADA's): the start line says so, config.json keeps it, and a resumed
+    # run continues the ramp-up (its count restored), to the same bytes of the EMA generator.
+    E=(--ema 0.999 --ema-rampup 0.05 --seed 6)
+    "$TRAIN" "${TINY[@]}" "${E[@]}" --max-steps 6 --checkpoint-every 3 --out "$WORK/ea" >"$WORK/o" 2>&1 || fail "--ema-rampup run failed: $(tail -3 "$WORK/o")"
+    expect_in "$WORK/o" "EMA generator with decay 0.999, ramped up as StyleGAN2-ADA's"
+    grep -q '"ema_rampup": 0.05' "$WORK/ea/config.json" || fail "config.json lacks ema_rampup"
+    "$TRAIN" "${TINY[@]}" "${E[@]}" --max-steps 3 --checkpoint-every 3 --out "$WORK/eb" >"$WORK/o" 2>&1 || fail "--ema-rampup run B failed"
+    "$TRAIN" --resume "$WORK/eb" --max-steps 6 --device cpu >"$WORK/o" 2>&1 || fail "resume of the --ema-rampup run failed: $(tail -3 "$WORK/o")"
+    cmp -s "$WORK/ea/checkpoints/step_000006/generator_ema.safetensors" "$WORK/eb/checkpoints/step_000006/generator_ema.safetensors" \
+      || fail "the resumed --ema-rampup run's EMA generator differs from the uninterrupted run's"
+    "$TRAIN" "${TINY[@]}" --ema 0.999 --seed 6 --max-steps 6 --checkpoint-every 6 --out "$WORK/en" >"$WORK/o" 2>&1 || fail "--ema run failed"
+    cmp -s "$WORK/ea/checkpoints/step_000006/generator_ema.safetensors" "$WORK/en/checkpoints/step_000006/generator_ema.safetensors" \
+      && fail "--ema-rampup made no difference to the EMA generator"
+    "$TRAIN" "${TINY[@]}" --ema-rampup 0.05 --max-steps 1 --out "$WORK/ex" >"$WORK/o" 2>&1 && fail "--ema-rampup without --ema was accepted"
+    expect_in "$WORK/o" "give --ema DECAY too"
     "$TRAIN" --ema 1.5 >"$WORK/o" 2>&1 && fail "--ema 1.5 accepted"; expect_in "$WORK/o" "ema"
     # With --d-steps 3, ADA tallies the real batches of all three D updates: every adjustment
     # moves p by 3 x 16 images / --ada-speed 4800 = 0.01 (one batch's tally would move it 0.0033).
