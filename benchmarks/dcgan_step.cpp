@@ -60,6 +60,7 @@ struct Options {
   int r1_every = 1;              // lazy R1 (dcgan_train's --r1-every)
   double ada_p = -1;             // ADA's augmentation at this fixed probability (< 0: off)
   std::string r1_at = "reals";   // with ADA, where R1 is taken (dcgan_train's --r1-at)
+  bool r1_at_given = false;
   int d_steps = 1;
   double r1 = 0, gp = 0;  // gradient penalty weights (dcgan_train's --r1, --gp)
 };
@@ -102,7 +103,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--d-steps") o.d_steps = static_cast<int>(integer(i));
     else if (a == "--d-norm") o.d_norm = value(i);
     else if (a == "--r1-every") o.r1_every = static_cast<int>(integer(i));  // >= 1: checked by DCGANTrainer
-    else if (a == "--r1-at") o.r1_at = value(i);
+    else if (a == "--r1-at") { o.r1_at = value(i); o.r1_at_given = true; }
     else if (a == "--ada-p") {
       const std::string v = value(i);
       char* end = nullptr;
@@ -125,6 +126,7 @@ Options parse(int argc, char** argv) {
   if (o.warmup < 0) usage_error("--warmup must be >= 0");
   if (o.d_steps < 1) usage_error("--d-steps must be >= 1");
   if (o.r1_at != "reals" && o.r1_at != "augmented") usage_error("--r1-at must be reals or augmented, got '" + o.r1_at + "'");
+  if (o.r1_at_given && (o.r1 == 0 || o.ada_p < 0)) usage_error("--r1-at says where R1 is taken with ADA: give --r1 G and --ada-p P too");
   try {
     gan_loss_from_name(o.loss);
   } catch (const std::invalid_argument& e) {

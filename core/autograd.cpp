@@ -141,7 +141,9 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& s
             seen.insert(in.grad_fn().get()).second)
           stack.push_back({in.grad_fn(), 0});
       } else {
-        bool lead = targets.to_leaves;
+        // A node leads somewhere only through an input that does: a graph whose leaf stopped
+        // requiring grad after it was recorded (R1's images) is not walked for nothing.
+        bool lead = false;
         for (const Tensor& in : node->inputs) lead = lead || leads_on(in);
         leads[node.get()] = lead;
         order.push_back(node);

@@ -31,7 +31,7 @@ struct Node {
   std::vector<std::pair<Tensor, uint64_t>> saved;
   // For double backward (grad with create_graph): graph_backward when the op has one, or
   // `backward` itself when linear_backward says it is made of recorded ops on grad_output
-  // alone (add, reshape, sum_to, ...). An op with neither cannot be differentiated twice.
+  // alone (add, reshape, expand, ...). An op with neither cannot be differentiated twice.
   GraphBackwardFn graph_backward;
   bool linear_backward = false;
   // Cleared after a backward without retain_graph, so a second backward is a clear error.

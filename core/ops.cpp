@@ -448,9 +448,9 @@ Tensor cat(const std::vector<Tensor>& xs, int64_t dim) {
   return mark_linear_backward(record(out, "cat", xs, [sizes, d](const Tensor& g) {
     std::vector<Tensor> grads;
     int64_t start = 0;
-    for (int64_t size : sizes) {
-      grads.push_back(slice(g, d, start, size));
-      start += size;
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      grads.push_back(backward_needs_input(i) ? slice(g, d, start, sizes[i]) : Tensor());
+      start += sizes[i];
     }
     return grads;
   }));
@@ -1123,7 +1123,12 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
   return set_graph_backward(loss, [td, M, C](const Tensor& g, const std::vector<Tensor>& in) {
     const std::vector<float> t = td.to_vector();
     std::vector<float> hot(static_cast<size_t>(M * C), 0.f);
-    for (int64_t i = 0; i < M; ++i) hot[static_cast<size_t>(i * C + static_cast<int64_t>(t[i]))] = 1.f;
+    for (int64_t i = 0; i < M; ++i) {
+      if (!(t[i] >= 0.f && t[i] < static_cast<float>(C)) || t[i] != std::floor(t[i]))  // GPU labels are unchecked until here
+        fail("cross_entropy", "label " + std::to_string(i) + " is " + std::to_string(t[i]) +
+                                  "; labels must be class indices in [0, " + std::to_string(C) + ")");
+      hot[static_cast<size_t>(i * C + static_cast<int64_t>(t[i]))] = 1.f;
+    }
     const Tensor onehot = Tensor::from_vector(hot, {M, C}, td.device());
     return std::vector<Tensor>{mul(sub(exp(log_softmax(in[0])), onehot), mul(g, 1.f / static_cast<float>(M))), Tensor()};
   });

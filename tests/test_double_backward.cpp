@@ -95,6 +95,24 @@ TEST_CASE("grad: outputs that depend on each other, and intermediate inputs stop
   CHECK_THROWS_WITH(sum(hw2 * v).backward(), Catch::Contains("already freed"));
 }
 
+TEST_CASE("backward skips the nodes behind a leaf that stopped requiring grad (R1's images)", "[autograd]") {
+  // x requires grad while the graph is recorded, then stops (as the trainer's R1 does after
+  // taking the input gradient): the loss's backward must not run the ops between x and w.
+  int calls = 0;
+  Tensor x = rnd({4}, 89).requires_grad_(true);
+  Tensor w = rnd({4}, 90).requires_grad_(true);
+  Tensor probe = record(mul(x.detach(), 2.f), "probe", {x}, [&calls](const Tensor& g) {
+    ++calls;
+    return std::vector<Tensor>{mul(g, 2.f)};
+  });
+  Tensor loss = sum(mul(probe, w));
+  x.requires_grad_(false);
+  loss.backward();
+  CHECK(calls == 0);
+  CHECK(w.grad().defined());
+  CHECK_FALSE(x.grad().defined());
+}
+
 TEST_CASE("grad: errors name what is wrong", "[autograd][grad]") {
   Tensor x = Tensor::from_vector({1, 2}, {2}).requires_grad_();
   Tensor unused = Tensor::from_vector({1, 2}, {2}).requires_grad_();
@@ -247,6 +265,11 @@ TEST_CASE("slice and slice_backward: values, the adjoint identity, errors", "[au
   CHECK(up.shape() == Shape{2, 3, 4});
   CHECK(sum(mul(up, h)).item() == Approx(sum(mul(g, slice(h, 1, 1, 2))).item()));  // <S^T g, h> = <g, S h>
   CHECK(slice(up, 1, 0, 1).to_vector() == std::vector<float>(8, 0.f));
+  // Empty slices: the gradient of an empty piece is zeros of the whole shape.
+  Tensor xr = rnd({3, 2}, 88).requires_grad_(true);
+  add(sum(slice(xr, 0, 1, 0)), sum(xr.narrow0(2, 0))).backward();
+  CHECK(xr.grad().to_vector() == std::vector<float>(6, 0.f));
+  CHECK(slice_backward(Tensor::zeros({3, 0}), {3, 2}, 1, 2).to_vector() == std::vector<float>(6, 0.f));
   CHECK_THROWS_WITH(slice(x, 1, 2, 2), Catch::Contains("[2, 4) along dim 1 is out of range for shape [2, 3, 4]"));
   CHECK_THROWS_WITH(slice_backward(g, {2, 3, 4}, 1, 2), Catch::Contains("does not fit in [2, 3, 4]"));
 }

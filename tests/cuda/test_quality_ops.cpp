@@ -91,6 +91,14 @@ TEST_CASE("double backward of cat, slice, narrow0, pooling, softmax, gather and 
       {"spatial_gather", {6, 5}, [index](const Tensor& x) {
          return square(spatial_gather(x.reshape({6, 1, 1, 5}), index.to(x.device()), 4, 4)); }, -1, 1},
   };
+  {  // GPU labels are not checked by the forward (no copy to the host); the double backward,
+     // which copies them, names a bad one instead of writing outside its one-hot rows.
+    Tensor x = Tensor::from_vector(test::randn(6 * 5, 13), {6, 5}).to(Device::cuda(0)).requires_grad_(true);
+    const Tensor bad = Tensor::from_vector({2, 0, 7, 1, 1, 4}, {6}).to(Device::cuda(0));
+    GradOptions opt;
+    opt.create_graph = true;
+    CHECK_THROWS_WITH(grad({cross_entropy(x, bad)}, {x}, {}, opt), Catch::Contains("label 2 is 7"));
+  }
   for (const Case& c : cases) {
     INFO(c.name);
     std::vector<std::vector<float>> results[2];
