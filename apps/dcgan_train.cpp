@@ -84,6 +84,7 @@ struct Settings {
   bool ada = false;
   double ada_target = 0.6, ada_speed = 10000;
   int64_t ada_interval = 4;
+  bool ada_geom = false;  // ADA's general geometry too (AdaOptions::geometric)
   int64_t eval_every = 0;  // 0 = no KID/FID during training
   int64_t eval_num = 500;
   std::string features;    // classifier for KID/FID
@@ -113,7 +114,7 @@ json settings_json(const Settings& s) {
           {"strict", s.strict},         {"random_flip", s.flip},
           {"ema", s.ema},               {"ema_rampup", s.ema_rampup}, {"ada", s.ada},
           {"ada_target", s.ada_target}, {"ada_speed", s.ada_speed},
-          {"ada_interval", s.ada_interval}, {"eval_every", s.eval_every},
+          {"ada_interval", s.ada_interval}, {"ada_geom", s.ada_geom}, {"eval_every", s.eval_every},
           {"eval_num", s.eval_num},     {"features", s.features},
           {"net_g", s.net_g},           {"net_g_key", s.net_g_key},
           {"net_d", s.net_d},           {"net_d_key", s.net_d_key},
@@ -163,6 +164,7 @@ Settings settings_from_json(const json& j, const std::string& path) {
     s.ada_target = j.value("ada_target", 0.6);
     s.ada_speed = j.value("ada_speed", 10000.0);
     s.ada_interval = j.value("ada_interval", int64_t{4});
+    s.ada_geom = j.value("ada_geom", false);  // runs before --ada-geom had none
     s.eval_every = j.value("eval_every", int64_t{0});
     s.eval_num = j.value("eval_num", int64_t{500});
     s.features = j.value("features", std::string());
@@ -478,6 +480,7 @@ void validate(const Settings& s) {
   if (!(s.ada_target > 0 && s.ada_target < 1)) bad("--ada-target must be in (0, 1) (StyleGAN2-ADA uses 0.6)");
   if (!(s.ada_speed > 0)) bad("--ada-speed must be positive (images for p to go from 0 to 1)");
   if (s.ada_interval < 1) bad("--ada-interval must be >= 1");
+  if (s.ada_geom && !s.ada) bad("--ada-geom adds to ADA's augmentations: give --ada too");
   if (s.eval_every < 0) bad("--eval-every must be >= 0");
   if (s.eval_every > 0 && s.features.empty())
     bad("--eval-every needs --features CLASSIFIER.safetensors (train one with gantry_classifier_train)");
@@ -541,6 +544,7 @@ int run(int argc, char** argv) {
   auto* o_ada_target = app.add_option("--ada-target", s.ada_target, "ADA: target of E[sign(D logit)] on reals");
   auto* o_ada_speed = app.add_option("--ada-speed", s.ada_speed, "ADA: images for p to go from 0 to 1 (StyleGAN2-ADA: 500000; smaller suits short runs)");
   auto* o_ada_interval = app.add_option("--ada-interval", s.ada_interval, "ADA: steps between adjustments of p");
+  auto* o_ada_geom = app.add_flag("--ada-geom", s.ada_geom, "ADA: add StyleGAN2-ADA's general geometry (isotropic and anisotropic scaling, arbitrary rotation, fractional translation; bilinear, reflection padding) to the flips, quarter turns and integer shifts");
   auto* o_eval_every = app.add_option("--eval-every", s.eval_every, "compute KID and FID every N steps (0 = never); needs --features");
   auto* o_eval_num = app.add_option("--eval-num", s.eval_num, "images (real and generated) per KID/FID evaluation");
   auto* o_features = app.add_option("--features", s.features, "feature classifier for KID/FID (gantry_classifier_train output)");
@@ -556,7 +560,7 @@ int run(int argc, char** argv) {
       // The run's own settings win; only the length, device, workers and logging may change.
       for (CLI::Option* o : {o_dataset, o_data, o_classes, o_size, o_channels, o_batch, o_lr, o_lr_g, o_lr_d, o_loss,
                              o_real_label, o_sn, o_sn_form, o_d_norm, o_d_steps, o_r1, o_r1_every, o_r1_at, o_gp, o_b1, o_b2, o_nz, o_ngf, o_ndf, o_seed, o_strict, o_flip,
-                             o_ema, o_ema_rampup, o_ada, o_ada_target, o_ada_speed, o_ada_interval, o_eval_every, o_eval_num, o_features,
+                             o_ema, o_ema_rampup, o_ada, o_ada_target, o_ada_speed, o_ada_interval, o_ada_geom, o_eval_every, o_eval_num, o_features,
                              o_net_g, o_net_d, o_net_g_key, o_net_d_key, o_start})
         if (o->count() > 0)
           throw CLI::ValidationError(o->get_name() + " cannot change when resuming: --resume takes the settings from " + resume + "/config.json");
@@ -656,6 +660,7 @@ int run(int argc, char** argv) {
     ao.target = s.ada_target;
     ao.speed = s.ada_speed;
     ao.interval = s.ada_interval;
+    ao.geometric = s.ada_geom;
     trainer.enable_ada(ao, s.seed ^ 0xADA5EEDull);
   }
   // KID/FID during training: the classifier and the real images' features, computed once.
@@ -783,6 +788,9 @@ int run(int argc, char** argv) {
             << (s.d_steps > 1 ? " batches per epoch, " + std::to_string(s.d_steps) + " per step" : std::string(" per epoch"))
             << "), batch " << s.batch_size << ", " << s.image_size << "x" << s.image_size << "x"
             << s.channels << ", " << objective_summary(s) << ", run directory " << s.out << std::endl;
+  if (s.ada)
+    std::cout << "ADA: flips, quarter turns, integer shifts" << (s.ada_geom ? ", scaling, rotation, fractional shifts" : "")
+              << ", color, cutout; target " << s.ada_target << ", speed " << s.ada_speed << " images\n";
   if (s.ema > 0) {
     std::cout << "EMA generator with decay " << s.ema;
     if (s.ema_rampup > 0)

@@ -11,7 +11,7 @@
 // Usage: dcgan_step [--device cpu|cuda] [--config all|64rgb_b64,64rgb_b128,32gray_b128]
 //                   [--steps N] [--warmup N] [--threads N] [--batch N] [--seed N] [--json]
 //                   [--loss bce|hinge|lsgan|wgan] [--spectral-norm] [--d-steps K] [--r1 G] [--gp L]
-//                   [--d-norm batch|instance|layer|none] [--r1-every K] [--ada-p P] [--r1-at reals|augmented]
+//                   [--d-norm batch|instance|layer|none] [--r1-every K] [--ada-p P] [--ada-geom] [--r1-at reals|augmented]
 // The last seven are dcgan_train's options of the same names (DCGANConfig): the cost of each.
 // With --d-steps K a step is K D updates and one G update, and images/s counts the K batches.
 #include <omp.h>
@@ -61,6 +61,7 @@ struct Options {
   double ada_p = -1;             // ADA's augmentation at this fixed probability (< 0: off)
   std::string r1_at = "reals";   // with ADA, where R1 is taken (dcgan_train's --r1-at)
   bool r1_at_given = false;
+  bool ada_geom = false;         // ADA's general geometry too (dcgan_train's --ada-geom)
   int d_steps = 1;
   double r1 = 0, gp = 0;  // gradient penalty weights (dcgan_train's --r1, --gp)
 };
@@ -70,7 +71,7 @@ struct Options {
                "dcgan_step: %s\nusage: dcgan_step [--device cpu|cuda] [--config all|64rgb_b64,"
                "64rgb_b128,32gray_b128] [--steps N] [--warmup N] [--threads N] [--batch N] "
                "[--seed N] [--json] [--loss bce|hinge|lsgan|wgan] [--spectral-norm] [--d-steps K] [--r1 G] [--gp L]\n"
-               "                  [--d-norm batch|instance|layer|none] [--r1-every K] [--ada-p P] [--r1-at reals|augmented]\n",
+               "                  [--d-norm batch|instance|layer|none] [--r1-every K] [--ada-p P] [--ada-geom] [--r1-at reals|augmented]\n",
                msg.c_str());
   std::exit(2);
 }
@@ -104,6 +105,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--d-norm") o.d_norm = value(i);
     else if (a == "--r1-every") o.r1_every = static_cast<int>(integer(i));  // >= 1: checked by DCGANTrainer
     else if (a == "--r1-at") { o.r1_at = value(i); o.r1_at_given = true; }
+    else if (a == "--ada-geom") o.ada_geom = true;
     else if (a == "--ada-p") {
       const std::string v = value(i);
       char* end = nullptr;
@@ -126,6 +128,7 @@ Options parse(int argc, char** argv) {
   if (o.warmup < 0) usage_error("--warmup must be >= 0");
   if (o.d_steps < 1) usage_error("--d-steps must be >= 1");
   if (o.r1_at != "reals" && o.r1_at != "augmented") usage_error("--r1-at must be reals or augmented, got '" + o.r1_at + "'");
+  if (o.ada_geom && o.ada_p < 0) usage_error("--ada-geom adds to ADA's augmentations: give --ada-p P too");
   if (o.r1_at_given && (o.r1 == 0 || o.ada_p < 0)) usage_error("--r1-at says where R1 is taken with ADA: give --r1 G and --ada-p P too");
   try {
     gan_loss_from_name(o.loss);
@@ -240,7 +243,7 @@ int main(int argc, char** argv) try {
                 opt.r1 > 0 || opt.gp > 0 ? (", penalties r1 " + std::to_string(opt.r1) +
                                             (opt.r1_every > 1 ? " every " + std::to_string(opt.r1_every) + " D updates (mean over whole cycles)" : "") +
                                             " gp " + std::to_string(opt.gp)).c_str() : "",
-                opt.ada_p >= 0 ? (", ADA at p " + std::to_string(opt.ada_p) + (opt.r1 > 0 ? ", R1 at the " + opt.r1_at : "")).c_str() : "",
+                opt.ada_p >= 0 ? (", ADA at p " + std::to_string(opt.ada_p) + (opt.ada_geom ? " with the general geometry" : "") + (opt.r1 > 0 ? ", R1 at the " + opt.r1_at : "")).c_str() : "",
                 "config", "batch",
                 "ms/step", "images/s", "GFLOP/s", "peak MiB", "CPU-s/step");
   for (StepConfig c : pick(opt)) {
@@ -262,6 +265,7 @@ int main(int argc, char** argv) try {
       AdaOptions ao;
       ao.initial_p = opt.ada_p;
       ao.interval = std::numeric_limits<int64_t>::max();  // p never adjusts: the cost at this p
+      ao.geometric = opt.ada_geom;
       trainer.enable_ada(ao, static_cast<uint64_t>(opt.seed) + 2);
     }
     // A synthetic real batch in [-1, 1), on the trainer's device (no transfer in the timing).
@@ -308,13 +312,13 @@ int main(int argc, char** argv) try {
                   "\"ms_min\": %.3f, \"ms_max\": %.3f, \"images_per_s\": %.3f, \"cpu_ms_per_step\": %.3f, "
                   "\"conv_gflop_per_step\": %.2f, \"conv_gflops\": %.2f, \"peak_mib\": %.1f, "
                   "\"peak_kind\": \"%s\", \"loss\": \"%s\", \"spectral_norm\": %s, \"d_norm\": \"%s\", \"d_steps\": %d, \"r1\": %g, \"r1_every\": %d, \"gp\": %g, "
-                  "\"ada_p\": %g, \"r1_at\": \"%s\", \"loss_d\": %.5f, \"loss_g\": %.5f}\n",
+                  "\"ada_p\": %g, \"ada_geom\": %s, \"r1_at\": \"%s\", \"loss_d\": %.5f, \"loss_g\": %.5f}\n",
                   c.name.c_str(), opt.device.c_str(), machine.c_str(), static_cast<long long>(c.batch),
                   omp_get_max_threads(), static_cast<int>(ms.size()), opt.warmup, med,
                   *std::min_element(ms.begin(), ms.end()), *std::max_element(ms.begin(), ms.end()), ips,
                   center(cpu_ms),
                   step_conv_flops(c, c.batch, opt.d_steps) / 1e9, gflops, peak, peak_what.c_str(), opt.loss.c_str(), opt.spectral_norm ? "true" : "false",
-                  opt.d_norm.c_str(), opt.d_steps, opt.r1, opt.r1_every, opt.gp, opt.ada_p, opt.r1_at.c_str(), st.loss_d, st.loss_g);
+                  opt.d_norm.c_str(), opt.d_steps, opt.r1, opt.r1_every, opt.gp, opt.ada_p, opt.ada_geom ? "true" : "false", opt.r1_at.c_str(), st.loss_d, st.loss_g);
     } else {
       std::printf("%-12s %6lld %10.1f %10.2f %9.1f %12.1f %11.2f\n", c.name.c_str(),
                   static_cast<long long>(c.batch), med, ips, gflops, peak, center(cpu_ms) / 1e3);

@@ -59,6 +59,54 @@ Tensor apply_geometry(const Tensor& x, const std::vector<Geometry>& g) {
   return spatial_gather(x, geometry_index(g, S).to(x.device()), S, S);
 }
 
+namespace {
+// Reflection of an integer position into [0, S): period 2 (S - 1), as torch's "reflect" pad.
+int64_t reflect(int64_t i, int64_t S) {
+  const int64_t period = 2 * (S - 1);
+  int64_t r = i % period;
+  if (r < 0) r += period;
+  return r < S ? r : period - r;
+}
+}  // namespace
+
+Tensor warp(const Tensor& x, const std::vector<Warp>& w) {
+  check_images("augment::warp", x, w.size());
+  const int64_t N = x.shape()[0], S = x.shape()[2];
+  if (S < 2) throw std::invalid_argument("augment::warp: images must be at least 2x2, got " + shape_str(x.shape()));
+  // Bilinear = the sum over the four neighbours of (gather of that neighbour) x (its weight):
+  // each term is ops that differentiate twice, so penalties pass through the warp too.
+  std::vector<float> idx[4], wt[4];
+  for (int k = 0; k < 4; ++k) {
+    idx[k].resize(static_cast<size_t>(N * S * S));
+    wt[k].resize(static_cast<size_t>(N * S * S));
+  }
+  const double c = (S - 1) / 2.0;
+  for (int64_t n = 0; n < N; ++n) {
+    const Warp& a = w[n];
+    for (int64_t i = 0; i < S; ++i)
+      for (int64_t j = 0; j < S; ++j) {
+        const double u = static_cast<double>(j) - c, v = static_cast<double>(i) - c;
+        const double xs = a.m00 * u + a.m01 * v + a.tx + c, ys = a.m10 * u + a.m11 * v + a.ty + c;
+        const double x0 = std::floor(xs), y0 = std::floor(ys), fx = xs - x0, fy = ys - y0;
+        const int64_t cx[2] = {reflect(static_cast<int64_t>(x0), S), reflect(static_cast<int64_t>(x0) + 1, S)};
+        const int64_t cy[2] = {reflect(static_cast<int64_t>(y0), S), reflect(static_cast<int64_t>(y0) + 1, S)};
+        const double wx[2] = {1 - fx, fx}, wy[2] = {1 - fy, fy};
+        const size_t o = static_cast<size_t>((n * S + i) * S + j);
+        for (int k = 0; k < 4; ++k) {
+          idx[k][o] = static_cast<float>(cy[k / 2] * S + cx[k % 2]);
+          wt[k][o] = static_cast<float>(wy[k / 2] * wx[k % 2]);
+        }
+      }
+  }
+  Tensor y;
+  for (int k = 0; k < 4; ++k) {
+    const Tensor term = mul(spatial_gather(x, Tensor::from_vector(idx[k], {N, S * S}, x.device()), S, S),
+                            Tensor::from_vector(wt[k], {N, 1, S, S}, x.device()));
+    y = k == 0 ? term : add(y, term);
+  }
+  return y;
+}
+
 Tensor brightness(const Tensor& x, const std::vector<float>& b) {
   check_images("augment::brightness", x, b.size());
   return add(x, per_sample(b, x.device()));
@@ -96,7 +144,7 @@ Tensor cutout(const Tensor& x, const std::vector<float>& cx, const std::vector<f
 
 }  // namespace augment
 
-Tensor augment_images(const Tensor& x, float p, Generator& gen) {
+Tensor augment_images(const Tensor& x, float p, Generator& gen, bool geometric) {
   if (x.dim() != 4 || x.shape()[2] != x.shape()[3])
     throw std::invalid_argument("augment_images: images must be square [N, C, S, S], got " + shape_str(x.shape()));
   const int64_t N = x.shape()[0], S = x.shape()[2];
@@ -132,6 +180,45 @@ Tensor augment_images(const Tensor& x, float p, Generator& gen) {
   }
   Tensor y = x;
   if (any_geo) y = augment::apply_geometry(y, geo);
+  if (geometric) {
+    // StyleGAN2-ADA's "geom" group, drawn after the values above: isotropic scaling, rotation,
+    // anisotropic scaling, rotation, fractional translation, composed into one matrix per image
+    // (output -> input; each distribution is symmetric, so the direction does not matter).
+    constexpr int kGU = 7, kGZ = 4;
+    std::vector<float> gu, gz;
+    {
+      NoGradGuard guard;
+      gu = Tensor::rand({N, kGU}, &gen).to_vector();
+      gz = Tensor::randn({N, kGZ}, &gen).to_vector();
+    }
+    const double p_rot = 1.0 - std::sqrt(std::max(0.0, 1.0 - static_cast<double>(p)));  // two chances: p overall
+    const double pi = 3.14159265358979323846;
+    std::vector<augment::Warp> warps(static_cast<size_t>(N));
+    bool any_warp = false;
+    for (int64_t n = 0; n < N; ++n) {
+      auto GU = [&](int k) { return static_cast<double>(gu[static_cast<size_t>(n * kGU + k)]); };
+      auto GZ = [&](int k) { return static_cast<double>(gz[static_cast<size_t>(n * kGZ + k)]); };
+      double m[2][2] = {{1, 0}, {0, 1}}, t[2] = {0, 0};
+      auto then = [&](double a, double b, double c2, double d) {  // m = [[a, b], [c2, d]] m
+        const double r00 = a * m[0][0] + b * m[1][0], r01 = a * m[0][1] + b * m[1][1];
+        const double r10 = c2 * m[0][0] + d * m[1][0], r11 = c2 * m[0][1] + d * m[1][1];
+        m[0][0] = r00; m[0][1] = r01; m[1][0] = r10; m[1][1] = r11;
+      };
+      bool on = false;
+      if (GU(0) < p) { const double s = std::exp2(0.2 * GZ(0)); then(s, 0, 0, s); on = true; }
+      if (GU(1) < p_rot) { const double th = (2 * GU(5) - 1) * pi; then(std::cos(th), -std::sin(th), std::sin(th), std::cos(th)); on = true; }
+      if (GU(2) < p) { const double s = std::exp2(0.2 * GZ(1)); then(s, 0, 0, 1 / s); on = true; }
+      if (GU(3) < p_rot) { const double th = (2 * GU(6) - 1) * pi; then(std::cos(th), -std::sin(th), std::sin(th), std::cos(th)); on = true; }
+      if (GU(4) < p) { t[0] = 0.125 * GZ(2) * S; t[1] = 0.125 * GZ(3) * S; on = true; }
+      if (!on) continue;
+      any_warp = true;
+      augment::Warp& wp = warps[n];
+      wp.m00 = static_cast<float>(m[0][0]); wp.m01 = static_cast<float>(m[0][1]);
+      wp.m10 = static_cast<float>(m[1][0]); wp.m11 = static_cast<float>(m[1][1]);
+      wp.tx = static_cast<float>(t[0]); wp.ty = static_cast<float>(t[1]);
+    }
+    if (any_warp && S >= 2) y = augment::warp(y, warps);
+  }
   if (any_b) y = augment::brightness(y, b);
   if (any_c) y = augment::contrast(y, c);
   if (any_s) y = augment::saturation(y, s);

@@ -98,6 +98,63 @@ TEST_CASE("every augmentation differentiates twice (R1 through ADA, as StyleGAN2
   }) < 2e-2);
 }
 
+TEST_CASE("warp: identity, integer and half-pixel shifts with reflection, a quarter turn as torch.rot90") {
+  Tensor x = Tensor::arange(16).reshape({1, 1, 4, 4});  // in[i][j] = 4 i + j
+  augment::Warp id;
+  CHECK(augment::warp(x, {id}).to_vector() == x.to_vector());
+  augment::Warp right;
+  right.tx = 1;  // out[i][j] = in[i][j + 1], and column 4 reflects to 2
+  std::vector<float> r = augment::warp(x, {right}).to_vector();
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j) CHECK(r[i * 4 + j] == static_cast<float>(4 * i + (j < 3 ? j + 1 : 2)));
+  augment::Warp half;
+  half.ty = -0.5f;  // between rows i - 1 and i; row -1 reflects to 1
+  std::vector<float> h = augment::warp(x, {half}).to_vector();
+  for (int j = 0; j < 4; ++j) {
+    CHECK(h[j] == Approx(0.5 * (4 + j) + 0.5 * j));
+    CHECK(h[8 + j] == Approx(0.5 * (4 + j) + 0.5 * (8 + j)));
+  }
+  augment::Warp quarter;  // x_in = c - (i - c) = S - 1 - i, y_in = j: out[i][j] = in[j][S-1-i]
+  quarter.m00 = 0; quarter.m01 = -1; quarter.m10 = 1; quarter.m11 = 0;
+  CHECK(augment::warp(x, {quarter}).to_vector() == one(x, geo(false, 1, 0, 0)));
+  CHECK_THROWS_WITH(augment::warp(x, {id, id}), Catch::Contains("2 per-sample values for 1 images"));
+}
+
+TEST_CASE("warp and the general geometry differentiate once and twice") {
+  Tensor x = rnd({2, 2, 5, 5}, 9);
+  augment::Warp a, b;
+  a.m00 = 0.8f; a.m01 = -0.5f; a.m10 = 0.6f; a.m11 = 0.9f; a.tx = 0.7f; a.ty = -1.3f;
+  b.m00 = 1.3f; b.m11 = 0.77f; b.tx = 2.2f;
+  const std::vector<augment::Warp> w = {a, b};
+  CHECK(gradcheck_op([w](const std::vector<Tensor>& in) { return augment::warp(in[0], w); }, {x.detach().clone()}) < 2e-2);
+  CHECK(gradgradcheck_op([w](const std::vector<Tensor>& in) { return square(augment::warp(in[0], w)); }, {x.detach().clone()}) < 2e-2);
+  CHECK(gradgradcheck_op([](const std::vector<Tensor>& in) {
+    Generator g(12);
+    return square(augment_images(in[0], 0.8f, g, /*geometric=*/true));
+  }, {rnd({2, 3, 4, 4}, 10)}) < 2e-2);
+}
+
+TEST_CASE("augment_images with the general geometry: p = 0 is the identity, draws after the old ones") {
+  Tensor x = rnd({4, 3, 8, 8}, 11);
+  Generator plain(3), geom(3);
+  augment_images(x, 0.5f, plain);
+  const uint64_t old_offset = plain.offset();
+  CHECK(augment_images(x, 0.f, geom, true).to_vector() == x.to_vector());
+  CHECK(geom.offset() > old_offset);  // its own values come after the old ones
+  Generator a(4), b(4), c(4);
+  const std::vector<float> with = augment_images(x, 1.f, a, true).to_vector();
+  CHECK(with == augment_images(x, 1.f, b, true).to_vector());
+  CHECK(with != augment_images(x, 1.f, c, false).to_vector());
+  // Without it, the stream (and so an older run's resume) is what it was: 12 uniforms and 3
+  // normals per image.
+  Generator d(5), e(5);
+  augment_images(x, 0.3f, d);
+  NoGradGuard guard;
+  Tensor::rand({4, 12}, &e);
+  Tensor::randn({4, 3}, &e);
+  CHECK(d.offset() == e.offset());
+}
+
 TEST_CASE("color and cutout by hand") {
   Tensor x = Tensor::from_vector({0.f, 0.5f, 1.f, -0.5f}, {1, 1, 2, 2});  // mean 0.25
   CHECK(augment::brightness(x, {0.1f}).to_vector() == std::vector<float>{0.1f, 0.6f, 1.1f, -0.4f});

@@ -533,6 +533,21 @@ for case in $CASES; do
     expect_in "$WORK/o" "at the augmented reals"
     cut -d, -f1-7,10,11 "$WORK/aa/metrics.csv" >"$WORK/m1"; cut -d, -f1-7,10,11 "$WORK/ao/metrics.csv" >"$WORK/m2"
     cmp -s "$WORK/m1" "$WORK/m2" || fail "a run from before --r1-at did not resume with R1 at the augmented reals: $(diff "$WORK/m1" "$WORK/m2" | head -4)"
+    # --ada-geom: the general geometry joins the pipeline; recorded, resumed exactly, and it
+    # changes the run (with --ada-target 0.01, p rises from the first adjustment).
+    G=(--ada --ada-geom --ada-speed 40 --ada-interval 1 --ada-target 0.01 --r1 0.5 --seed 7)
+    "$TRAIN" "${TINY[@]}" "${G[@]}" --max-steps 6 --checkpoint-every 3 --out "$WORK/ga" >"$WORK/o" 2>&1 || fail "--ada-geom failed: $(tail -3 "$WORK/o")"
+    expect_in "$WORK/o" "ADA: flips, quarter turns, integer shifts, scaling, rotation, fractional shifts"
+    grep -q '"ada_geom": true' "$WORK/ga/config.json" || fail "config.json lacks ada_geom"
+    "$TRAIN" "${TINY[@]}" "${G[@]}" --max-steps 3 --checkpoint-every 3 --out "$WORK/gb" >"$WORK/o" 2>&1 || fail "--ada-geom run B failed"
+    "$TRAIN" --resume "$WORK/gb" --max-steps 6 --device cpu >"$WORK/o" 2>&1 || fail "resume of the --ada-geom run failed: $(tail -3 "$WORK/o")"
+    cut -d, -f1-7,10,11 "$WORK/ga/metrics.csv" >"$WORK/m1"; cut -d, -f1-7,10,11 "$WORK/gb/metrics.csv" >"$WORK/m2"
+    cmp -s "$WORK/m1" "$WORK/m2" || fail "the resumed --ada-geom run differs: $(diff "$WORK/m1" "$WORK/m2" | head -4)"
+    "$TRAIN" "${TINY[@]}" --ada --ada-speed 40 --ada-interval 1 --ada-target 0.01 --r1 0.5 --seed 7 --max-steps 6 --checkpoint-every 6 --out "$WORK/gn" >"$WORK/o" 2>&1 || fail "the run without --ada-geom failed"
+    cut -d, -f1-7 "$WORK/gn/metrics.csv" >"$WORK/m2"; cut -d, -f1-7 "$WORK/ga/metrics.csv" >"$WORK/m1"
+    cmp -s "$WORK/m1" "$WORK/m2" && fail "--ada-geom made no difference"
+    "$TRAIN" "${TINY[@]}" --ada-geom --max-steps 1 --out "$WORK/gx" >"$WORK/o" 2>&1 && fail "--ada-geom without --ada was accepted"
+    expect_in "$WORK/o" "give --ada too"
     "$TRAIN" "${TINY[@]}" --r1 0.5 --r1-at augmented --max-steps 1 --out "$WORK/ax" >"$WORK/o" 2>&1 && fail "--r1-at without --ada was accepted"
     expect_in "$WORK/o" "give --r1 GAMMA and --ada too"
     "$TRAIN" --resume "$WORK/ab" --r1-at augmented >"$WORK/o" 2>&1 && fail "--resume with another --r1-at was accepted"
@@ -652,9 +667,9 @@ PYEOF
         || fail "GPU --d-norm $norm run failed: $(tail -3 "$WORK/o")"
       same_losses "$WORK/nc_$norm" "$WORK/ng_$norm" 2 >"$WORK/diff" || fail "GPU and CPU --d-norm $norm losses differ: $(cat "$WORK/diff")"
     done
-    # R1 with ADA at the reals, through the augmentation: the gather's recorded scatter on the
+    # R1 with ADA (and its general geometry) at the reals, through the augmentation: the gathers' recorded scatters on the
     # device (--ada-target 0.01 and --ada-speed 40 raise p to 0.4 by step 3, which augments).
-    A=(--ada --ada-speed 40 --ada-interval 1 --ada-target 0.01 --r1 0.5 --max-steps 3 --log-every 1)
+    A=(--ada --ada-geom --ada-speed 40 --ada-interval 1 --ada-target 0.01 --r1 0.5 --max-steps 3 --log-every 1)
     "$TRAIN" "${TINY[@]}" "${A[@]}" --out "$WORK/ac" >"$WORK/o" 2>&1 || fail "CPU --ada --r1 run failed: $(tail -3 "$WORK/o")"
     GANTRY_ALLOW_TF32=0 "$TRAIN" "${GPU[@]}" --device cuda "${A[@]}" --out "$WORK/ag" >"$WORK/o" 2>&1 \
       || fail "GPU --ada --r1 run failed: $(tail -3 "$WORK/o")"
