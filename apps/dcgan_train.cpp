@@ -46,6 +46,7 @@ extern "C" void on_signal(int sig) {
 
 struct Settings {
   std::string dataset = "fashion-mnist";
+  int64_t subset = 0;  // train on a fixed random subset of this many images (0 = all)
   std::string data;
   std::string classes;  // lsun: comma-separated categories (the PyTorch example's --classes)
   int image_size = 64;
@@ -96,7 +97,7 @@ struct Settings {
 };
 
 json settings_json(const Settings& s) {
-  return {{"dataset", s.dataset},       {"data", s.data},
+  return {{"dataset", s.dataset},       {"data", s.data},         {"subset", s.subset},
           {"classes", s.classes},
           {"image_size", s.image_size}, {"channels", s.channels},
           {"batch_size", s.batch_size}, {"epochs", s.epochs},
@@ -126,6 +127,7 @@ Settings settings_from_json(const json& j, const std::string& path) {
   Settings s;
   try {
     s.dataset = j.at("dataset");
+    s.subset = j.value("subset", int64_t{0});  // runs before --subset used every image
     s.data = j.at("data");
     s.classes = j.value("classes", std::string());
     s.image_size = j.at("image_size");
@@ -485,6 +487,7 @@ void validate(const Settings& s) {
   if (s.eval_every > 0 && s.features.empty())
     bad("--eval-every needs --features CLASSIFIER.safetensors (train one with gantry_classifier_train)");
   if (s.eval_num < 2) bad("--eval-num must be at least 2");
+  if (s.subset < 0) bad("--subset must be >= 0 (0 = every image)");
   if (!s.classes.empty() && s.dataset != "lsun")
     bad("--classes picks LSUN categories: it needs --dataset lsun (not " + s.dataset + ")");
   if (s.data.empty() && !data::dataset_data_hint(s.dataset).empty())
@@ -498,6 +501,7 @@ int run(int argc, char** argv) {
   app.option_defaults()->always_capture_default();
   auto* o_dataset = app.add_option("--dataset", s.dataset, "fashion-mnist (Debian's package, no download), mnist, cifar10, cifar100, lsun or folder")
       ->check(CLI::IsMember(data::dataset_kinds()));
+  auto* o_subset = app.add_option("--subset", s.subset, "train on a fixed random subset of this many images (StyleGAN2-ADA's --subset: little data, where --ada helps; the same subset whatever --seed); KID/FID still compare with the whole dataset; 0 = every image");
   auto* o_data = app.add_option("--data", s.data, "dataset location: a folder of images (folder); the CIFAR-10/100 folder, binary or python version (torchvision's root works); the MNIST IDX folder; an LSUN database or the folder of several; default for fashion-mnist: " + data::default_fashion_mnist_dir());
   auto* o_classes = app.add_option("--classes", s.classes, "lsun: comma-separated categories, e.g. bedroom,church_outdoor (bedroom means bedroom_train_lmdb; default: every one in --data)");
   auto* o_size = app.add_option("--image-size", s.image_size, "image size: 32, 64 or 128 (one network stage per doubling)");
@@ -558,7 +562,7 @@ int run(int argc, char** argv) {
     app.parse(argc, argv);
     if (!resume.empty()) {
       // The run's own settings win; only the length, device, workers and logging may change.
-      for (CLI::Option* o : {o_dataset, o_data, o_classes, o_size, o_channels, o_batch, o_lr, o_lr_g, o_lr_d, o_loss,
+      for (CLI::Option* o : {o_dataset, o_subset, o_data, o_classes, o_size, o_channels, o_batch, o_lr, o_lr_g, o_lr_d, o_loss,
                              o_real_label, o_sn, o_sn_form, o_d_norm, o_d_steps, o_r1, o_r1_every, o_r1_at, o_gp, o_b1, o_b2, o_nz, o_ngf, o_ndf, o_seed, o_strict, o_flip,
                              o_ema, o_ema_rampup, o_ada, o_ada_target, o_ada_speed, o_ada_interval, o_ada_geom, o_eval_every, o_eval_num, o_features,
                              o_net_g, o_net_d, o_net_g_key, o_net_d_key, o_start})
@@ -612,7 +616,14 @@ int run(int argc, char** argv) {
   data::DatasetOptions dopt;
   dopt.strict = s.strict;
   dopt.classes = data::split_classes(s.classes);
-  auto dataset = data::open_dataset(s.dataset, s.data, /*train=*/true, dopt);
+  const auto full_dataset = data::open_dataset(s.dataset, s.data, /*train=*/true, dopt);
+  std::shared_ptr<data::Dataset> dataset = full_dataset;
+  if (s.subset > 0) {
+    if (s.subset > static_cast<int64_t>(full_dataset->size()))
+      throw std::invalid_argument("--subset " + std::to_string(s.subset) + " is more than the " +
+                                  std::to_string(full_dataset->size()) + " images of " + full_dataset->name());
+    dataset = std::make_shared<data::Subset>(full_dataset, static_cast<size_t>(s.subset));
+  }
   if (s.channels == 0) s.channels = dataset->channels();
   std::cout << "dataset: " << dataset->name() << "\n";
   if (!dataset->bad_files().empty())
@@ -653,7 +664,9 @@ int run(int argc, char** argv) {
   if (s.ema > 0) trainer.enable_ema(s.ema, s.ema_rampup);
   if (start && trainer.has_ema() && !start->generator_ema.empty()) {
     trainer.generator_ema().load_state_dict(start->generator_ema);
-    std::cout << "EMA generator starts from " << start->generator_key << "_ema\n";
+    std::cout << "EMA generator starts from " << start->generator_key << "_ema"
+              << (s.ema_rampup > 0 ? " (with --ema-rampup the first update copies G over it: the ramp restarts at step 0)" : "")
+              << "\n";
   }
   if (s.ada) {
     AdaOptions ao;
@@ -669,7 +682,7 @@ int run(int argc, char** argv) {
   if (s.eval_every > 0) {
     classifier = load_classifier(s.features);
     real_features = apps::classifier_features(
-        *classifier, apps::dataset_images(*dataset, s.eval_num, s.image_size, s.channels), device);
+        *classifier, apps::dataset_images(*full_dataset, s.eval_num, s.image_size, s.channels), device);
     std::cout << "evaluating KID/FID every " << s.eval_every << " steps on " << s.eval_num << " images with "
               << s.features << " (" << classifier->feature_dim() << " features)\n";
   }

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <iostream>
 #include <map>
+#include <random>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -449,6 +450,32 @@ std::shared_ptr<Dataset> open_dataset(const std::string& kind, const std::string
   if (kind == "cifar100") return std::make_shared<Cifar100>(path, train);
   if (kind == "lsun") return std::make_shared<Lsun>(path, train, opt.classes);
   return std::make_shared<ImageFolder>(path, opt);
+}
+
+}  // namespace gantry::data
+
+namespace gantry::data {
+
+Subset::Subset(std::shared_ptr<Dataset> base, size_t count, uint64_t seed) : base_(std::move(base)) {
+  if (!base_) throw std::invalid_argument("Subset: no dataset");
+  const size_t n = base_->size();
+  if (count == 0 || count > n)
+    throw std::invalid_argument("subset of " + std::to_string(count) + " images: " + base_->name() + " has " +
+                                std::to_string(n) + "; give 1.." + std::to_string(n));
+  // The first `count` places of a Fisher-Yates shuffle, then sorted (reading order).
+  std::vector<size_t> all(n);
+  for (size_t i = 0; i < n; ++i) all[i] = i;
+  std::mt19937_64 rng(seed);
+  for (size_t i = 0; i < count; ++i) {
+    const size_t j = i + static_cast<size_t>(rng() % (n - i));
+    std::swap(all[i], all[j]);
+  }
+  index_.assign(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(count));
+  std::sort(index_.begin(), index_.end());
+}
+
+std::string Subset::name() const {
+  return base_->name() + ", a subset of " + std::to_string(index_.size()) + " images";
 }
 
 }  // namespace gantry::data

@@ -235,6 +235,30 @@ const std::vector<std::string>& dataset_kinds();
 // What `path` must be for `kind`, for help texts and errors ("" for fashion-mnist: optional).
 std::string dataset_data_hint(const std::string& kind);
 
+// A fixed random subset of another dataset (torch.utils.data.Subset of StyleGAN2-ADA's
+// --subset): `count` distinct images drawn with `seed` (a Fisher-Yates shuffle on mt19937_64,
+// so the same on every machine), kept in their original order. For training on little data,
+// the setting ADA is for. Throws std::invalid_argument when count is 0 or above base's size.
+class Subset : public Dataset {
+ public:
+  Subset(std::shared_ptr<Dataset> base, size_t count, uint64_t seed = 0);
+  size_t size() const override { return index_.size(); }
+  Example get(size_t i) const override { return base_->get(index_.at(i)); }
+  int64_t num_classes() const override { return base_->num_classes(); }
+  int channels() const override { return base_->channels(); }
+  int width() const override { return base_->width(); }
+  int height() const override { return base_->height(); }
+  std::string name() const override;
+  std::vector<std::string> class_names() const override { return base_->class_names(); }
+  std::string source(size_t i) const override { return base_->source(index_.at(i)); }
+  const std::vector<BadFile>& bad_files() const override { return base_->bad_files(); }
+  const std::vector<size_t>& indices() const { return index_; }  // into base, ascending
+
+ private:
+  std::shared_ptr<Dataset> base_;
+  std::vector<size_t> index_;
+};
+
 // Throws std::invalid_argument for an unknown kind or a missing path, naming the choices.
 std::shared_ptr<Dataset> open_dataset(const std::string& kind, const std::string& path,
                                       bool train = true, const DatasetOptions& opt = {});

@@ -75,14 +75,24 @@ Tensor warp(const Tensor& x, const std::vector<Warp>& w) {
   if (S < 2) throw std::invalid_argument("augment::warp: images must be at least 2x2, got " + shape_str(x.shape()));
   // Bilinear = the sum over the four neighbours of (gather of that neighbour) x (its weight):
   // each term is ops that differentiate twice, so penalties pass through the warp too.
-  std::vector<float> idx[4], wt[4];
-  for (int k = 0; k < 4; ++k) {
-    idx[k].resize(static_cast<size_t>(N * S * S));
-    wt[k].resize(static_cast<size_t>(N * S * S));
-  }
+  // The four maps in one array each ([4, N, S*S]: one upload for the indices, one for the
+  // weights), built on the host in parallel over images.
+  const size_t plane = static_cast<size_t>(N * S * S);
+  std::vector<float> idx(4 * plane), wt(4 * plane);
   const double c = (S - 1) / 2.0;
+#pragma omp parallel for if (N * S * S > 16384)
   for (int64_t n = 0; n < N; ++n) {
     const Warp& a = w[n];
+    if (a.m00 == 1 && a.m01 == 0 && a.m10 == 0 && a.m11 == 1 && a.tx == 0 && a.ty == 0) {
+      for (int64_t q = 0; q < S * S; ++q) {  // the identity: tap 0 with weight 1
+        const size_t o = static_cast<size_t>(n * S * S + q);
+        for (int k = 0; k < 4; ++k) {
+          idx[k * plane + o] = static_cast<float>(q);
+          wt[k * plane + o] = k == 0 ? 1.f : 0.f;
+        }
+      }
+      continue;
+    }
     for (int64_t i = 0; i < S; ++i)
       for (int64_t j = 0; j < S; ++j) {
         const double u = static_cast<double>(j) - c, v = static_cast<double>(i) - c;
@@ -93,15 +103,17 @@ Tensor warp(const Tensor& x, const std::vector<Warp>& w) {
         const double wx[2] = {1 - fx, fx}, wy[2] = {1 - fy, fy};
         const size_t o = static_cast<size_t>((n * S + i) * S + j);
         for (int k = 0; k < 4; ++k) {
-          idx[k][o] = static_cast<float>(cy[k / 2] * S + cx[k % 2]);
-          wt[k][o] = static_cast<float>(wy[k / 2] * wx[k % 2]);
+          idx[k * plane + o] = static_cast<float>(cy[k / 2] * S + cx[k % 2]);
+          wt[k * plane + o] = static_cast<float>(wy[k / 2] * wx[k % 2]);
         }
       }
   }
+  const Tensor all_idx = Tensor::from_vector(idx, {4, N, S * S}, x.device());
+  const Tensor all_wt = Tensor::from_vector(wt, {4, N, 1, S, S}, x.device());
   Tensor y;
-  for (int k = 0; k < 4; ++k) {
-    const Tensor term = mul(spatial_gather(x, Tensor::from_vector(idx[k], {N, S * S}, x.device()), S, S),
-                            Tensor::from_vector(wt[k], {N, 1, S, S}, x.device()));
+  for (int64_t k = 0; k < 4; ++k) {
+    const Tensor term = mul(spatial_gather(x, all_idx.narrow0(k, 1).reshape({N, S * S}), S, S),
+                            all_wt.narrow0(k, 1).reshape({N, 1, S, S}));
     y = k == 0 ? term : add(y, term);
   }
   return y;
@@ -182,8 +194,10 @@ Tensor augment_images(const Tensor& x, float p, Generator& gen, bool geometric) 
   if (any_geo) y = augment::apply_geometry(y, geo);
   if (geometric) {
     // StyleGAN2-ADA's "geom" group, drawn after the values above: isotropic scaling, rotation,
-    // anisotropic scaling, rotation, fractional translation, composed into one matrix per image
-    // (output -> input; each distribution is symmetric, so the direction does not matter).
+    // anisotropic scaling, rotation, fractional translation, composed into one map per image,
+    // output -> input. The matrices' distributions are symmetric, so composing them in this
+    // direction draws the same maps; the translation is in the output frame, as theirs
+    // (input = M (u - t), i.e. an offset of -M t: t is symmetric too).
     constexpr int kGU = 7, kGZ = 4;
     std::vector<float> gu, gz;
     {
@@ -215,7 +229,8 @@ Tensor augment_images(const Tensor& x, float p, Generator& gen, bool geometric) 
       augment::Warp& wp = warps[n];
       wp.m00 = static_cast<float>(m[0][0]); wp.m01 = static_cast<float>(m[0][1]);
       wp.m10 = static_cast<float>(m[1][0]); wp.m11 = static_cast<float>(m[1][1]);
-      wp.tx = static_cast<float>(t[0]); wp.ty = static_cast<float>(t[1]);
+      wp.tx = static_cast<float>(m[0][0] * t[0] + m[0][1] * t[1]);
+      wp.ty = static_cast<float>(m[1][0] * t[0] + m[1][1] * t[1]);
     }
     if (any_warp && S >= 2) y = augment::warp(y, warps);
   }

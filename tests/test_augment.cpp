@@ -140,7 +140,21 @@ TEST_CASE("augment_images with the general geometry: p = 0 is the identity, draw
   augment_images(x, 0.5f, plain);
   const uint64_t old_offset = plain.offset();
   CHECK(augment_images(x, 0.f, geom, true).to_vector() == x.to_vector());
-  CHECK(geom.offset() > old_offset);  // its own values come after the old ones
+  {  // exactly its 7 uniforms and 4 normals per image more
+    Generator ref(3);
+    NoGradGuard guard;
+    Tensor::rand({4, 12}, &ref);
+    Tensor::randn({4, 3}, &ref);
+    CHECK(ref.offset() == old_offset);
+    Tensor::rand({4, 7}, &ref);
+    Tensor::randn({4, 4}, &ref);
+    CHECK(geom.offset() == ref.offset());
+  }
+  {  // ... and after the old ones: 1x1 images skip the warp, so the rest must come out the same
+    Tensor dot = rnd({6, 3, 1, 1}, 13);
+    Generator g1(8), g2(8);
+    CHECK(augment_images(dot, 0.7f, g1, true).to_vector() == augment_images(dot, 0.7f, g2, false).to_vector());
+  }
   Generator a(4), b(4), c(4);
   const std::vector<float> with = augment_images(x, 1.f, a, true).to_vector();
   CHECK(with == augment_images(x, 1.f, b, true).to_vector());

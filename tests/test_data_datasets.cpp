@@ -396,6 +396,29 @@ TEST_CASE("IDX files, plain and gzip", "[data][idx]") {
   }
 }
 
+TEST_CASE("Subset: a fixed random subset in the base's order (StyleGAN2-ADA's --subset)", "[data][subset]") {
+  const auto dir = fresh_dir("idx_subset");
+  write_mnist_like(dir, "train", 20, false);
+  write_mnist_like(dir, "t10k", 5, false);
+  std::shared_ptr<Dataset> base = IdxDataset::from_dir(dir.string(), true, "mnist");
+  Subset a(base, 7), b(base, 7), c(base, 7, 1);
+  REQUIRE(a.size() == 7);
+  const std::vector<size_t>& ia = a.indices();
+  CHECK(std::is_sorted(ia.begin(), ia.end()));
+  CHECK(std::adjacent_find(ia.begin(), ia.end()) == ia.end());  // distinct
+  CHECK(ia.back() < 20);
+  CHECK(ia == b.indices());  // the same seed, the same subset
+  CHECK(ia != c.indices());
+  for (size_t i = 0; i < a.size(); ++i) {
+    CHECK(a.get(i).label == base->get(ia[i]).label);
+    CHECK(a.get(i).image.pixels == base->get(ia[i]).image.pixels);
+  }
+  CHECK(a.name() == base->name() + ", a subset of 7 images");
+  CHECK(Subset(base, 20).indices().size() == 20);
+  CHECK_THROWS_WITH(Subset(base, 21), Catch::Contains("subset of 21 images") && Catch::Contains("has 20; give 1..20"));
+  CHECK_THROWS_WITH(Subset(base, 0), Catch::Contains("give 1..20"));
+}
+
 TEST_CASE("IDX errors: magic, size, count, truncated gzip", "[data][idx][errors]") {
   const auto dir = fresh_dir("idx_bad");
   write_mnist_like(dir, "train", 4, false);

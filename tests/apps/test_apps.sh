@@ -552,6 +552,17 @@ for case in $CASES; do
     expect_in "$WORK/o" "give --r1 GAMMA and --ada too"
     "$TRAIN" --resume "$WORK/ab" --r1-at augmented >"$WORK/o" 2>&1 && fail "--resume with another --r1-at was accepted"
     expect_in "$WORK/o" "r1-at cannot change when resuming"
+    # --subset: a fixed random subset of the data (StyleGAN2-ADA's), recorded and kept on resume.
+    "$TRAIN" "${TINY[@]}" --subset 40 --ada --max-steps 3 --checkpoint-every 3 --out "$WORK/sa" >"$WORK/o" 2>&1 || fail "--subset failed: $(tail -3 "$WORK/o")"
+    expect_in "$WORK/o" "a subset of 40 images"
+    expect_in "$WORK/o" "3 steps (2 per epoch)"
+    grep -q '"subset": 40' "$WORK/sa/config.json" || fail "config.json lacks subset"
+    "$TRAIN" --resume "$WORK/sa" --max-steps 4 --device cpu >"$WORK/o" 2>&1 || fail "resume of the --subset run failed: $(tail -3 "$WORK/o")"
+    expect_in "$WORK/o" "a subset of 40 images"
+    "$TRAIN" --resume "$WORK/sa" --subset 50 >"$WORK/o" 2>&1 && fail "--resume with another --subset was accepted"
+    expect_in "$WORK/o" "subset cannot change when resuming"
+    "$TRAIN" "${TINY[@]}" --subset 70000 --max-steps 1 --out "$WORK/sx" >"$WORK/o" 2>&1 && fail "--subset above the dataset's size was accepted"
+    expect_in "$WORK/o" "is more than the 60000 images"
     ;;
   generate_post)
     [ -d "$WORK/qa" ] || "$TRAIN" "${TINY[@]}" --max-steps 3 --out "$WORK/qa" >"$WORK/o" 2>&1
