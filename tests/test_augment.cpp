@@ -61,41 +61,39 @@ TEST_CASE("geometric augmentations: exact pixels (flip, torch.rot90, zero-padded
     for (int j = 0; j < 3; ++j) CHECK(r[i * 3 + j] == static_cast<float>(j * 3 + (2 - i)));
 }
 
-TEST_CASE("every augmentation passes gradients (finite differences)") {
-  Tensor x = rnd({2, 3, 4, 4}, 5);
-  auto chk = [&](std::function<Tensor(const Tensor&)> f) {
-    return gradcheck_op([f](const std::vector<Tensor>& in) { return f(in[0]); }, {x.detach().clone()});
+namespace {
+// Every augmentation, with fixed per-sample choices for a batch of two, and the whole pipeline.
+std::vector<std::function<Tensor(const Tensor&)>> every_augmentation() {
+  return {
+      [](const Tensor& t) { return augment::apply_geometry(t, {geo(true, 1, 1, -1), geo(false, 3, 0, 1)}); },
+      [](const Tensor& t) { return augment::brightness(t, {0.3f, -0.2f}); },
+      [](const Tensor& t) { return augment::contrast(t, {1.7f, 0.6f}); },
+      [](const Tensor& t) { return augment::saturation(t, {2.0f, 0.5f}); },
+      [](const Tensor& t) { return augment::cutout(t, {0.5f, 0.1f}, {0.5f, 0.9f}); },
+      [](const Tensor& t) {
+        Generator g(11);
+        return augment_images(t, 0.7f, g);
+      },
   };
-  CHECK(chk([](const Tensor& t) { return augment::apply_geometry(t, {geo(true, 1, 1, -1), geo(false, 3, 0, 1)}); }) < 2e-2);
-  CHECK(chk([](const Tensor& t) { return augment::brightness(t, {0.3f, -0.2f}); }) < 2e-2);
-  CHECK(chk([](const Tensor& t) { return augment::contrast(t, {1.7f, 0.6f}); }) < 2e-2);
-  CHECK(chk([](const Tensor& t) { return augment::saturation(t, {2.0f, 0.5f}); }) < 2e-2);
-  CHECK(chk([](const Tensor& t) { return augment::cutout(t, {0.5f, 0.1f}, {0.5f, 0.9f}); }) < 2e-2);
-  CHECK(chk([](const Tensor& t) {
-    Generator g(11);
-    return augment_images(t, 0.7f, g);
-  }) < 2e-2);
+}
+}  // namespace
+
+TEST_CASE("every augmentation passes gradients (finite differences)") {
+  const Tensor x = rnd({2, 3, 4, 4}, 5);
+  for (const auto& f : every_augmentation())
+    CHECK(gradcheck_op([f](const std::vector<Tensor>& in) { return f(in[0]); }, {x.detach().clone()}) < 2e-2);
 }
 
 TEST_CASE("every augmentation differentiates twice (R1 through ADA, as StyleGAN2-ADA)") {
   // gradgradcheck_op also differentiates along the incoming gradient w, the path a penalty's
   // chain takes through spatial_gather's recorded backward (a scatter whose gradient is the
   // gather). square() makes the input gradient depend on x.
-  Tensor x = rnd({2, 3, 4, 4}, 7);
-  auto chk = [&](std::function<Tensor(const Tensor&)> f) {
-    return gradgradcheck_op([f](const std::vector<Tensor>& in) { return square(f(in[0])); }, {x.detach().clone()});
-  };
   Tensor m = Tensor::from_vector({8, 7, 6, 5, 4, 3, 2, 1, 0, -1, 0, 1, 2, 3, 4, 5, 6, 7}, {2, 9});
   CHECK(gradgradcheck_op([m](const std::vector<Tensor>& in) { return spatial_gather(in[0], m, 3, 3); },
                          {rnd({2, 2, 3, 3}, 8)}) < 2e-2);
-  CHECK(chk([](const Tensor& t) { return augment::apply_geometry(t, {geo(true, 1, 1, -1), geo(false, 3, 0, 1)}); }) < 2e-2);
-  CHECK(chk([](const Tensor& t) { return augment::contrast(t, {1.7f, 0.6f}); }) < 2e-2);
-  CHECK(chk([](const Tensor& t) { return augment::saturation(t, {2.0f, 0.5f}); }) < 2e-2);
-  CHECK(chk([](const Tensor& t) { return augment::cutout(t, {0.5f, 0.1f}, {0.5f, 0.9f}); }) < 2e-2);
-  CHECK(chk([](const Tensor& t) {
-    Generator g(11);
-    return augment_images(t, 0.7f, g);
-  }) < 2e-2);
+  const Tensor x = rnd({2, 3, 4, 4}, 7);
+  for (const auto& f : every_augmentation())
+    CHECK(gradgradcheck_op([f](const std::vector<Tensor>& in) { return square(f(in[0])); }, {x.detach().clone()}) < 2e-2);
 }
 
 TEST_CASE("warp: identity, integer and half-pixel shifts with reflection, a quarter turn as torch.rot90") {
