@@ -486,15 +486,15 @@ Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t length) {
 Tensor slice_backward(const Tensor& g, const Shape& full, int64_t dim, int64_t start) {
   check_defined("slice_backward", g, "gradient");
   const int64_t d = normalize_dim("slice_backward", dim, static_cast<int64_t>(full.size()));
-  Shape before = full, after = full;
-  before[d] = start;
-  after[d] = full[d] - start - (g.dim() == static_cast<int64_t>(full.size()) ? g.shape()[d] : 0);
-  bool fits = g.dim() == static_cast<int64_t>(full.size()) && start >= 0 && after[d] >= 0;
+  bool fits = g.dim() == static_cast<int64_t>(full.size()) && start >= 0 && start + g.shape()[d] <= full[d];
   for (int64_t k = 0; fits && k < g.dim(); ++k) fits = k == d || g.shape()[k] == full[k];
   if (!fits)
     fail("slice_backward", "gradient " + shape_str(g.shape()) + " at " + std::to_string(start) + " along dim " +
                                std::to_string(d) + " does not fit in " + shape_str(full));
   // g between zeros: a cat, whose own gradient is the slice again.
+  Shape before = full, after = full;
+  before[d] = start;
+  after[d] = full[d] - start - g.shape()[d];
   std::vector<Tensor> parts;
   if (before[d] > 0) parts.push_back(Tensor::zeros(before, g.device()));
   parts.push_back(g);
@@ -1085,6 +1085,16 @@ Tensor log_softmax(const Tensor& x) {
   });
 }
 
+namespace {
+// Class indices as floats: each an integer in [0, C), or a named error.
+void check_labels(const float* t, int64_t M, int64_t C) {
+  for (int64_t i = 0; i < M; ++i)
+    if (!(t[i] >= 0.f && t[i] < static_cast<float>(C)) || t[i] != std::floor(t[i]))
+      fail("cross_entropy", "label " + std::to_string(i) + " is " + std::to_string(t[i]) +
+                                "; labels must be class indices in [0, " + std::to_string(C) + ")");
+}
+}  // namespace
+
 Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
   const char* op = "cross_entropy";
   check_defined(op, logits, "logits");
@@ -1101,11 +1111,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
     loss = Tensor::empty({}, logits.device());
     ON_CUDA(op, cuda::cross_entropy_forward(logits.data(), labels.data(), loss.data(), M, C));
   } else {
-    const float* t = labels.data();
-    for (int64_t i = 0; i < M; ++i)
-      if (!(t[i] >= 0.f && t[i] < static_cast<float>(C)) || t[i] != std::floor(t[i]))
-        fail(op, "label " + std::to_string(i) + " is " + std::to_string(t[i]) +
-                     "; labels must be class indices in [0, " + std::to_string(C) + ")");
+    check_labels(labels.data(), M, C);
     loss = Tensor::full({}, cpu::cross_entropy_forward<float>(logits.data(), labels.data(), M, C),
                         logits.device());
   }
@@ -1122,13 +1128,9 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels) {
   // the host (one copy of the labels there for a GPU tensor: only a double backward pays it).
   return set_graph_backward(loss, [td, M, C](const Tensor& g, const std::vector<Tensor>& in) {
     const std::vector<float> t = td.to_vector();
+    check_labels(t.data(), M, C);  // GPU labels are unchecked until here
     std::vector<float> hot(static_cast<size_t>(M * C), 0.f);
-    for (int64_t i = 0; i < M; ++i) {
-      if (!(t[i] >= 0.f && t[i] < static_cast<float>(C)) || t[i] != std::floor(t[i]))  // GPU labels are unchecked until here
-        fail("cross_entropy", "label " + std::to_string(i) + " is " + std::to_string(t[i]) +
-                                  "; labels must be class indices in [0, " + std::to_string(C) + ")");
-      hot[static_cast<size_t>(i * C + static_cast<int64_t>(t[i]))] = 1.f;
-    }
+    for (int64_t i = 0; i < M; ++i) hot[static_cast<size_t>(i * C + static_cast<int64_t>(t[i]))] = 1.f;
     const Tensor onehot = Tensor::from_vector(hot, {M, C}, td.device());
     return std::vector<Tensor>{mul(sub(exp(log_softmax(in[0])), onehot), mul(g, 1.f / static_cast<float>(M))), Tensor()};
   });

@@ -218,11 +218,12 @@ Tensor augment_images(const Tensor& x, float p, Generator& gen, bool geometric) 
         const double r10 = c2 * m[0][0] + d * m[1][0], r11 = c2 * m[0][1] + d * m[1][1];
         m[0][0] = r00; m[0][1] = r01; m[1][0] = r10; m[1][1] = r11;
       };
+      auto rotate = [&](double u) { const double th = (2 * u - 1) * pi; then(std::cos(th), -std::sin(th), std::sin(th), std::cos(th)); };
       bool on = false;
       if (GU(0) < p) { const double s = std::exp2(0.2 * GZ(0)); then(s, 0, 0, s); on = true; }
-      if (GU(1) < p_rot) { const double th = (2 * GU(5) - 1) * pi; then(std::cos(th), -std::sin(th), std::sin(th), std::cos(th)); on = true; }
+      if (GU(1) < p_rot) { rotate(GU(5)); on = true; }
       if (GU(2) < p) { const double s = std::exp2(0.2 * GZ(1)); then(s, 0, 0, 1 / s); on = true; }
-      if (GU(3) < p_rot) { const double th = (2 * GU(6) - 1) * pi; then(std::cos(th), -std::sin(th), std::sin(th), std::cos(th)); on = true; }
+      if (GU(3) < p_rot) { rotate(GU(6)); on = true; }
       if (GU(4) < p) { t[0] = 0.125 * GZ(2) * S; t[1] = 0.125 * GZ(3) * S; on = true; }
       if (!on) continue;
       any_warp = true;
