@@ -1185,4 +1185,49 @@ Tensor spatial_gather(const Tensor& x, const Tensor& index, int64_t out_h, int64
   }));
 }
 
+namespace {
+// affine_warp's backward as a recorded op (the adjoint: each gradient added to its taps); as
+// with spatial_scatter, each of the pair is the other's gradient.
+Tensor affine_warp_adjoint(const Tensor& g, const Tensor& theta) {
+  const Shape& s = g.shape();
+  Tensor dx = Tensor::empty(s, g.device());
+  if (g.is_cuda())
+    ON_CUDA("affine_warp", cuda::affine_warp_backward(g.data(), theta.data(), dx.data(), s[0], s[1], s[2], s[3]));
+  else
+    cpu::affine_warp_backward<float>(g.data(), theta.data(), dx.data(), s[0], s[1], s[2], s[3]);
+  return mark_linear_backward(record(dx, "affine_warp_backward", {g}, [theta](const Tensor& h) {
+    return std::vector<Tensor>{affine_warp(h, theta)};
+  }));
+}
+}  // namespace
+
+Tensor affine_warp(const Tensor& x, const Tensor& theta) {
+  const char* op = "affine_warp";
+  check_defined(op, x, "input");
+  check_defined(op, theta, "theta");
+  check_same_device(op, {&x, &theta});
+  if (x.dim() != 4 || x.shape()[2] < 2 || x.shape()[3] < 2)
+    fail(op, "input must be [N, C, H, W] with H, W >= 2, got " + shape_str(x.shape()));
+  const Shape& s = x.shape();
+  if (theta.shape() != Shape{s[0], 2, 3})
+    fail(op, "theta " + shape_str(theta.shape()) + " should be [" + std::to_string(s[0]) +
+                 ", 2, 3] (one 2x3 affine matrix per sample of input " + shape_str(s) + ")");
+  Tensor th = theta.detach();
+  if (!th.is_cuda()) {
+    const float* t = th.data();
+    for (int64_t i = 0; i < s[0] * 6; ++i)
+      if (!std::isfinite(t[i]))
+        fail(op, "theta entry " + std::to_string(i) + " (sample " + std::to_string(i / 6) + ") is " +
+                     std::to_string(t[i]) + "; the matrices must be finite");
+  }
+  Tensor y = Tensor::empty(s, x.device());
+  if (x.is_cuda())
+    ON_CUDA(op, cuda::affine_warp_forward(x.data(), th.data(), y.data(), s[0], s[1], s[2], s[3]));
+  else
+    cpu::affine_warp_forward<float>(x.data(), th.data(), y.data(), s[0], s[1], s[2], s[3]);
+  return mark_linear_backward(record(y, op, {x}, {th}, [th](const Tensor& g) {
+    return std::vector<Tensor>{affine_warp_adjoint(g, th)};
+  }));
+}
+
 }  // namespace gantry

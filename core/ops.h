@@ -104,7 +104,7 @@ Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& targ
 Tensor mse_loss(const Tensor& input, const Tensor& target);
 Tensor l1_loss(const Tensor& input, const Tensor& target);
 
-// ---- pooling, softmax, classification loss, spatial gather ------------------------------
+// ---- pooling, softmax, classification loss, spatial gather, affine warp -----------------
 // Average pooling of x [N, C, H, W] over k x k windows with stride `stride` (0 = k), no
 // padding: [N, C, (H - k)/stride + 1, (W - k)/stride + 1].
 Tensor avg_pool2d(const Tensor& x, int kernel_size, int stride = 0);
@@ -121,5 +121,14 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels);
 // every channel alike. Flips, translations, 90-degree rotations and cutout are such maps; the
 // gradient scatters back through the same map. index must be on x's device.
 Tensor spatial_gather(const Tensor& x, const Tensor& index, int64_t out_h, int64_t out_w);
+// Per-sample bilinear resampling through an affine map of pixel coordinates: x [N, C, H, W]
+// (H, W >= 2) and theta [N, 2, 3] (rows [m00 m01 tx] and [m10 m11 ty], finite, on x's
+// device) -> [N, C, H, W], every channel alike. Output pixel (i, j) reads the input at
+// (M (j - cx, i - cy) + t) + (cx, cy) about the centre (cx, cy) = ((W - 1) / 2, (H - 1) / 2),
+// between the four integer neighbours, which reflect at the borders (torch's "reflect"
+// padding). Unlike torch's affine_grid + grid_sample, theta is in pixels, not in [-1, 1].
+// Linear in x: the gradient is the adjoint warp, whose own gradient is the warp again, so it
+// differentiates any number of times. No gradient flows into theta.
+Tensor affine_warp(const Tensor& x, const Tensor& theta);
 
 }  // namespace gantry

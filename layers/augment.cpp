@@ -59,64 +59,15 @@ Tensor apply_geometry(const Tensor& x, const std::vector<Geometry>& g) {
   return spatial_gather(x, geometry_index(g, S).to(x.device()), S, S);
 }
 
-namespace {
-// Reflection of an integer position into [0, S): period 2 (S - 1), as torch's "reflect" pad.
-int64_t reflect(int64_t i, int64_t S) {
-  const int64_t period = 2 * (S - 1);
-  int64_t r = i % period;
-  if (r < 0) r += period;
-  return r < S ? r : period - r;
-}
-}  // namespace
-
 Tensor warp(const Tensor& x, const std::vector<Warp>& w) {
   check_images("augment::warp", x, w.size());
-  const int64_t N = x.shape()[0], S = x.shape()[2];
-  if (S < 2) throw std::invalid_argument("augment::warp: images must be at least 2x2, got " + shape_str(x.shape()));
-  // Bilinear = the sum over the four neighbours of (gather of that neighbour) x (its weight):
-  // each term is ops that differentiate twice, so penalties pass through the warp too.
-  // The four maps in one array each ([4, N, S*S]: one upload for the indices, one for the
-  // weights), built on the host in parallel over images.
-  const size_t plane = static_cast<size_t>(N * S * S);
-  std::vector<float> idx(4 * plane), wt(4 * plane);
-  const double c = (S - 1) / 2.0;
-#pragma omp parallel for if (N * S * S > 16384)
-  for (int64_t n = 0; n < N; ++n) {
-    const Warp& a = w[n];
-    if (a.m00 == 1 && a.m01 == 0 && a.m10 == 0 && a.m11 == 1 && a.tx == 0 && a.ty == 0) {
-      for (int64_t q = 0; q < S * S; ++q) {  // the identity: tap 0 with weight 1
-        const size_t o = static_cast<size_t>(n * S * S + q);
-        for (int k = 0; k < 4; ++k) {
-          idx[k * plane + o] = static_cast<float>(q);
-          wt[k * plane + o] = k == 0 ? 1.f : 0.f;
-        }
-      }
-      continue;
-    }
-    for (int64_t i = 0; i < S; ++i)
-      for (int64_t j = 0; j < S; ++j) {
-        const double u = static_cast<double>(j) - c, v = static_cast<double>(i) - c;
-        const double xs = a.m00 * u + a.m01 * v + a.tx + c, ys = a.m10 * u + a.m11 * v + a.ty + c;
-        const double x0 = std::floor(xs), y0 = std::floor(ys), fx = xs - x0, fy = ys - y0;
-        const int64_t cx[2] = {reflect(static_cast<int64_t>(x0), S), reflect(static_cast<int64_t>(x0) + 1, S)};
-        const int64_t cy[2] = {reflect(static_cast<int64_t>(y0), S), reflect(static_cast<int64_t>(y0) + 1, S)};
-        const double wx[2] = {1 - fx, fx}, wy[2] = {1 - fy, fy};
-        const size_t o = static_cast<size_t>((n * S + i) * S + j);
-        for (int k = 0; k < 4; ++k) {
-          idx[k * plane + o] = static_cast<float>(cy[k / 2] * S + cx[k % 2]);
-          wt[k * plane + o] = static_cast<float>(wy[k / 2] * wx[k % 2]);
-        }
-      }
-  }
-  const Tensor all_idx = Tensor::from_vector(idx, {4, N, S * S}, x.device());
-  const Tensor all_wt = Tensor::from_vector(wt, {4, N, 1, S, S}, x.device());
-  Tensor y;
-  for (int64_t k = 0; k < 4; ++k) {
-    const Tensor term = mul(spatial_gather(x, all_idx.narrow0(k, 1).reshape({N, S * S}), S, S),
-                            all_wt.narrow0(k, 1).reshape({N, 1, S, S}));
-    y = k == 0 ? term : add(y, term);
-  }
-  return y;
+  if (x.shape()[2] < 2) throw std::invalid_argument("augment::warp: images must be at least 2x2, got " + shape_str(x.shape()));
+  // One fused op (bilinear taps computed where they are used, core/ops.h affine_warp): only
+  // the six numbers per image travel to the device, never a map.
+  std::vector<float> theta;
+  theta.reserve(6 * w.size());
+  for (const Warp& a : w) theta.insert(theta.end(), {a.m00, a.m01, a.tx, a.m10, a.m11, a.ty});
+  return affine_warp(x, Tensor::from_vector(theta, {static_cast<int64_t>(w.size()), 2, 3}, x.device()));
 }
 
 Tensor brightness(const Tensor& x, const std::vector<float>& b) {

@@ -52,7 +52,8 @@ struct Warp {
   float m00 = 1, m01 = 0, m10 = 0, m11 = 1;
   float tx = 0, ty = 0;
 };
-// x [N, C, S, S] with one Warp per sample (S >= 2); differentiable twice in x (the map is fixed).
+// x [N, C, S, S] with one Warp per sample (S >= 2): core's affine_warp, differentiable in x any
+// number of times (the map is fixed).
 Tensor warp(const Tensor& x, const std::vector<Warp>& w);
 // Per-sample factors, one value per sample (identity: 0 for brightness, 1 for the others).
 Tensor brightness(const Tensor& x, const std::vector<float>& b);

@@ -1,7 +1,10 @@
-// Differentiable augmentations (layers/augment.h), the spatial_gather op under them, and the
-// ADA controller.
+// Differentiable augmentations (layers/augment.h), the spatial_gather and affine_warp ops under
+// them, and the ADA controller.
 #include <catch2/catch.hpp>
 
+#include <cmath>
+
+#include "gantry/core/autograd.h"
 #include "gantry/kernels/cpu/cpu_kernels.h"
 #include "gantry/layers/augment.h"
 #include "gantry/models/dcgan_trainer.h"
@@ -41,6 +44,87 @@ TEST_CASE("spatial_gather: forward, kernel backward in double, op backward, erro
   CHECK(gradcheck_op([m](const std::vector<Tensor>& in) { return spatial_gather(in[0], m, 3, 3); }, {rnd({2, 2, 3, 3}, 3)}) < 2e-2);
   CHECK_THROWS_WITH(spatial_gather(x, Tensor::from_vector({4, 0, 0, 0}, {1, 4}), 2, 2), Catch::Contains("-1 or integer positions in [0, 4)"));
   CHECK_THROWS_WITH(spatial_gather(x, Tensor::zeros({2, 4}), 2, 2), Catch::Contains("should be [1, 4]"));
+}
+
+namespace {
+// affine_warp's reference, written out from its contract with separate gathers: the four
+// integer neighbours of each source position (reflected: -1 reads 1, n reads n - 2), each
+// gathered and weighted, then summed in tap order.
+Tensor warp_by_gathers(const Tensor& x, const std::vector<float>& th) {
+  const int64_t N = x.shape()[0], H = x.shape()[2], W = x.shape()[3];
+  auto reflect = [](int64_t i, int64_t n) {
+    while (i < 0 || i >= n) i = i < 0 ? -i : 2 * (n - 1) - i;
+    return i;
+  };
+  std::vector<std::vector<float>> idx(4, std::vector<float>(N * H * W)), wt(4, std::vector<float>(N * H * W));
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t i = 0; i < H; ++i)
+      for (int64_t j = 0; j < W; ++j) {
+        const float* t = &th[6 * n];
+        const double cx = (W - 1) / 2.0, cy = (H - 1) / 2.0, u = j - cx, v = i - cy;
+        const double xs = t[0] * u + t[1] * v + t[2] + cx, ys = t[3] * u + t[4] * v + t[5] + cy;
+        const double fx = xs - std::floor(xs), fy = ys - std::floor(ys);
+        const int64_t x0 = static_cast<int64_t>(std::floor(xs)), y0 = static_cast<int64_t>(std::floor(ys));
+        const int64_t p = (n * H + i) * W + j;
+        for (int k = 0; k < 4; ++k) {
+          idx[k][p] = static_cast<float>(reflect(y0 + k / 2, H) * W + reflect(x0 + k % 2, W));
+          wt[k][p] = static_cast<float>((k / 2 ? fy : 1 - fy) * (k % 2 ? fx : 1 - fx));
+        }
+      }
+  Tensor y;
+  for (int k = 0; k < 4; ++k) {
+    Tensor term = mul(spatial_gather(x, Tensor::from_vector(idx[k], {N, H * W}), H, W),
+                      Tensor::from_vector(wt[k], {N, 1, H, W}));
+    y = k == 0 ? term : add(y, term);
+  }
+  return y;
+}
+}  // namespace
+
+TEST_CASE("affine_warp: the sum of four weighted gathers, exactly; the adjoint in double; errors") {
+  // Rotations, shears, magnification past the borders (several reflections), a non-square image.
+  const std::vector<float> th = {0.8f, -0.5f, 0.7f, 0.6f, 0.9f, -1.3f,   //
+                                 1.3f, 0.f, 2.2f, 0.f, 0.77f, 0.f,       //
+                                 -2.7f, 0.4f, -9.1f, 0.3f, 3.1f, 11.6f};
+  const Tensor x = rnd({3, 2, 5, 7}, 11), theta = Tensor::from_vector(th, {3, 2, 3});
+  CHECK(affine_warp(x, theta).to_vector() == warp_by_gathers(x, th).to_vector());
+  // The kernels' backward is the adjoint of their forward: against finite differences in double.
+  const int64_t N = 3, C = 2, H = 5, W = 7;
+  std::vector<double> xv = random_doubles(N * C * H * W, 12), wv = random_doubles(N * C * H * W, 13);
+  auto loss = [&] {
+    std::vector<double> yv(wv.size());
+    cpu::affine_warp_forward<double>(xv.data(), th.data(), yv.data(), N, C, H, W);
+    double l = 0;
+    for (size_t i = 0; i < yv.size(); ++i) l += yv[i] * wv[i];
+    return l;
+  };
+  std::vector<double> dx(xv.size());
+  cpu::affine_warp_backward<double>(wv.data(), th.data(), dx.data(), N, C, H, W);
+  CHECK(max_rel_err(dx, numeric_grad(xv, loss)) < 1e-7);
+  // Once, twice and three times through the recorded pair (warp, adjoint).
+  CHECK(gradcheck_op([theta](const std::vector<Tensor>& in) { return affine_warp(in[0], theta); }, {x.detach().clone()}) < 2e-2);
+  CHECK(gradgradcheck_op([theta](const std::vector<Tensor>& in) { return square(affine_warp(in[0], theta)); }, {x.detach().clone()}) < 2e-2);
+  {
+    // Three times: with y = A x, L = sum(y^3) has dL/dx = A'(3 y^2), then along w1
+    // A'(6 y A w1), then along w2 A'(6 A w1 A w2) (A' = the adjoint kernel checked above).
+    GradOptions keep;
+    keep.create_graph = true;
+    Tensor xi = x.detach().clone().requires_grad_();
+    const Tensor w1 = rnd({3, 2, 5, 7}, 14), w2 = rnd({3, 2, 5, 7}, 15);
+    const Tensor y = affine_warp(xi, theta);
+    const Tensor g1 = grad({sum(mul(mul(y, y), y))}, {xi}, {}, keep)[0];
+    const Tensor g2 = grad({sum(mul(g1, w1))}, {xi}, {}, keep)[0];
+    const std::vector<float> g3 = grad({sum(mul(g2, w2))}, {xi})[0].to_vector();
+    const std::vector<float> v = mul(mul(affine_warp(w1, theta), affine_warp(w2, theta)), 6.f).to_vector();
+    std::vector<float> expect(v.size());
+    cpu::affine_warp_backward<float>(v.data(), th.data(), expect.data(), N, C, H, W);
+    for (size_t i = 0; i < v.size(); ++i) CHECK(g3[i] == Approx(expect[i]).epsilon(1e-5).margin(1e-5));
+  }
+  const Tensor sq = rnd({1, 1, 4, 4}, 1);
+  CHECK_THROWS_WITH(affine_warp(sq, Tensor::zeros({2, 2, 3})), Catch::Contains("should be [1, 2, 3]"));
+  CHECK_THROWS_WITH(affine_warp(rnd({1, 1, 1, 4}, 1), Tensor::zeros({1, 2, 3})), Catch::Contains("H, W >= 2"));
+  CHECK_THROWS_WITH(affine_warp(sq, Tensor::from_vector({1, 0, NAN, 0, 1, 0}, {1, 2, 3})),
+                    Catch::Contains("theta entry 2 (sample 0) is nan"));
 }
 
 TEST_CASE("geometric augmentations: exact pixels (flip, torch.rot90, zero-padded translation)") {

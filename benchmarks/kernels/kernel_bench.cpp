@@ -508,6 +508,39 @@ void add_adam_case(std::vector<Case>& cases) {
   cases.push_back(std::move(c));
 }
 
+// ADA's general geometry (--ada-geom): the bilinear affine warp of a batch of 64x64 RGB
+// images, as D's input sees it three times a step (reals, fakes for D, fakes for G). theta is
+// filled like any input, uniform in [-1, 1): every sample a different shrinking, rotating,
+// shearing map (four taps per pixel, the general case).
+void add_warp_cases(int64_t N, std::vector<Case>& cases) {
+  const int64_t C = 3, H = 64, W = 64, n = N * C * H * W;
+  Case f, b;
+  f.name = "ada.warp.fwd";
+  b.name = "ada.warp.bwd";
+  f.group = b.group = "augment";
+  f.shape = b.shape = dims({N, C, H, W}) + " theta " + dims({N, 2, 3});
+  f.flops = b.flops = 8.0 * n;  // four multiply-adds per element
+  f.bytes = 8.0 * n;            // read x once (neighbouring taps hit the cache), write y
+  b.bytes = 12.0 * n;           // read dy, zero dx, add into dx
+  f.tensors = {{"x", n, Role::In}, {"theta", N * 6, Role::In}, {"y", n, Role::Out}};
+  b.tensors = {{"dy", n, Role::In}, {"theta", N * 6, Role::In}, {"dx", n, Role::Out}};
+  // The kernels read theta as floats; the double reference gets the same values back (they
+  // were floats before they were widened).
+  auto as_float = [N](const auto* t) {
+    return std::vector<float>(t, t + N * 6);
+  };
+  f.cpu_f = [=](float* const* t) { cpu::affine_warp_forward<float>(t[0], t[1], t[2], N, C, H, W); };
+  f.cpu_d = [=](double* const* t) { cpu::affine_warp_forward<double>(t[0], as_float(t[1]).data(), t[2], N, C, H, W); };
+  b.cpu_f = [=](float* const* t) { cpu::affine_warp_backward<float>(t[0], t[1], t[2], N, C, H, W); };
+  b.cpu_d = [=](double* const* t) { cpu::affine_warp_backward<double>(t[0], as_float(t[1]).data(), t[2], N, C, H, W); };
+#ifdef GANTRY_WITH_CUDA
+  f.gpu = {{"cuda", [=](float* const* t) { gantry::cuda::affine_warp_forward(t[0], t[1], t[2], N, C, H, W); }}};
+  b.gpu = {{"cuda", [=](float* const* t) { gantry::cuda::affine_warp_backward(t[0], t[1], t[2], N, C, H, W); }}};
+#endif
+  cases.push_back(std::move(f));
+  cases.push_back(std::move(b));
+}
+
 std::vector<Case> make_cases(int64_t N) {
   std::vector<Case> cases;
   const auto layers = dcgan_layers();
@@ -516,6 +549,7 @@ std::vector<Case> make_cases(int64_t N) {
     if (L.bn) add_bn_cases(L, N, cases);
   for (const Layer& L : layers) add_act_cases(L, N, cases);
   add_adam_case(cases);
+  add_warp_cases(N, cases);
   return cases;
 }
 

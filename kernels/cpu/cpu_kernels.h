@@ -124,8 +124,8 @@ T bce_logits_forward(const T* x, const T* t, int64_t n);
 template <class T>
 void bce_logits_backward(const T* x, const T* t, T g, T* dx, int64_t n);
 
-// ---- pooling, softmax, classification loss, spatial gather (kernels/cpu/pool.cpp,
-// softmax.cpp, gather.cpp) --------------------------------------------------------------------
+// ---- pooling, softmax, classification loss, spatial gather, affine warp (kernels/cpu/pool.cpp,
+// softmax.cpp, gather.cpp, warp.cpp) ---------------------------------------------------------
 // Average pooling of x viewed as [NC, H, W] with a k x k window and stride s, no padding:
 // y[NC, OH, OW], OH = (H - k) / s + 1. The backward overwrites dx[NC, H, W] (each input element
 // gathers the windows that cover it, so the result is deterministic).
@@ -157,5 +157,15 @@ void spatial_gather_forward(const T* x, const float* idx, T* y, int64_t N, int64
 template <class T>
 void spatial_gather_backward(const T* dy, const float* idx, T* dx, int64_t N, int64_t C,
                              int64_t P_in, int64_t P_out);
+// Bilinear resampling of x [N, C, H, W] (H, W >= 2) through one affine map per sample:
+// theta [N, 6] = [m00 m01 tx m10 m11 ty] in pixels about the image centre; the taps, their
+// weights and the reflection at the borders are kernels/warp_taps.h's. y [N, C, H, W]. The
+// backward overwrites dx [N, C, H, W] with the adjoint (each dy added to its four taps).
+template <class T>
+void affine_warp_forward(const T* x, const float* theta, T* y, int64_t N, int64_t C, int64_t H,
+                         int64_t W);
+template <class T>
+void affine_warp_backward(const T* dy, const float* theta, T* dx, int64_t N, int64_t C,
+                          int64_t H, int64_t W);
 
 }  // namespace gantry::cpu

@@ -195,11 +195,14 @@ void batch_norm_backward_train(const float* x, const float* dy, const float* gam
                                float eps);
 }  // namespace library
 
-// ---- pooling, softmax, cross-entropy, spatial gather (kernels/cuda/pool_softmax_gather.cu) --
+// ---- pooling, softmax, cross-entropy, spatial gather (kernels/cuda/pool_softmax_gather.cu),
+// affine warp (kernels/cuda/warp.cu) ---------------------------------------------------------
 // As the cpu:: kernels of the same names. cross_entropy_forward writes the mean loss to the
 // device scalar *out; its backward reads the upstream gradient from the device scalar *g.
-// spatial_gather_backward scatters with atomicAdd (the augmentation maps are injective, so
-// no two outputs hit the same input and the result is still deterministic).
+// spatial_gather_backward and affine_warp_backward scatter with atomicAdd: where several
+// outputs read one input (a repeated index, a reflected or magnified warp) the order of the
+// adds, hence dx's last bits, can vary from run to run. affine_warp_forward matches the CPU
+// bit for bit (kernels/warp_taps.h).
 void avg_pool2d_forward(const float* x, float* y, int64_t NC, int64_t H, int64_t W, int k, int s);
 void avg_pool2d_backward(const float* dy, float* dx, int64_t NC, int64_t H, int64_t W, int k,
                          int s);
@@ -213,5 +216,9 @@ void spatial_gather_forward(const float* x, const float* idx, float* y, int64_t 
                             int64_t P_in, int64_t P_out);
 void spatial_gather_backward(const float* dy, const float* idx, float* dx, int64_t N, int64_t C,
                              int64_t P_in, int64_t P_out);
+void affine_warp_forward(const float* x, const float* theta, float* y, int64_t N, int64_t C,
+                         int64_t H, int64_t W);  // kernels/cuda/warp.cu
+void affine_warp_backward(const float* dy, const float* theta, float* dx, int64_t N, int64_t C,
+                          int64_t H, int64_t W);
 
 }  // namespace gantry::cuda

@@ -1,5 +1,5 @@
 // GPU parity of the ops added for issue 8 (avg_pool2d, log_softmax, cross_entropy,
-// spatial_gather) against the CPU reference kernels on random inputs, and the double backward
+// spatial_gather, affine_warp) against the CPU reference kernels on random inputs, and the double backward
 // of those and of cat, slice, narrow0 and the BCE losses on CUDA tensors against the CPU's.
 #include <catch2/catch.hpp>
 
@@ -68,7 +68,30 @@ TEST_CASE("spatial_gather forward/backward match the CPU", "[cuda][gather]") {
   CHECK(rel_error(dyo.download(), y) < 1e-6);
   CHECK(rel_error(ddx.download(), dx) < 1e-6);
 }
-TEST_CASE("double backward of cat, slice, narrow0, pooling, softmax, gather and the losses on CUDA tensors matches the CPU",
+TEST_CASE("affine_warp forward matches the CPU bit for bit, its adjoint to rounding", "[cuda][warp]") {
+  // A non-square odd size, and the 64x64 RGB images of the DCGAN; per sample an identity, a
+  // quarter turn, a whole-pixel shift (one tap each) and random rotations/scalings/shifts
+  // that reach past the borders (reflection: several outputs add into one input).
+  for (const Shape& s : {Shape{7, 2, 5, 7}, Shape{16, 3, 64, 64}}) {
+    const int64_t N = s[0], C = s[1], H = s[2], W = s[3], n_el = N * C * H * W;
+    INFO("shape " << shape_str(s));
+    std::vector<float> theta = test::randn(N * 6, 21, 0.6f);
+    const float fixed[3][6] = {{1, 0, 0, 0, 1, 0}, {0, -1, 0, 1, 0, 0}, {1, 0, 2, 0, 1, -3}};
+    for (int k = 0; k < 3; ++k)
+      for (int e = 0; e < 6; ++e) theta[k * 6 + e] = fixed[k][e];
+    for (int64_t n = 3; n < N; ++n) theta[n * 6 + 0] += 1.f, theta[n * 6 + 4] += 1.f, theta[n * 6 + 2] *= 4.f;
+    std::vector<float> x = test::randn(n_el, 22), dy = test::randn(n_el, 23), y(n_el), dx(n_el);
+    cpu::affine_warp_forward<float>(x.data(), theta.data(), y.data(), N, C, H, W);
+    cpu::affine_warp_backward<float>(dy.data(), theta.data(), dx.data(), N, C, H, W);
+    DevBuf dxv(x), dth(theta), ddy(dy), dyo(n_el), ddx(n_el);
+    cuda::affine_warp_forward(dxv.p, dth.p, dyo.p, N, C, H, W);
+    cuda::affine_warp_backward(ddy.p, dth.p, ddx.p, N, C, H, W);
+    CHECK(dyo.download() == y);
+    CHECK(rel_error(ddx.download(), dx) < 1e-6);
+  }
+}
+
+TEST_CASE("double backward of cat, slice, narrow0, pooling, softmax, gather, warp and the losses on CUDA tensors matches the CPU",
           "[cuda][grad]") {
   // For each op f: g = dL/dx of L = sum(f(x) w) with create_graph, then |g|^2 backpropagated:
   // g, and x's and w's gradients of |g|^2, on either device from the same values.
@@ -78,6 +101,7 @@ TEST_CASE("double backward of cat, slice, narrow0, pooling, softmax, gather and 
   std::vector<float> idx(6 * 16);
   for (int64_t i = 0; i < 6 * 16; ++i) idx[i] = i % 5 == 0 ? -1.f : static_cast<float>((i * 7) % 5);  // repeats: the scatter adds
   const Tensor index = Tensor::from_vector(idx, {6, 16});
+  const Tensor theta = Tensor::from_vector({0.8f, -0.5f, 0.7f, 0.6f, 0.9f, -1.3f, 1.3f, 0.f, 2.2f, 0.f, 0.77f, 0.f}, {2, 2, 3});
   struct Case { const char* name; Shape shape; Op f; float lo, hi; };
   const std::vector<Case> cases = {
       {"cat", {6, 5}, [](const Tensor& x) { return square(cat({x, mul(x, x), x}, 1)); }, -1, 1},
@@ -90,6 +114,8 @@ TEST_CASE("double backward of cat, slice, narrow0, pooling, softmax, gather and 
       {"binary_cross_entropy_with_logits", {6, 5}, [target](const Tensor& x) { return binary_cross_entropy_with_logits(x, target.to(x.device())); }, -2, 2},
       {"spatial_gather", {6, 5}, [index](const Tensor& x) {
          return square(spatial_gather(x.reshape({6, 1, 1, 5}), index.to(x.device()), 4, 4)); }, -1, 1},
+      {"affine_warp", {6, 5}, [theta](const Tensor& x) {
+         return square(affine_warp(x.reshape({2, 1, 3, 5}), theta.to(x.device()))); }, -1, 1},
   };
   {  // GPU labels are not checked by the forward (no copy to the host); the double backward,
      // which copies them, names a bad one instead of writing outside its one-hot rows.
