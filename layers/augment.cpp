@@ -61,7 +61,6 @@ Tensor apply_geometry(const Tensor& x, const std::vector<Geometry>& g) {
 
 Tensor warp(const Tensor& x, const std::vector<Warp>& w) {
   check_images("augment::warp", x, w.size());
-  if (x.shape()[2] < 2) throw std::invalid_argument("augment::warp: images must be at least 2x2, got " + shape_str(x.shape()));
   // One fused op (bilinear taps computed where they are used, core/ops.h affine_warp): only
   // the six numbers per image travel to the device, never a map.
   std::vector<float> theta;
