@@ -14,6 +14,9 @@ int current_device();
 cudaStream_t stream();
 // The memory pool allocate() and Scratch draw from on the current device (its default pool).
 cudaMemPool_t memory_pool();
+// The current device's streaming multiprocessors (SMs), read once: kernels that choose their
+// grid from the machine (how many blocks share one reduction) ask it.
+int multiprocessor_count();
 // cuDNN / cuBLAS handles of the current device, created on first use and bound to stream().
 cudnnHandle_t cudnn_handle();
 cublasHandle_t cublas_handle();

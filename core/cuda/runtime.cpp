@@ -75,6 +75,7 @@ struct DeviceState {
   cudnnHandle_t cudnn = nullptr;
   cublasHandle_t cublas = nullptr;
   void* cublas_workspace = nullptr;  // from the pool, kept as long as the handle (never freed)
+  int multiprocessors = 0;
 };
 
 DeviceState g_state[kMaxDevices];
@@ -98,6 +99,8 @@ DeviceState& state(int device) {
     GANTRY_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&st.pool, device));
     uint64_t threshold = UINT64_MAX;
     GANTRY_CUDA_CHECK(cudaMemPoolSetAttribute(st.pool, cudaMemPoolAttrReleaseThreshold, &threshold));
+    GANTRY_CUDA_CHECK(
+        cudaDeviceGetAttribute(&st.multiprocessors, cudaDevAttrMultiProcessorCount, device));
   });
   return st;
 }
@@ -113,6 +116,8 @@ int current_device() {
 cudaStream_t stream() { return state(current_device()).stream; }
 
 cudaMemPool_t memory_pool() { return state(current_device()).pool; }
+
+int multiprocessor_count() { return state(current_device()).multiprocessors; }
 
 cudnnHandle_t cudnn_handle() {
   DeviceState& st = state(current_device());

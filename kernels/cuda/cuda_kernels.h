@@ -170,6 +170,12 @@ void batch_norm_backward_train(const float* x, const float* dy, const float* gam
                                const float* save_mean, const float* save_invstd, float* dx,
                                float* dgamma, float* dbeta, int64_t N, int64_t C, int64_t S,
                                float eps);
+// The hand-written training batch norm cuts each channel into P slices, one block each, when
+// C alone would not fill the GPU (batchnorm.cu). batch_norm_slices says which P a shape gets;
+// set_batch_norm_slices(P) forces P for every later call (tests and benchmarks compare the
+// split against one block per channel), 0 goes back to the automatic choice.
+int64_t batch_norm_slices(int64_t N, int64_t C, int64_t S);
+void set_batch_norm_slices(int64_t slices);
 }  // namespace handwritten
 
 // Vendor: kernels/cublas/cublas_gemm.cpp, kernels/cudnn/cudnn_conv.cpp, cudnn_batchnorm.cpp.

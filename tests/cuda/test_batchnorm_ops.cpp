@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #ifdef GANTRY_WITH_CUDA
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -158,6 +159,36 @@ TEST_CASE("batch norm: a non-default eps reaches the backward of both implementa
   for (cuda::Impl impl : {cuda::Impl::Handwritten, cuda::Impl::Library})
     for (const BnShape& b : {BnShape{8, 64, 64}, BnShape{3, 7, 45}, BnShape{16, 10, 1}})
       for (bool affine : {true, false}) check_bn(b, impl, affine, 1e-3f);
+}
+
+TEST_CASE("batch norm: the hand-written split of a channel into slices matches the CPU",
+          "[cuda][batchnorm]") {
+  // With few channels each channel is cut into P slices, one block each, whose statistics a
+  // second launch merges (Chan et al.) or whose gradient sums it adds. Forced P, including
+  // slices that do not divide N*S (100003 = 7 slices of 14287 but the last), one value per
+  // slice (P = N*S) and P beyond N*S (clamped), against the same CPU reference.
+  struct Reset {
+    ~Reset() { cuda::handwritten::set_batch_norm_slices(0); }
+  } reset;
+  for (int64_t P : {1, 2, 7, 100}) {
+    cuda::handwritten::set_batch_norm_slices(P);
+    for (const BnShape& b : {BnShape{8, 64, 64}, BnShape{3, 7, 45}, BnShape{16, 10, 1},
+                             BnShape{2, 3, 100003}, BnShape{1, 5, 1}}) {
+      // P slices of ceil(M / P) values, fewer when the last would be empty (16 values in 7
+      // slices of 3 make 6).
+      const int64_t M = b.N * b.S, len = (M + std::min(P, M) - 1) / std::min(P, M);
+      INFO("forced slices " << P);
+      CHECK(cuda::handwritten::batch_norm_slices(b.N, b.C, b.S) == (M + len - 1) / len);
+      for (bool affine : {true, false}) check_bn(b, cuda::Impl::Handwritten, affine);
+    }
+  }
+  // The automatic choice: one block per channel when the channels fill the GPU (4 blocks per
+  // SM; no GPU has 1024 SMs) or a channel is too short to share (< 2048 values); three
+  // channels of 100003 values are split on any GPU.
+  cuda::handwritten::set_batch_norm_slices(0);
+  CHECK(cuda::handwritten::batch_norm_slices(2, 4096, 16) == 1);
+  CHECK(cuda::handwritten::batch_norm_slices(8, 3, 255) == 1);
+  CHECK(cuda::handwritten::batch_norm_slices(2, 3, 100003) >= 2);
 }
 
 TEST_CASE("batch norm: one value per channel (M = 1) as the CPU kernel", "[cuda][batchnorm]") {
