@@ -10,6 +10,8 @@
 // cuDNN's implicit-GEMM kernels fuse the gather into the GEMM instead of materialising col:
 // less memory traffic; docs/cuda.md compares the two.
 #include <algorithm>
+#include <climits>
+#include <cstdint>
 
 #include "gantry/kernels/cuda/common.cuh"
 #include "gantry/kernels/cuda/cuda_kernels.h"
@@ -27,73 +29,102 @@ Geom geom(const Conv2dShape& s) {
   return {s.N, s.C, s.H, s.W, s.O, s.kh, s.kw, s.stride, s.padding, s.OH(), s.OW()};
 }
 
-// im2col for images n0 .. n0+nb-1: one thread per col element (row ck, column b*S + s). The
+// Index arithmetic: decoding a flat index into (image, channel, row, column) divides by
+// runtime sizes, and a GPU has no integer divide instruction: a 32-bit division is a sequence
+// of about 20 instructions, a 64-bit one several times that (a software routine). im2col does
+// six per element, so each kernel is a template on the index type I, and the host picks
+// int32_t whenever every index of the launch fits (a chunk's col is capped at 16M floats, so
+// that is every DCGAN layer), int64_t otherwise. The image pointers arrive already offset to
+// the chunk's first image, so indices stay inside one chunk.
+bool g_force_wide_indices = false;  // tests: run the int64_t instances at small shapes
+bool fits_int32(int64_t largest_index_plus_one) {
+  return !g_force_wide_indices && largest_index_plus_one <= INT32_MAX;
+}
+
+// im2col for the nb images at x: one thread per col element (row ck, column b*S + s). The
 // column index runs fastest across threads, so writes are coalesced, and for stride 1 so are
 // the reads (neighbouring outputs read neighbouring inputs).
-__global__ void im2col_kernel(const float* __restrict__ x, Geom s, int64_t n0, int64_t nb,
+template <class I>
+__global__ void im2col_kernel(const float* __restrict__ x, Geom g, int64_t nb,
                               float* __restrict__ col) {
-  const int64_t OH = s.OH, OW = s.OW, S = OH * OW;
-  const int64_t cols = nb * S, total = s.C * s.kh * s.kw * cols;
-  GANTRY_GRID_LOOP(i, total) {
-    const int64_t ck = i / cols, j = i - ck * cols;
-    const int64_t b = j / S, sp = j - b * S;
-    const int64_t oh = sp / OW, ow = sp - oh * OW;
-    const int64_t c = ck / (s.kh * s.kw), kk = ck - c * s.kh * s.kw;
-    const int64_t ki = kk / s.kw, kj = kk - ki * s.kw;
-    const int64_t ih = oh * s.stride - s.padding + ki, iw = ow * s.stride - s.padding + kj;
+  const I C = static_cast<I>(g.C), H = static_cast<I>(g.H), W = static_cast<I>(g.W);
+  const I kw = static_cast<I>(g.kw), khw = static_cast<I>(g.kh * g.kw);
+  const I stride = static_cast<I>(g.stride), pad = static_cast<I>(g.padding);
+  const I OW = static_cast<I>(g.OW), S = static_cast<I>(g.OH * g.OW);
+  const I cols = static_cast<I>(nb * g.OH * g.OW);
+  GANTRY_GRID_LOOP(flat, g.C * g.kh * g.kw * nb * g.OH * g.OW) {
+    const I i = static_cast<I>(flat);
+    const I ck = i / cols, j = i - ck * cols;
+    const I b = j / S, sp = j - b * S;
+    const I oh = sp / OW, ow = sp - oh * OW;
+    const I c = ck / khw, kk = ck - c * khw;
+    const I ki = kk / kw, kj = kk - ki * kw;
+    const I ih = oh * stride - pad + ki, iw = ow * stride - pad + kj;
     float v = 0.f;  // zero padding
-    if (ih >= 0 && ih < s.H && iw >= 0 && iw < s.W)
-      v = x[(((n0 + b) * s.C + c) * s.H + ih) * s.W + iw];
+    if (ih >= 0 && ih < H && iw >= 0 && iw < W) v = x[((b * C + c) * H + ih) * W + iw];
     col[i] = v;
   }
 }
 
-// col2im as a gather: one thread per input element x[n, c, ih, iw] adds up every col entry
-// that read it. For each kernel tap (ki, kj) the output position is oh = (ih + p - ki) / stride
-// when that divides exactly and lands inside the output. Each x element is written by exactly
-// one thread, so no atomics are needed (the scatter formulation would need them), and the
-// sum order is fixed: results are deterministic.
-__global__ void col2im_kernel(const float* __restrict__ col, Geom s, int64_t n0, int64_t nb,
+// col2im as a gather: one thread per input element x[b, c, ih, iw] of the nb images at x adds
+// up every col entry that read it. For each kernel tap (ki, kj) the output position is
+// oh = (ih + p - ki) / stride when that divides exactly and lands inside the output. Each x
+// element is written by exactly one thread, so no atomics are needed (the scatter formulation
+// would need them), and the sum order is fixed: results are deterministic.
+template <class I>
+__global__ void col2im_kernel(const float* __restrict__ col, Geom g, int64_t nb,
                               float* __restrict__ x, bool accumulate) {
-  const int64_t OH = s.OH, OW = s.OW, S = OH * OW, cols = nb * S;
-  const int64_t total = nb * s.C * s.H * s.W;
-  GANTRY_GRID_LOOP(i, total) {
-    const int64_t iw = i % s.W, ih = (i / s.W) % s.H, c = (i / (s.W * s.H)) % s.C;
-    const int64_t b = i / (s.W * s.H * s.C);
+  const I C = static_cast<I>(g.C), H = static_cast<I>(g.H), W = static_cast<I>(g.W);
+  const I kh = static_cast<I>(g.kh), kw = static_cast<I>(g.kw);
+  const I stride = static_cast<I>(g.stride), pad = static_cast<I>(g.padding);
+  const I OH = static_cast<I>(g.OH), OW = static_cast<I>(g.OW), S = OH * OW;
+  const I cols = static_cast<I>(nb) * S;
+  GANTRY_GRID_LOOP(flat, nb * g.C * g.H * g.W) {
+    const I i = static_cast<I>(flat);
+    const I row_index = i / W, iw = i - row_index * W;  // row_index = (b*C + c)*H + ih
+    const I plane = row_index / H, ih = row_index - plane * H;
+    const I b = plane / C, c = plane - b * C;
     float acc = 0.f;
-    for (int64_t ki = 0; ki < s.kh; ++ki) {
-      const int64_t th = ih + s.padding - ki;
-      if (th < 0 || th % s.stride != 0) continue;
-      const int64_t oh = th / s.stride;
+    for (I ki = 0; ki < kh; ++ki) {
+      const I th = ih + pad - ki;
+      if (th < 0 || th % stride != 0) continue;
+      const I oh = th / stride;
       if (oh >= OH) continue;
-      for (int64_t kj = 0; kj < s.kw; ++kj) {
-        const int64_t tw = iw + s.padding - kj;
-        if (tw < 0 || tw % s.stride != 0) continue;
-        const int64_t ow = tw / s.stride;
+      for (I kj = 0; kj < kw; ++kj) {
+        const I tw = iw + pad - kj;
+        if (tw < 0 || tw % stride != 0) continue;
+        const I ow = tw / stride;
         if (ow >= OW) continue;
-        const int64_t row = (c * s.kh + ki) * s.kw + kj;
+        const I row = (c * kh + ki) * kw + kj;
         acc += col[row * cols + b * S + oh * OW + ow];
       }
     }
-    float* dst = x + n0 * s.C * s.H * s.W + i;
-    *dst = accumulate ? *dst + acc : acc;
+    x[i] = accumulate ? x[i] + acc : acc;
   }
 }
 
 // [O, nb*S] (GEMM order) <-> [nb, O, S] (tensor order), plus an optional bias per channel.
+template <class I>
 __global__ void gemm_to_nchw_kernel(const float* __restrict__ t, float* __restrict__ y,
-                                    const float* __restrict__ bias, int64_t O, int64_t nb,
-                                    int64_t S) {
-  GANTRY_GRID_LOOP(i, O * nb * S) {  // i indexes y: consecutive threads write consecutive y
-    const int64_t sp = i % S, o = (i / S) % O, b = i / (S * O);
-    y[i] = t[o * nb * S + b * S + sp] + (bias ? bias[o] : 0.f);
+                                    const float* __restrict__ bias, int64_t O_, int64_t nb_,
+                                    int64_t S_) {
+  const I O = static_cast<I>(O_), nb = static_cast<I>(nb_), S = static_cast<I>(S_);
+  GANTRY_GRID_LOOP(flat, O_ * nb_ * S_) {  // i indexes y: consecutive threads write consecutive y
+    const I i = static_cast<I>(flat);
+    const I q = i / S, sp = i - q * S;  // q = b*O + o
+    const I b = q / O, o = q - b * O;
+    y[i] = t[(o * nb + b) * S + sp] + (bias ? bias[o] : 0.f);
   }
 }
 
-__global__ void nchw_to_gemm_kernel(const float* __restrict__ y, float* __restrict__ t, int64_t O,
-                                    int64_t nb, int64_t S) {
-  GANTRY_GRID_LOOP(i, O * nb * S) {  // i indexes t
-    const int64_t sp = i % S, b = (i / S) % nb, o = i / (S * nb);
+template <class I>
+__global__ void nchw_to_gemm_kernel(const float* __restrict__ y, float* __restrict__ t,
+                                    int64_t O_, int64_t nb_, int64_t S_) {
+  const I O = static_cast<I>(O_), nb = static_cast<I>(nb_), S = static_cast<I>(S_);
+  GANTRY_GRID_LOOP(flat, O_ * nb_ * S_) {  // i indexes t
+    const I i = static_cast<I>(flat);
+    const I q = i / S, sp = i - q * S;  // q = o*nb + b
+    const I o = q / nb, b = q - o * nb;
     t[i] = y[(b * O + o) * S + sp];
   }
 }
@@ -106,15 +137,43 @@ int64_t chunk_images(const Conv2dShape& s) {
 }
 
 void launch_im2col(const float* x, const Conv2dShape& s, int64_t n0, int64_t nb, float* col) {
-  const int64_t total = s.C * s.kh * s.kw * nb * s.OH() * s.OW();
-  im2col_kernel<<<blocks_for(total), kThreads, 0, stream()>>>(x, geom(s), n0, nb, col);
+  const int64_t total = s.C * s.kh * s.kw * nb * s.OH() * s.OW(), image = s.C * s.H * s.W;
+  const float* x0 = x + n0 * image;
+  if (fits_int32(std::max(total, nb * image)))
+    im2col_kernel<int32_t><<<blocks_for(total), kThreads, 0, stream()>>>(x0, geom(s), nb, col);
+  else
+    im2col_kernel<int64_t><<<blocks_for(total), kThreads, 0, stream()>>>(x0, geom(s), nb, col);
   GANTRY_CUDA_LAUNCH_CHECK();
 }
 
 void launch_col2im(const float* col, const Conv2dShape& s, int64_t n0, int64_t nb, float* x,
                    bool accumulate) {
-  const int64_t total = nb * s.C * s.H * s.W;
-  col2im_kernel<<<blocks_for(total), kThreads, 0, stream()>>>(col, geom(s), n0, nb, x, accumulate);
+  const int64_t total = nb * s.C * s.H * s.W, ncol = s.C * s.kh * s.kw * nb * s.OH() * s.OW();
+  float* x0 = x + n0 * s.C * s.H * s.W;
+  if (fits_int32(std::max(total, ncol)))
+    col2im_kernel<int32_t><<<blocks_for(total), kThreads, 0, stream()>>>(col, geom(s), nb, x0, accumulate);
+  else
+    col2im_kernel<int64_t><<<blocks_for(total), kThreads, 0, stream()>>>(col, geom(s), nb, x0, accumulate);
+  GANTRY_CUDA_LAUNCH_CHECK();
+}
+
+// The permutes between [O, nb*S] and [nb, O, S] (both O*nb*S floats).
+void launch_gemm_to_nchw(const float* t, float* y, const float* bias, int64_t O, int64_t nb,
+                         int64_t S) {
+  const int64_t total = O * nb * S;
+  if (fits_int32(total))
+    gemm_to_nchw_kernel<int32_t><<<blocks_for(total), kThreads, 0, stream()>>>(t, y, bias, O, nb, S);
+  else
+    gemm_to_nchw_kernel<int64_t><<<blocks_for(total), kThreads, 0, stream()>>>(t, y, bias, O, nb, S);
+  GANTRY_CUDA_LAUNCH_CHECK();
+}
+
+void launch_nchw_to_gemm(const float* y, float* t, int64_t O, int64_t nb, int64_t S) {
+  const int64_t total = O * nb * S;
+  if (fits_int32(total))
+    nchw_to_gemm_kernel<int32_t><<<blocks_for(total), kThreads, 0, stream()>>>(y, t, O, nb, S);
+  else
+    nchw_to_gemm_kernel<int64_t><<<blocks_for(total), kThreads, 0, stream()>>>(y, t, O, nb, S);
   GANTRY_CUDA_LAUNCH_CHECK();
 }
 
@@ -128,6 +187,8 @@ void col2im(const float* col, const Conv2dShape& s, float* x) {
 
 namespace handwritten {
 
+void set_conv_wide_indices(bool force) { g_force_wide_indices = force; }
+
 void conv2d_forward(const float* x, const float* w, const float* bias, float* y,
                     const Conv2dShape& s) {
   const int64_t CK = s.C * s.kh * s.kw, S = s.OH() * s.OW();
@@ -139,10 +200,7 @@ void conv2d_forward(const float* x, const float* w, const float* bias, float* y,
     const int64_t nb = std::min(nb_max, s.N - n0);
     launch_im2col(x, s, n0, nb, col.f());
     gemm(false, false, s.O, nb * S, CK, 1.f, w, col.f(), 0.f, tmp.f());  // [O, nb*S]
-    float* y0 = y + n0 * s.O * S;
-    gemm_to_nchw_kernel<<<blocks_for(s.O * nb * S), kThreads, 0, stream()>>>(tmp.f(), y0, bias,
-                                                                            s.O, nb, S);
-    GANTRY_CUDA_LAUNCH_CHECK();
+    launch_gemm_to_nchw(tmp.f(), y + n0 * s.O * S, bias, s.O, nb, S);
   }
 }
 
@@ -158,9 +216,7 @@ void conv2d_backward_input(const float* dy, const float* w, float* dx, const Con
   Scratch dyt(static_cast<size_t>(s.O * nb_max * S) * sizeof(float));
   for (int64_t n0 = 0; n0 < s.N; n0 += nb_max) {
     const int64_t nb = std::min(nb_max, s.N - n0);
-    nchw_to_gemm_kernel<<<blocks_for(s.O * nb * S), kThreads, 0, stream()>>>(
-        dy + n0 * s.O * S, dyt.f(), s.O, nb, S);
-    GANTRY_CUDA_LAUNCH_CHECK();
+    launch_nchw_to_gemm(dy + n0 * s.O * S, dyt.f(), s.O, nb, S);
     // dcol[CK, nb*S] = W^T [CK, O] * dy [O, nb*S]; W is stored [O, CK], hence trans_a.
     gemm(true, false, CK, nb * S, s.O, 1.f, w, dyt.f(), 0.f, col.f());
     launch_col2im(col.f(), s, n0, nb, dx, /*accumulate=*/false);
@@ -182,9 +238,7 @@ void conv2d_backward_weight(const float* x, const float* dy, float* dw, float* d
   for (int64_t n0 = 0; n0 < s.N; n0 += nb_max) {
     const int64_t nb = std::min(nb_max, s.N - n0);
     launch_im2col(x, s, n0, nb, col.f());
-    nchw_to_gemm_kernel<<<blocks_for(s.O * nb * S), kThreads, 0, stream()>>>(
-        dy + n0 * s.O * S, dyt.f(), s.O, nb, S);
-    GANTRY_CUDA_LAUNCH_CHECK();
+    launch_nchw_to_gemm(dy + n0 * s.O * S, dyt.f(), s.O, nb, S);
     // dW[O, CK] (+)= dy[O, nb*S] * col^T; col is stored [CK, nb*S], hence trans_b. The first
     // chunk overwrites (beta 0), later chunks accumulate (beta 1).
     gemm(false, true, s.O, CK, nb * S, 1.f, dyt.f(), col.f(), n0 == 0 ? 0.f : 1.f, dw);

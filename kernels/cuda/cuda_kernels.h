@@ -176,6 +176,10 @@ void batch_norm_backward_train(const float* x, const float* dy, const float* gam
 // split against one block per channel), 0 goes back to the automatic choice.
 int64_t batch_norm_slices(int64_t N, int64_t C, int64_t S);
 void set_batch_norm_slices(int64_t slices);
+// The hand-written conv's im2col/col2im/permute kernels decode indices in 32 bits when every
+// index of a launch fits, in 64 bits otherwise (conv.cu). set_conv_wide_indices(true) forces
+// 64 bits (tests check both instances at small shapes); false goes back to the choice.
+void set_conv_wide_indices(bool force);
 }  // namespace handwritten
 
 // Vendor: kernels/cublas/cublas_gemm.cpp, kernels/cudnn/cudnn_conv.cpp, cudnn_batchnorm.cpp.

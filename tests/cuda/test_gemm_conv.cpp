@@ -178,7 +178,7 @@ TEST_CASE("hand-written GEMM and transpose2d past 65535 row tiles (gridDim.y)", 
   CHECK(rel_error(dy.download(), xt) == 0.0);
 }
 
-TEST_CASE("im2col and col2im match the CPU", "[cuda][conv]") {
+static void check_im2col_col2im() {
   std::vector<cpu::Conv2dShape> shapes(std::begin(kOddShapes), std::end(kOddShapes));
   shapes.push_back({1, 64, 32, 32, 128, 4, 4, 2, 1});
   for (const cpu::Conv2dShape& s : shapes) {
@@ -197,6 +197,21 @@ TEST_CASE("im2col and col2im match the CPU", "[cuda][conv]") {
     cuda::col2im(dc.p, s, dxa.p);
     CHECK(rel_error(dxa.download(), x_ref) < 1e-6);
   }
+}
+
+TEST_CASE("im2col and col2im match the CPU", "[cuda][conv]") { check_im2col_col2im(); }
+
+TEST_CASE("hand-written conv: the 64-bit index kernels match the CPU too", "[cuda][conv]") {
+  // Every launch above fits 32-bit indices, so it runs the int32_t instances of im2col,
+  // col2im and the permutes; forcing 64 bits runs the int64_t ones (used past 2^31 elements,
+  // which these tests cannot allocate) on the same shapes.
+  struct Reset {
+    ~Reset() { cuda::handwritten::set_conv_wide_indices(false); }
+  } reset;
+  cuda::handwritten::set_conv_wide_indices(true);
+  check_im2col_col2im();
+  for (const cpu::Conv2dShape& s : kOddShapes) check_conv(s, kVariants[0]);
+  for (const cpu::Conv2dShape& s : dcgan_shapes(2)) check_conv(s, kVariants[0]);
 }
 
 TEST_CASE("conv2d forward/backward: DCGAN shapes, batch 8", "[cuda][conv]") {
