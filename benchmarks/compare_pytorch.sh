@@ -49,6 +49,10 @@ done
 [[ $cudnn_bench == 1 && $device != cuda ]] && { echo "compare_pytorch.sh: --cudnn-benchmark needs --device cuda (it is a cuDNN setting)" >&2; exit 2; }
 # gantry's benchmark binary: --build, else the first build dir that has one.
 bin=""
+if [[ -n "$build" && ! -x "$build/benchmarks/dcgan_step" ]]; then
+  echo "compare_pytorch.sh: --build $build has no benchmarks/dcgan_step; build it: cmake --build $build --target dcgan_step" >&2
+  exit 1
+fi
 for d in "$build" "$root/build" "$root/build-bench" "$root/build-release"; do
   [[ -n "$d" && -x "$d/benchmarks/dcgan_step" ]] && { bin="$d/benchmarks/dcgan_step"; break; }
 done
@@ -89,7 +93,14 @@ for ((r = 1; r <= rounds; ++r)); do
   for mode in example freeze; do
     torch_run "pytorch-$mode"
     if [[ $cudnn_bench == 1 ]]; then torch_run "pytorch-$mode-cudnn-benchmark" --cudnn-benchmark; fi
-    if [[ $compile == 1 ]]; then torch_run "pytorch-$mode-compile" --compile || true; fi
+    if [[ $compile == 1 ]]; then
+      # With cuDNN's benchmark mode too, when asked: Inductor's convolutions are aten's, which
+      # follow it, and gantry always times cuDNN's algorithms.
+      if [[ $cudnn_bench == 1 ]]; then cflags=(--compile --cudnn-benchmark) side="pytorch-$mode-compile-cudnn-benchmark"
+      else cflags=(--compile) side="pytorch-$mode-compile"; fi
+      torch_run "$side" "${cflags[@]}" \
+        || echo "compare_pytorch.sh: round $r: the torch.compile run ($side) failed (its error is above); the table has no row for it" >&2
+    fi
   done
 done
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg); raw results: $results"

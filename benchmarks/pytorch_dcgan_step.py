@@ -110,7 +110,10 @@ def run(config, mode, args, device):
     if args.compile:
         if not hasattr(torch, "compile"):
             raise SystemExit("pytorch_dcgan_step: --compile needs PyTorch >= 2.0 (this is %s)" % torch.__version__)
-        Gf, Df = torch.compile(netG), torch.compile(netD)
+        # Dynamo caches per code object, so the previous config's G/D would make this one's
+        # shapes dynamic (less specialised graphs): start afresh, with static shapes.
+        torch._dynamo.reset()
+        Gf, Df = torch.compile(netG, dynamic=False), torch.compile(netD, dynamic=False)
     real = torch.rand(batch, nc, image_size, image_size, device=device) * 2 - 1
     real_label, fake_label = 1.0, 0.0
     freeze = mode == "freeze"
@@ -169,8 +172,6 @@ def run(config, mode, args, device):
         optG.step()
         return (errD_real + errD_fake).item(), errG.item()
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
     times, cpu_times = [], []
     losses = (0.0, 0.0)
     # Lazy R1 makes the cost periodic: time whole cycles, report their mean (as dcgan_step).
@@ -179,6 +180,8 @@ def run(config, mode, args, device):
     for i in range(args.warmup + timed):
         if device.type == "cuda":
             torch.cuda.synchronize()
+            if i == args.warmup:  # the timed steps' peak, as gantry's (not the warm-up's searches)
+                torch.cuda.reset_peak_memory_stats()
         t0, c0 = time.perf_counter(), time.process_time()
         losses = step()  # .item() synchronizes
         dt = (time.perf_counter() - t0) * 1e3
@@ -233,9 +236,15 @@ def main():
         if not torch.cuda.is_available():
             print("pytorch_dcgan_step: --device cuda, but torch sees no GPU: skipped", file=sys.stderr)
             sys.exit(77)
-        # fp32 like gantry's defaults: TF32 in cuDNN convolutions, not in matmuls.
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = True
+        # fp32 like gantry's defaults: TF32 in cuDNN convolutions, not in matmuls. PyTorch 2.9
+        # replaced the allow_tf32 flags with fp32_precision (mixing the two can raise in
+        # Inductor): the new API where it exists.
+        if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
+            torch.backends.cuda.matmul.fp32_precision = "ieee"
+            torch.backends.cudnn.conv.fp32_precision = "tf32"
+        else:
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = args.cudnn_benchmark
     names = list(CONFIGS) if args.config == "all" else args.config.split(",")
     for n in names:

@@ -3,18 +3,22 @@
 # One-command verification of the CUDA backend on a GPU machine (written for the project's
 # lent H100: CUDA 13, no network, no package access, 10 minutes per command).
 #
-#   scripts/gpu-check.sh [probe|build|test|bench|sanitize|all ...]     (default: all)
+#   scripts/gpu-check.sh [probe|build|test|bench|sanitize|cpu-suite|all ...]   (default: all)
 #
 #   probe     GPU, driver, nvcc, cmake, where cuDNN is (/usr/local/cuda, CUDNN_ROOT, or the pip
 #             package nvidia-cudnn-cu13/-cu12), compute-sanitizer, PyTorch
 #   build     configure + build build-gpu/: -DGANTRY_CUDA=ON, CUDA architectures native (90
-#             without a GPU to ask), GANTRY_DEPS_PREFIX=stage (scripts/stage-deps.sh), CUDNN_ROOT
-#   test      ctest -L cuda (the GPU parity tests), then the rest of the suite (-LE cuda)
-#   bench     dcgan_step --device cuda --config all, kernel_bench --impl all, and with PyTorch
+#             without a GPU to ask), GANTRY_DEPS_PREFIX=stage (scripts/stage-deps.sh), CUDNN_ROOT;
+#             only what the GPU phases run (cuda_tests, dcgan_step, kernel_bench)
+#   test      ctest -L cuda (the GPU parity tests)
+#   bench     dcgan_step --device cuda --config all, kernel_bench --impl cuda, and with PyTorch
 #             benchmarks/compare_pytorch.sh --device cuda --config 64rgb_b128 --cudnn-benchmark
-#             (+ --compile)
+#             (+ --compile, with cuDNN's benchmark mode too)
 #   sanitize  compute-sanitizer memcheck, then racecheck, on each tests/cuda_* executable
-#   all       probe build test bench sanitize (the sanitizer last: its runs fill what is left)
+#   cpu-suite the rest of the build, then the rest of the suite (ctest -LE cuda): CI runs it on
+#             every commit, so on the GPU machine it comes last
+#   all       probe build test bench sanitize cpu-suite (the GPU's checks first; the sanitizer
+#             and the CPU suite fill what is left)
 #
 # Every phase continues after a failure and records it. Logs go to ${OUT:-gpu-out}/<phase>.log,
 # the verdicts to summary.txt (at most 8 files, as the device tool returns). test, sanitize and
@@ -45,12 +49,12 @@ phases=("$@")
 [[ ${#phases[@]} -eq 0 ]] && phases=(all)
 for p in "${phases[@]}"; do
   case "$p" in
-    probe|build|test|sanitize|bench|all) ;;
-    -h|--help) sed -n 3,26p "$0"; exit 0 ;;
-    *) echo "gpu-check: unknown phase '$p' (probe|build|test|sanitize|bench|all)" >&2; exit 2 ;;
+    probe|build|test|sanitize|bench|cpu-suite|all) ;;
+    -h|--help) sed -n 3,30p "$0"; exit 0 ;;
+    *) echo "gpu-check: unknown phase '$p' (probe|build|test|sanitize|bench|cpu-suite|all)" >&2; exit 2 ;;
   esac
 done
-if [[ " ${phases[*]} " == *" all "* ]]; then phases=(probe build test bench sanitize); fi
+if [[ " ${phases[*]} " == *" all "* ]]; then phases=(probe build test bench sanitize cpu-suite); fi
 
 # ---- bookkeeping ---------------------------------------------------------------------------
 results=()        # "phase|status|seconds|note"
@@ -207,7 +211,8 @@ do_build() {
     # Keep going past a failing target, so one broken test does not hide the others.
     local keep=(-k)
     grep -q '^CMAKE_GENERATOR:INTERNAL=Ninja' "$build/CMakeCache.txt" && keep=(-k 0)
-    step "build -j$jobs" 900 cmake --build "$build" -j "$jobs" -- "${keep[@]}"
+    step "build -j$jobs (GPU targets)" 900 cmake --build "$build" -j "$jobs" \
+      --target cuda_tests dcgan_step kernel_bench -- "${keep[@]}"
   fi
   grep -E 'gantry: CUDA backend|error' "$log" | head -20 | sed 's/^/   /'
   end_phase build
@@ -217,14 +222,25 @@ do_test() {
   ensure_built
   begin_phase test
   if ! has_gpu; then note "no GPU: the cuda tests skip (77)"; fi
-  step "ctest -L cuda" 400 ctest --test-dir "$build" -L cuda --output-on-failure --timeout 300
+  # --no-tests=error: a build that registered no test (a failed configure) is a failure.
+  step "ctest -L cuda" 400 ctest --test-dir "$build" -L cuda --no-tests=error --output-on-failure --timeout 300
   if has_gpu && grep -qE '\*\*\*Skipped|Not Run' "$log"; then
     note "a cuda test SKIPPED on a GPU machine"
     phase_status=FAILED
   fi
-  step "ctest -LE cuda (the rest)" 400 ctest --test-dir "$build" -LE cuda -j "$jobs" --output-on-failure --timeout 300
   grep -E 'tests passed|tests failed|\(Failed\)|\(Timeout\)|\*\*\*Skipped|Not Run' "$log" | head -20 | sed 's/^/   /'
   end_phase test
+}
+
+do_cpu-suite() {
+  ensure_built
+  begin_phase cpu-suite
+  local keep=(-k)
+  grep -q '^CMAKE_GENERATOR:INTERNAL=Ninja' "$build/CMakeCache.txt" && keep=(-k 0)
+  step "build -j$jobs (the rest)" 600 cmake --build "$build" -j "$jobs" -- "${keep[@]}"
+  step "ctest -LE cuda" 400 ctest --test-dir "$build" -LE cuda -j "$jobs" --no-tests=error --output-on-failure --timeout 300
+  grep -E 'tests passed|tests failed|\(Failed\)|\(Timeout\)' "$log" | head -20 | sed 's/^/   /'
+  end_phase cpu-suite
 }
 
 do_sanitize() {
@@ -254,15 +270,17 @@ do_bench() {
   if ! has_gpu; then note "no GPU"; phase_status=skipped; end_phase bench; return; fi
   step "dcgan_step --device cuda --config all" "$bench_timeout" \
     "$build/benchmarks/dcgan_step" --device cuda --config all
-  step "kernel_bench --impl all" "$bench_timeout" "$build/benchmarks/kernel_bench" --impl all
+  step "kernel_bench --impl cuda" "$bench_timeout" "$build/benchmarks/kernel_bench" --impl cuda
   if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
     step "compare_pytorch (eager, cudnn.benchmark off and on)" "$bench_timeout" \
       benchmarks/compare_pytorch.sh --device cuda --config 64rgb_b128 --build "$build" \
       --cudnn-benchmark --out "$out/compare.jsonl"
     if python3 -c 'import torch, sys; sys.exit(0 if hasattr(torch, "compile") else 1)' 2>/dev/null; then
       step "compare_pytorch --compile (1 round)" "$bench_timeout" benchmarks/compare_pytorch.sh \
-        --device cuda --config 64rgb_b128 --build "$build" --compile --rounds 1 \
+        --device cuda --config 64rgb_b128 --build "$build" --compile --cudnn-benchmark --rounds 1 \
         --out "$out/compare_compile.jsonl"
+      # One results file for both calls: the device tool returns at most 8 files.
+      [[ -f $out/compare_compile.jsonl ]] && { cat "$out/compare_compile.jsonl" >>"$out/compare.jsonl"; rm -f "$out/compare_compile.jsonl"; }
     fi
   else
     note "no CUDA PyTorch: compare_pytorch skipped"

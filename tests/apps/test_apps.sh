@@ -636,8 +636,11 @@ PYEOF
     # The same 3 steps on the GPU and on the CPU (same seed, data and init) log the same
     # losses; then the GPU run's generator, EMA and ADA paths and dcgan_generate/dcgan_eval
     # on the GPU. Runs on a real GPU, and on the CUDA emulator (GANTRY_CUDA_EMU builds).
-    GPU=("${TINY[@]:0:${#TINY[@]}-2}")  # TINY without its trailing --device cpu
-    "$TRAIN" "${TINY[@]}" --max-steps 3 --log-every 1 --out "$WORK/pc" >"$WORK/o" 2>&1 || fail "CPU run failed: $(tail -3 "$WORK/o")"
+    # Images of its own, not the default Fashion-MNIST: a GPU machine has no Debian package of it.
+    [ -d "$WORK/imgs" ] || "$PY" "$HERE/fixtures.py" folder "$WORK/imgs" 40
+    GPU=("${TINY[@]:0:${#TINY[@]}-2}" --dataset folder --data "$WORK/imgs")  # TINY without its trailing --device cpu
+    CPU=("${GPU[@]}" --device cpu)
+    "$TRAIN" "${CPU[@]}" --max-steps 3 --log-every 1 --out "$WORK/pc" >"$WORK/o" 2>&1 || fail "CPU run failed: $(tail -3 "$WORK/o")"
     if ! "$TRAIN" "${GPU[@]}" --device cuda --max-steps 3 --log-every 1 --out "$WORK/pg" >"$WORK/og" 2>&1; then
       if grep -q "built without CUDA\|no such GPU" "$WORK/og"; then
         echo "SKIPPED: --device cuda cannot run here: $(tail -1 "$WORK/og")"; exit 77
@@ -659,21 +662,21 @@ PYEOF
     # loss_G = -mean(score) is a mean of scores of both signs, near 0, which turns TF32's 1e-3 per conv
     # into 1 % of it (measured on the emulator's TF32 model; with TF32 off every digit agrees).
     H=(--loss hinge --spectral-norm --lr-g 0.0001 --lr-d 0.0004 --d-steps 2 --max-steps 2 --log-every 1)
-    "$TRAIN" "${TINY[@]}" "${H[@]}" --out "$WORK/hc" >"$WORK/o" 2>&1 || fail "CPU hinge run failed: $(tail -3 "$WORK/o")"
+    "$TRAIN" "${CPU[@]}" "${H[@]}" --out "$WORK/hc" >"$WORK/o" 2>&1 || fail "CPU hinge run failed: $(tail -3 "$WORK/o")"
     GANTRY_ALLOW_TF32=0 "$TRAIN" "${GPU[@]}" --device cuda "${H[@]}" --out "$WORK/hg" >"$WORK/o" 2>&1 \
       || fail "GPU hinge run failed: $(tail -3 "$WORK/o")"
     same_losses "$WORK/hc" "$WORK/hg" 2 >"$WORK/diff" || fail "GPU and CPU hinge losses differ: $(cat "$WORK/diff")"
     # The gradient penalties: double backward on the device (conv input/weight gradients as ops,
     # batch norm's statistics recomputed), the interpolation weights from the device's Philox.
     Q=(--loss wgan --gp 10 --r1 0.5 --d-steps 2 --max-steps 2 --log-every 1)
-    "$TRAIN" "${TINY[@]}" "${Q[@]}" --out "$WORK/qc" >"$WORK/o" 2>&1 || fail "CPU wgan-gp run failed: $(tail -3 "$WORK/o")"
+    "$TRAIN" "${CPU[@]}" "${Q[@]}" --out "$WORK/qc" >"$WORK/o" 2>&1 || fail "CPU wgan-gp run failed: $(tail -3 "$WORK/o")"
     GANTRY_ALLOW_TF32=0 "$TRAIN" "${GPU[@]}" --device cuda "${Q[@]}" --out "$WORK/qg" >"$WORK/o" 2>&1 \
       || fail "GPU wgan-gp run failed: $(tail -3 "$WORK/o")"
     same_losses "$WORK/qc" "$WORK/qg" 2 >"$WORK/diff" || fail "GPU and CPU wgan-gp losses differ: $(cat "$WORK/diff")"
     # D's other norms (group norm and instance norm are batch norm's kernels on [1, N*G, M]).
     for norm in layer instance; do
       N=(--loss wgan --gp 10 --d-norm $norm --max-steps 2 --log-every 1)
-      "$TRAIN" "${TINY[@]}" "${N[@]}" --out "$WORK/nc_$norm" >"$WORK/o" 2>&1 || fail "CPU --d-norm $norm run failed: $(tail -3 "$WORK/o")"
+      "$TRAIN" "${CPU[@]}" "${N[@]}" --out "$WORK/nc_$norm" >"$WORK/o" 2>&1 || fail "CPU --d-norm $norm run failed: $(tail -3 "$WORK/o")"
       GANTRY_ALLOW_TF32=0 "$TRAIN" "${GPU[@]}" --device cuda "${N[@]}" --out "$WORK/ng_$norm" >"$WORK/o" 2>&1 \
         || fail "GPU --d-norm $norm run failed: $(tail -3 "$WORK/o")"
       same_losses "$WORK/nc_$norm" "$WORK/ng_$norm" 2 >"$WORK/diff" || fail "GPU and CPU --d-norm $norm losses differ: $(cat "$WORK/diff")"
@@ -681,7 +684,7 @@ PYEOF
     # R1 with ADA (and its general geometry) at the reals, through the augmentation: the gathers' recorded scatters on the
     # device (--ada-target 0.01 and --ada-speed 40 raise p to 0.4 by step 3, which augments).
     A=(--ada --ada-geom --ada-speed 40 --ada-interval 1 --ada-target 0.01 --r1 0.5 --max-steps 3 --log-every 1)
-    "$TRAIN" "${TINY[@]}" "${A[@]}" --out "$WORK/ac" >"$WORK/o" 2>&1 || fail "CPU --ada --r1 run failed: $(tail -3 "$WORK/o")"
+    "$TRAIN" "${CPU[@]}" "${A[@]}" --out "$WORK/ac" >"$WORK/o" 2>&1 || fail "CPU --ada --r1 run failed: $(tail -3 "$WORK/o")"
     GANTRY_ALLOW_TF32=0 "$TRAIN" "${GPU[@]}" --device cuda "${A[@]}" --out "$WORK/ag" >"$WORK/o" 2>&1 \
       || fail "GPU --ada --r1 run failed: $(tail -3 "$WORK/o")"
     same_losses "$WORK/ac" "$WORK/ag" 3 >"$WORK/diff" || fail "GPU and CPU --ada --r1 losses differ: $(cat "$WORK/diff")"
