@@ -180,6 +180,11 @@ void set_batch_norm_slices(int64_t slices);
 // index of a launch fits, in 64 bits otherwise (conv.cu). set_conv_wide_indices(true) forces
 // 64 bits (tests check both instances at small shapes); false goes back to the choice.
 void set_conv_wide_indices(bool force);
+// The hand-written SGEMM splits K over several blocks per tile of C when its tiles alone would
+// not fill the GPU (gemm.cu: a convolution's weight gradient). gemm_k_splits says how many
+// ranges a product gets; set_gemm_k_splits(S) forces S (tests), 0 goes back to the choice.
+int64_t gemm_k_splits(int64_t M, int64_t N, int64_t K);
+void set_gemm_k_splits(int64_t splits);
 }  // namespace handwritten
 
 // Vendor: kernels/cublas/cublas_gemm.cpp, kernels/cudnn/cudnn_conv.cpp, cudnn_batchnorm.cpp.

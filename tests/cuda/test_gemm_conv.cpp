@@ -4,6 +4,8 @@
 // relative error, TF32 paths to 1e-3. Every output starts as NaN.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+
 #ifdef GANTRY_WITH_CUDA
 #include <cmath>
 #include <cstdlib>
@@ -152,6 +154,44 @@ TEST_CASE("GEMM: hand-written and cuBLAS match the CPU for all transposes", "[cu
             CHECK(rel_error(dC.download(), ref) < v.tol);
           }
   }
+}
+
+TEST_CASE("hand-written GEMM split over K (split-K) matches the CPU", "[cuda][gemm]") {
+  // Forced numbers of K ranges, including ones that do not divide K's 16-wide steps evenly
+  // and more ranges than steps (clamped); beta 0 (C poisoned: the partial sums must not read
+  // it) and 0.5 (added once, by the summing kernel).
+  struct Reset {
+    ~Reset() { cuda::handwritten::set_gemm_k_splits(0); }
+  } reset;
+  cuda::ImplScope scope(cuda::conv_impl(), cuda::bn_impl(), cuda::Impl::Handwritten);
+  struct Dims { int64_t M, N, K; };
+  const Dims dims[] = {{7, 13, 5}, {65, 129, 33}, {100, 1, 800}, {64, 48, 2000}};
+  for (int64_t splits : {2, 3, 7, 1000})
+    for (const Dims& d : dims)
+      for (int ta = 0; ta < 2; ++ta)
+        for (int tb = 0; tb < 2; ++tb)
+          for (float beta : {0.f, 0.5f}) {
+            cuda::handwritten::set_gemm_k_splits(splits);
+            const int64_t k_steps = (d.K + 15) / 16;
+            INFO("splits " << splits << " M" << d.M << " N" << d.N << " K" << d.K << " ta" << ta
+                           << " tb" << tb << " beta " << beta);
+            CHECK(cuda::handwritten::gemm_k_splits(d.M, d.N, d.K) <= std::min(splits, k_steps));
+            std::vector<float> A = test::randn(d.M * d.K, 26), B = test::randn(d.K * d.N, 27),
+                               C = test::randn(d.M * d.N, 28);
+            std::vector<double> ref = test::to_double(C);
+            cpu::gemm<double>(ta, tb, d.M, d.N, d.K, 1.5, test::to_double(A).data(),
+                              test::to_double(B).data(), beta, ref.data());
+            DevBuf dA(A), dB(B), dC(d.M * d.N);
+            if (beta != 0.f) dC.upload(C);
+            cuda::gemm(ta, tb, d.M, d.N, d.K, 1.5f, dA.p, dB.p, beta, dC.p);
+            CHECK(rel_error(dC.download(), ref) < 1e-5);
+          }
+  // The automatic choice: the first DCGAN layer's weight gradient at batch 128 (one 64x64 tile
+  // of C over K = 131072) is split on any GPU; 64 x 64 tiles of C are not.
+  cuda::handwritten::set_gemm_k_splits(0);
+  CHECK(cuda::handwritten::gemm_k_splits(64, 48, 131072) >= 2);
+  CHECK(cuda::handwritten::gemm_k_splits(4096, 4096, 4096) == 1);
+  CHECK(cuda::handwritten::gemm_k_splits(64, 48, 255) == 1);  // under 16 steps of K per range
 }
 
 TEST_CASE("hand-written GEMM and transpose2d past 65535 row tiles (gridDim.y)", "[cuda][gemm]") {
