@@ -92,6 +92,14 @@ struct ChunkedTensors {
   }
 };
 
+// Index arithmetic: decoding a flat index into coordinates divides by runtime sizes, and a
+// GPU has no integer divide instruction: a 32-bit division is a sequence of about 20
+// instructions, a 64-bit one a longer software routine. Kernels that decode per element are
+// templates on the index type, and the host launches the int32_t instance when every index of
+// the launch is below `n` <= INT32_MAX (host code; set_force_wide_indices in cuda_kernels.h
+// makes it false for tests of the int64_t instances).
+bool index_fits_int32(int64_t n);
+
 // Up to 8 dims of sizes and strides, passed to kernels by value.
 constexpr int kMaxDims = 8;
 struct Dims {

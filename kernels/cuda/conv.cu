@@ -29,17 +29,11 @@ Geom geom(const Conv2dShape& s) {
   return {s.N, s.C, s.H, s.W, s.O, s.kh, s.kw, s.stride, s.padding, s.OH(), s.OW()};
 }
 
-// Index arithmetic: decoding a flat index into (image, channel, row, column) divides by
-// runtime sizes, and a GPU has no integer divide instruction: a 32-bit division is a sequence
-// of about 20 instructions, a 64-bit one several times that (a software routine). im2col does
-// six per element, so each kernel is a template on the index type I, and the host picks
-// int32_t whenever every index of the launch fits (a chunk's col is capped at 16M floats, so
-// that is every DCGAN layer), int64_t otherwise. The image pointers arrive already offset to
-// the chunk's first image, so indices stay inside one chunk.
-bool g_force_wide_indices = false;  // tests: run the int64_t instances at small shapes
-bool fits_int32(int64_t largest_index_plus_one) {
-  return !g_force_wide_indices && largest_index_plus_one <= INT32_MAX;
-}
+// Index arithmetic (common.cuh): im2col divides six times per element, so each kernel here is
+// a template on the index type I, and the host picks int32_t whenever every index of the
+// launch fits (a chunk's col is capped at 16M floats, so that is every DCGAN layer), int64_t
+// otherwise. The image pointers arrive already offset to the chunk's first image, so indices
+// stay inside one chunk.
 
 // im2col for the nb images at x: one thread per col element (row ck, column b*S + s). The
 // column index runs fastest across threads, so writes are coalesced, and for stride 1 so are
@@ -139,7 +133,7 @@ int64_t chunk_images(const Conv2dShape& s) {
 void launch_im2col(const float* x, const Conv2dShape& s, int64_t n0, int64_t nb, float* col) {
   const int64_t total = s.C * s.kh * s.kw * nb * s.OH() * s.OW(), image = s.C * s.H * s.W;
   const float* x0 = x + n0 * image;
-  if (fits_int32(std::max(total, nb * image)))
+  if (index_fits_int32(std::max(total, nb * image)))
     im2col_kernel<int32_t><<<blocks_for(total), kThreads, 0, stream()>>>(x0, geom(s), nb, col);
   else
     im2col_kernel<int64_t><<<blocks_for(total), kThreads, 0, stream()>>>(x0, geom(s), nb, col);
@@ -150,7 +144,7 @@ void launch_col2im(const float* col, const Conv2dShape& s, int64_t n0, int64_t n
                    bool accumulate) {
   const int64_t total = nb * s.C * s.H * s.W, ncol = s.C * s.kh * s.kw * nb * s.OH() * s.OW();
   float* x0 = x + n0 * s.C * s.H * s.W;
-  if (fits_int32(std::max(total, ncol)))
+  if (index_fits_int32(std::max(total, ncol)))
     col2im_kernel<int32_t><<<blocks_for(total), kThreads, 0, stream()>>>(col, geom(s), nb, x0, accumulate);
   else
     col2im_kernel<int64_t><<<blocks_for(total), kThreads, 0, stream()>>>(col, geom(s), nb, x0, accumulate);
@@ -161,7 +155,7 @@ void launch_col2im(const float* col, const Conv2dShape& s, int64_t n0, int64_t n
 void launch_gemm_to_nchw(const float* t, float* y, const float* bias, int64_t O, int64_t nb,
                          int64_t S) {
   const int64_t total = O * nb * S;
-  if (fits_int32(total))
+  if (index_fits_int32(total))
     gemm_to_nchw_kernel<int32_t><<<blocks_for(total), kThreads, 0, stream()>>>(t, y, bias, O, nb, S);
   else
     gemm_to_nchw_kernel<int64_t><<<blocks_for(total), kThreads, 0, stream()>>>(t, y, bias, O, nb, S);
@@ -170,7 +164,7 @@ void launch_gemm_to_nchw(const float* t, float* y, const float* bias, int64_t O,
 
 void launch_nchw_to_gemm(const float* y, float* t, int64_t O, int64_t nb, int64_t S) {
   const int64_t total = O * nb * S;
-  if (fits_int32(total))
+  if (index_fits_int32(total))
     nchw_to_gemm_kernel<int32_t><<<blocks_for(total), kThreads, 0, stream()>>>(y, t, O, nb, S);
   else
     nchw_to_gemm_kernel<int64_t><<<blocks_for(total), kThreads, 0, stream()>>>(y, t, O, nb, S);
@@ -186,8 +180,6 @@ void col2im(const float* col, const Conv2dShape& s, float* x) {
 }
 
 namespace handwritten {
-
-void set_conv_wide_indices(bool force) { g_force_wide_indices = force; }
 
 void conv2d_forward(const float* x, const float* w, const float* bias, float* y,
                     const Conv2dShape& s) {

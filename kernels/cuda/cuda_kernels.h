@@ -148,6 +148,14 @@ struct EmaTensor {
 // an exact copy. Up to 64 tensors per launch.
 void ema_multi_tensor(const EmaTensor* tensors, int count, double decay);
 
+// ---- index width -------------------------------------------------------------------------
+// Kernels that decode a flat index into coordinates per element (the hand-written conv's
+// im2col/col2im/permutes, broadcasting binary ops, broadcast_to, sum_to_shape) do it in 32
+// bits when every index of a launch fits and in 64 bits otherwise (common.cuh).
+// set_force_wide_indices(true) makes them all take 64 bits (tests check both instances at
+// small shapes); false goes back to the choice.
+void set_force_wide_indices(bool force);
+
 // ---- one implementation, explicitly -------------------------------------------------------
 // Hand-written: kernels/cuda/gemm.cu, conv.cu, batchnorm.cu.
 namespace handwritten {
@@ -176,10 +184,6 @@ void batch_norm_backward_train(const float* x, const float* dy, const float* gam
 // split against one block per channel), 0 goes back to the automatic choice.
 int64_t batch_norm_slices(int64_t N, int64_t C, int64_t S);
 void set_batch_norm_slices(int64_t slices);
-// The hand-written conv's im2col/col2im/permute kernels decode indices in 32 bits when every
-// index of a launch fits, in 64 bits otherwise (conv.cu). set_conv_wide_indices(true) forces
-// 64 bits (tests check both instances at small shapes); false goes back to the choice.
-void set_conv_wide_indices(bool force);
 // The hand-written SGEMM splits K over several blocks per tile of C when its tiles alone would
 // not fill the GPU (gemm.cu: a convolution's weight gradient). gemm_k_splits says how many
 // ranges a product gets; set_gemm_k_splits(S) forces S (tests), 0 goes back to the choice.

@@ -2,6 +2,7 @@
 // each element is read once and written once, consecutive threads touch consecutive
 // addresses (coalesced 128-byte transactions), so they run at close to DRAM bandwidth
 // without shared memory or other tricks.
+#include <climits>
 #include <stdexcept>
 #include <string>
 
@@ -9,6 +10,15 @@
 #include "gantry/kernels/cuda/cuda_kernels.h"
 
 namespace gantry::cuda {
+
+namespace {
+bool g_force_wide_indices = false;  // tests: the int64_t instances at small shapes
+}  // namespace
+
+bool kern::index_fits_int32(int64_t n) { return !g_force_wide_indices && n <= INT32_MAX; }
+
+void set_force_wide_indices(bool force) { g_force_wide_indices = force; }
+
 using namespace kern;
 
 namespace {
@@ -165,19 +175,30 @@ struct BroadcastIndex {
   int64_t b_stride[kMaxDims];
 };
 
-template <Binary Op>
+template <Binary Op, class I>  // I: the index type (common.cuh, index_fits_int32)
 __global__ void binary_broadcast_kernel(const float* __restrict__ a, const float* __restrict__ b,
                                         float* __restrict__ out, int64_t n, BroadcastIndex ix) {
   GANTRY_GRID_LOOP(i, n) {
-    int64_t rest = i, ia = 0, ib = 0;
+    I rest = static_cast<I>(i), ia = 0, ib = 0;
     for (int d = ix.ndim - 1; d >= 0; --d) {
-      const int64_t coord = rest % ix.out_size[d];
-      rest /= ix.out_size[d];
-      ia += coord * ix.a_stride[d];
-      ib += coord * ix.b_stride[d];
+      const I size = static_cast<I>(ix.out_size[d]);
+      const I next = rest / size, coord = rest - next * size;
+      rest = next;
+      ia += coord * static_cast<I>(ix.a_stride[d]);
+      ib += coord * static_cast<I>(ix.b_stride[d]);
     }
     out[i] = binary_f<Op>(a[ia], b[ib]);
   }
+}
+
+template <Binary Op>
+void launch_broadcast(const float* a, const float* b, float* out, int64_t n,
+                      const BroadcastIndex& ix) {
+  // Every offset of a and b is below n (they are no larger than out).
+  if (index_fits_int32(n))
+    binary_broadcast_kernel<Op, int32_t><<<blocks_for(n), kThreads, 0, stream()>>>(a, b, out, n, ix);
+  else
+    binary_broadcast_kernel<Op, int64_t><<<blocks_for(n), kThreads, 0, stream()>>>(a, b, out, n, ix);
 }
 
 // Strides of a contiguous tensor of `shape` read as `out_shape` (0 along broadcast dims).
@@ -353,10 +374,10 @@ void binary_broadcast(Binary op, const float* a, const int64_t* a_shape, const f
   } else {
     const BroadcastIndex ix = make_index(a_shape, b_shape, out_shape, ndim);
     switch (op) {
-      case Binary::Add: binary_broadcast_kernel<Binary::Add><<<blocks, kThreads, 0, stream()>>>(a, b, out, n, ix); break;
-      case Binary::Sub: binary_broadcast_kernel<Binary::Sub><<<blocks, kThreads, 0, stream()>>>(a, b, out, n, ix); break;
-      case Binary::Mul: binary_broadcast_kernel<Binary::Mul><<<blocks, kThreads, 0, stream()>>>(a, b, out, n, ix); break;
-      case Binary::Div: binary_broadcast_kernel<Binary::Div><<<blocks, kThreads, 0, stream()>>>(a, b, out, n, ix); break;
+      case Binary::Add: launch_broadcast<Binary::Add>(a, b, out, n, ix); break;
+      case Binary::Sub: launch_broadcast<Binary::Sub>(a, b, out, n, ix); break;
+      case Binary::Mul: launch_broadcast<Binary::Mul>(a, b, out, n, ix); break;
+      case Binary::Div: launch_broadcast<Binary::Div>(a, b, out, n, ix); break;
     }
   }
   GANTRY_CUDA_LAUNCH_CHECK();

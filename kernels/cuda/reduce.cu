@@ -117,58 +117,50 @@ struct ReduceIndex {
   int64_t red_size[kMaxDims];  // 1 along kept dims
 };
 
-__device__ __forceinline__ int64_t kept_offset(const ReduceIndex& ix, int64_t o) {
-  int64_t off = 0;
+// The offset in x of coordinates numbered i over `size` (last dim fastest), in the index type
+// I (common.cuh: 32 bits when every offset fits).
+template <class I>
+__device__ __forceinline__ I offset_of(const ReduceIndex& ix, const int64_t* size, I i) {
+  I off = 0;
   for (int d = ix.ndim - 1; d >= 0; --d) {
-    off += (o % ix.out_size[d]) * ix.in_stride[d];
-    o /= ix.out_size[d];
-  }
-  return off;
-}
-
-__device__ __forceinline__ int64_t reduced_offset(const ReduceIndex& ix, int64_t r) {
-  int64_t off = 0;
-  for (int d = ix.ndim - 1; d >= 0; --d) {
-    off += (r % ix.red_size[d]) * ix.in_stride[d];
-    r /= ix.red_size[d];
+    const I n = static_cast<I>(size[d]), next = i / n;
+    off += (i - next * n) * static_cast<I>(ix.in_stride[d]);
+    i = next;
   }
   return off;
 }
 
 // Few terms per output (R small): one thread per output element, a serial loop over R.
+template <class I>
 __global__ void sum_to_shape_thread_kernel(const float* __restrict__ x, float* __restrict__ out,
                                            int64_t n_out, int64_t R, ReduceIndex ix) {
   GANTRY_GRID_LOOP(o, n_out) {
-    const int64_t base = kept_offset(ix, o);
+    const I base = offset_of<I>(ix, ix.out_size, static_cast<I>(o));
     float acc = 0.f;
-    for (int64_t r = 0; r < R; ++r) acc += x[base + reduced_offset(ix, r)];
+    for (I r = 0; r < static_cast<I>(R); ++r) acc += x[base + offset_of<I>(ix, ix.red_size, r)];
     out[o] = acc;
   }
 }
 
 // Many terms per output: one block per output element, block_sum over R.
+template <class I>
 __global__ void sum_to_shape_block_kernel(const float* __restrict__ x, float* __restrict__ out,
                                           int64_t n_out, int64_t R, ReduceIndex ix) {
   for (int64_t o = blockIdx.x; o < n_out; o += gridDim.x) {
-    const int64_t base = kept_offset(ix, o);
+    const I base = offset_of<I>(ix, ix.out_size, static_cast<I>(o));
     float acc = 0.f;
-    for (int64_t r = threadIdx.x; r < R; r += blockDim.x) acc += x[base + reduced_offset(ix, r)];
+    for (int64_t r = threadIdx.x; r < R; r += blockDim.x)  // 64-bit counter: r + blockDim may pass 2^31
+      acc += x[base + offset_of<I>(ix, ix.red_size, static_cast<I>(r))];
     acc = block_sum(acc);
     if (threadIdx.x == 0) out[o] = acc;
   }
 }
 
+template <class I>
 __global__ void broadcast_kernel(const float* __restrict__ x, float* __restrict__ out, int64_t n,
                                  ReduceIndex ix) {
   // ix.in_stride holds x's strides over out's dims (0 where x has size 1).
-  GANTRY_GRID_LOOP(i, n) {
-    int64_t rest = i, off = 0;
-    for (int d = ix.ndim - 1; d >= 0; --d) {
-      off += (rest % ix.out_size[d]) * ix.in_stride[d];
-      rest /= ix.out_size[d];
-    }
-    out[i] = x[off];
-  }
+  GANTRY_GRID_LOOP(i, n) out[i] = x[offset_of<I>(ix, ix.out_size, static_cast<I>(i))];
 }
 
 // out[c] = sum over (n, s) of x[n, c, s]: one block per channel; the threads of a block walk
@@ -222,11 +214,18 @@ void sum_to_shape(const float* x, const int64_t* in_shape, float* out, const int
     sum_all(x, R, out, 1.f);
     return;
   }
+  const bool narrow = index_fits_int32(n_out * R);  // x's size: every offset is below it
   if (R < 64) {
-    sum_to_shape_thread_kernel<<<blocks_for(n_out), kThreads, 0, stream()>>>(x, out, n_out, R, ix);
+    if (narrow)
+      sum_to_shape_thread_kernel<int32_t><<<blocks_for(n_out), kThreads, 0, stream()>>>(x, out, n_out, R, ix);
+    else
+      sum_to_shape_thread_kernel<int64_t><<<blocks_for(n_out), kThreads, 0, stream()>>>(x, out, n_out, R, ix);
   } else {
     const unsigned blocks = static_cast<unsigned>(n_out < 65536 ? n_out : 65536);
-    sum_to_shape_block_kernel<<<blocks, kThreads, 0, stream()>>>(x, out, n_out, R, ix);
+    if (narrow)
+      sum_to_shape_block_kernel<int32_t><<<blocks, kThreads, 0, stream()>>>(x, out, n_out, R, ix);
+    else
+      sum_to_shape_block_kernel<int64_t><<<blocks, kThreads, 0, stream()>>>(x, out, n_out, R, ix);
   }
   GANTRY_CUDA_LAUNCH_CHECK();
 }
@@ -244,7 +243,10 @@ void broadcast_to(const float* x, const int64_t* x_shape, float* out, const int6
     n *= out_shape[d];
   }
   if (n <= 0) return;
-  broadcast_kernel<<<blocks_for(n), kThreads, 0, stream()>>>(x, out, n, ix);
+  if (index_fits_int32(n))  // x is no larger than out
+    broadcast_kernel<int32_t><<<blocks_for(n), kThreads, 0, stream()>>>(x, out, n, ix);
+  else
+    broadcast_kernel<int64_t><<<blocks_for(n), kThreads, 0, stream()>>>(x, out, n, ix);
   GANTRY_CUDA_LAUNCH_CHECK();
 }
 

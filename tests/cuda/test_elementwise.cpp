@@ -83,6 +83,11 @@ TEST_CASE("leaky relu, clamp, affine, axpy match the CPU", "[cuda][elementwise]"
   }
 }
 
+// Puts the index width back to the automatic choice at scope exit.
+struct WideIndexReset {
+  ~WideIndexReset() { cuda::set_force_wide_indices(false); }
+};
+
 TEST_CASE("binary ops with broadcasting match the CPU", "[cuda][elementwise]") {
   struct Case { std::vector<int64_t> a, b; };
   const Case cases[] = {
@@ -94,7 +99,12 @@ TEST_CASE("binary ops with broadcasting match the CPU", "[cuda][elementwise]") {
       {{1}, {1}},
   };
   const cpu::Binary ops[] = {cpu::Binary::Add, cpu::Binary::Sub, cpu::Binary::Mul, cpu::Binary::Div};
+  // The broadcasting kernel decodes indices in 32 bits when they fit (all of these), else in
+  // 64: forcing 64 runs the other instance on the same cases.
+  WideIndexReset reset;
+  for (bool wide : {false, true})
   for (const Case& c : cases) {
+    cuda::set_force_wide_indices(wide);
     const int nd = static_cast<int>(c.a.size());
     std::vector<int64_t> out_shape(nd);
     int64_t na = 1, nb = 1, no = 1;
@@ -107,7 +117,7 @@ TEST_CASE("binary ops with broadcasting match the CPU", "[cuda][elementwise]") {
     std::vector<float> a = test::randn(na, 6), b = test::rand_uniform(nb, 7, 0.5f, 2.f);
     DevBuf da(a), db(b), dout(no);
     for (cpu::Binary op : ops) {
-      INFO("op " << static_cast<int>(op) << " a " << na << " b " << nb);
+      INFO("op " << static_cast<int>(op) << " a " << na << " b " << nb << " wide " << wide);
       std::vector<float> ref(no);
       cpu::binary_broadcast<float>(op, a.data(), c.a.data(), b.data(), c.b.data(), ref.data(),
                                    out_shape.data(), nd);
@@ -129,11 +139,14 @@ TEST_CASE("sum_to_shape, broadcast_to, sum_all and sum_channels match the CPU", 
       {{1000003}, {1}},
       {{2, 3}, {2, 3}},
   };
+  WideIndexReset reset;  // both index widths of sum_to_shape and broadcast_to, as above
+  for (bool wide : {false, true})
   for (const Case& c : cases) {
+    cuda::set_force_wide_indices(wide);
     const int nd = static_cast<int>(c.in.size());
     int64_t ni = 1, no = 1;
     for (int d = 0; d < nd; ++d) { ni *= c.in[d]; no *= c.out[d]; }
-    INFO("in " << ni << " out " << no);
+    INFO("in " << ni << " out " << no << " wide " << wide);
     std::vector<float> x = test::randn(ni, 8);
     std::vector<double> ref(no);
     cpu::sum_to_shape<double>(test::to_double(x).data(), c.in.data(), ref.data(), c.out.data(), nd);

@@ -246,9 +246,9 @@ TEST_CASE("hand-written conv: the 64-bit index kernels match the CPU too", "[cud
   // col2im and the permutes; forcing 64 bits runs the int64_t ones (used past 2^31 elements,
   // which these tests cannot allocate) on the same shapes.
   struct Reset {
-    ~Reset() { cuda::handwritten::set_conv_wide_indices(false); }
+    ~Reset() { cuda::set_force_wide_indices(false); }
   } reset;
-  cuda::handwritten::set_conv_wide_indices(true);
+  cuda::set_force_wide_indices(true);
   check_im2col_col2im();
   for (const cpu::Conv2dShape& s : kOddShapes) check_conv(s, kVariants[0]);
   for (const cpu::Conv2dShape& s : dcgan_shapes(2)) check_conv(s, kVariants[0]);
