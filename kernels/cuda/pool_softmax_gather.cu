@@ -2,6 +2,8 @@
 // element (pooling, gather), per input element (pooling backward: a gather over the windows
 // that cover it, so no atomics), or per row (softmax and cross-entropy: the class count is
 // small, 10 for the classifier).
+#include <algorithm>
+
 #include "gantry/kernels/cuda/common.cuh"
 #include "gantry/kernels/cuda/cuda_kernels.h"
 
@@ -10,11 +12,18 @@ using namespace kern;
 
 namespace {
 
+// The pooling and gather kernels decode indices in the index type I (common.cuh: int32_t when
+// every index of the launch fits).
+template <class I>
 __global__ void avg_pool_fwd_kernel(const float* __restrict__ x, float* __restrict__ y, int64_t NC,
-                                    int64_t H, int64_t W, int k, int s, int64_t OH, int64_t OW) {
+                                    int64_t H_, int64_t W_, int k, int s, int64_t OH_, int64_t OW_) {
   const float inv = 1.f / static_cast<float>(k * k);
-  GANTRY_GRID_LOOP(i, NC * OH * OW) {
-    const int64_t ox = i % OW, oy = (i / OW) % OH, p = i / (OH * OW);
+  const I H = static_cast<I>(H_), W = static_cast<I>(W_), OH = static_cast<I>(OH_),
+          OW = static_cast<I>(OW_);
+  GANTRY_GRID_LOOP(flat, NC * OH_ * OW_) {
+    const I i = static_cast<I>(flat);
+    const I row = i / OW, ox = i - row * OW;  // row = p*OH + oy
+    const I p = row / OH, oy = row - p * OH;
     const float* xp = x + p * H * W;
     float acc = 0.f;
     for (int a = 0; a < k; ++a)
@@ -23,18 +32,23 @@ __global__ void avg_pool_fwd_kernel(const float* __restrict__ x, float* __restri
   }
 }
 
+template <class I>
 __global__ void avg_pool_bwd_kernel(const float* __restrict__ dy, float* __restrict__ dx,
-                                    int64_t NC, int64_t H, int64_t W, int k, int s, int64_t OH,
-                                    int64_t OW) {
-  const float inv = 1.f / static_cast<float>(k * k);
-  GANTRY_GRID_LOOP(i, NC * H * W) {
-    const int64_t x = i % W, y = (i / W) % H, p = i / (H * W);
-    const int64_t oy0 = y < k ? 0 : (y - k) / s + 1, oy1 = min(OH - 1, y / s);
-    const int64_t ox0 = x < k ? 0 : (x - k) / s + 1, ox1 = min(OW - 1, x / s);
+                                    int64_t NC, int64_t H_, int64_t W_, int k_, int s_,
+                                    int64_t OH_, int64_t OW_) {
+  const float inv = 1.f / static_cast<float>(k_ * k_);
+  const I H = static_cast<I>(H_), W = static_cast<I>(W_), OH = static_cast<I>(OH_),
+          OW = static_cast<I>(OW_), k = static_cast<I>(k_), s = static_cast<I>(s_);
+  GANTRY_GRID_LOOP(flat, NC * H_ * W_) {
+    const I i = static_cast<I>(flat);
+    const I row = i / W, x = i - row * W;  // row = p*H + y
+    const I p = row / H, y = row - p * H;
+    const I oy0 = y < k ? 0 : (y - k) / s + 1, oy1 = min(OH - 1, y / s);
+    const I ox0 = x < k ? 0 : (x - k) / s + 1, ox1 = min(OW - 1, x / s);
     const float* dyp = dy + p * OH * OW;
     float acc = 0.f;
-    for (int64_t oy = oy0; oy <= oy1; ++oy)
-      for (int64_t ox = ox0; ox <= ox1; ++ox) acc += dyp[oy * OW + ox];
+    for (I oy = oy0; oy <= oy1; ++oy)
+      for (I ox = ox0; ox <= ox1; ++ox) acc += dyp[oy * OW + ox];
     dx[i] = acc * inv;
   }
 }
@@ -84,22 +98,28 @@ __global__ void ce_bwd_kernel(const float* __restrict__ x, const float* __restri
   }
 }
 
+template <class I>
 __global__ void gather_fwd_kernel(const float* __restrict__ x, const float* __restrict__ idx,
-                                  float* __restrict__ y, int64_t N, int64_t C, int64_t P_in,
-                                  int64_t P_out) {
-  GANTRY_GRID_LOOP(i, N * C * P_out) {
-    const int64_t p = i % P_out, nc = i / P_out, n = nc / C;
-    const int64_t q = static_cast<int64_t>(idx[n * P_out + p]);
+                                  float* __restrict__ y, int64_t N, int64_t C_, int64_t P_in_,
+                                  int64_t P_out_) {
+  const I C = static_cast<I>(C_), P_in = static_cast<I>(P_in_), P_out = static_cast<I>(P_out_);
+  GANTRY_GRID_LOOP(flat, N * C_ * P_out_) {
+    const I i = static_cast<I>(flat);
+    const I nc = i / P_out, p = i - nc * P_out, n = nc / C;
+    const I q = static_cast<I>(idx[n * P_out + p]);
     y[i] = q >= 0 ? x[nc * P_in + q] : 0.f;
   }
 }
 
+template <class I>
 __global__ void gather_bwd_kernel(const float* __restrict__ dy, const float* __restrict__ idx,
-                                  float* __restrict__ dx, int64_t N, int64_t C, int64_t P_in,
-                                  int64_t P_out) {
-  GANTRY_GRID_LOOP(i, N * C * P_out) {
-    const int64_t p = i % P_out, nc = i / P_out, n = nc / C;
-    const int64_t q = static_cast<int64_t>(idx[n * P_out + p]);
+                                  float* __restrict__ dx, int64_t N, int64_t C_, int64_t P_in_,
+                                  int64_t P_out_) {
+  const I C = static_cast<I>(C_), P_in = static_cast<I>(P_in_), P_out = static_cast<I>(P_out_);
+  GANTRY_GRID_LOOP(flat, N * C_ * P_out_) {
+    const I i = static_cast<I>(flat);
+    const I nc = i / P_out, p = i - nc * P_out, n = nc / C;
+    const I q = static_cast<I>(idx[n * P_out + p]);
     if (q >= 0) atomicAdd(dx + nc * P_in + q, dy[i]);
   }
 }
@@ -107,15 +127,21 @@ __global__ void gather_bwd_kernel(const float* __restrict__ dy, const float* __r
 }  // namespace
 
 void avg_pool2d_forward(const float* x, float* y, int64_t NC, int64_t H, int64_t W, int k, int s) {
-  const int64_t OH = (H - k) / s + 1, OW = (W - k) / s + 1;
-  avg_pool_fwd_kernel<<<blocks_for(NC * OH * OW), kThreads, 0, stream()>>>(x, y, NC, H, W, k, s, OH, OW);
+  const int64_t OH = (H - k) / s + 1, OW = (W - k) / s + 1, n = NC * OH * OW;
+  if (index_fits_int32(NC * H * W))  // x is the larger side
+    avg_pool_fwd_kernel<int32_t><<<blocks_for(n), kThreads, 0, stream()>>>(x, y, NC, H, W, k, s, OH, OW);
+  else
+    avg_pool_fwd_kernel<int64_t><<<blocks_for(n), kThreads, 0, stream()>>>(x, y, NC, H, W, k, s, OH, OW);
   GANTRY_CUDA_LAUNCH_CHECK();
 }
 
 void avg_pool2d_backward(const float* dy, float* dx, int64_t NC, int64_t H, int64_t W, int k,
                          int s) {
-  const int64_t OH = (H - k) / s + 1, OW = (W - k) / s + 1;
-  avg_pool_bwd_kernel<<<blocks_for(NC * H * W), kThreads, 0, stream()>>>(dy, dx, NC, H, W, k, s, OH, OW);
+  const int64_t OH = (H - k) / s + 1, OW = (W - k) / s + 1, n = NC * H * W;
+  if (index_fits_int32(n))
+    avg_pool_bwd_kernel<int32_t><<<blocks_for(n), kThreads, 0, stream()>>>(dy, dx, NC, H, W, k, s, OH, OW);
+  else
+    avg_pool_bwd_kernel<int64_t><<<blocks_for(n), kThreads, 0, stream()>>>(dy, dx, NC, H, W, k, s, OH, OW);
   GANTRY_CUDA_LAUNCH_CHECK();
 }
 
@@ -145,14 +171,22 @@ void cross_entropy_backward(const float* logits, const float* labels, const floa
 
 void spatial_gather_forward(const float* x, const float* idx, float* y, int64_t N, int64_t C,
                             int64_t P_in, int64_t P_out) {
-  gather_fwd_kernel<<<blocks_for(N * C * P_out), kThreads, 0, stream()>>>(x, idx, y, N, C, P_in, P_out);
+  const int64_t n = N * C * P_out;
+  if (index_fits_int32(std::max(n, N * C * P_in)))
+    gather_fwd_kernel<int32_t><<<blocks_for(n), kThreads, 0, stream()>>>(x, idx, y, N, C, P_in, P_out);
+  else
+    gather_fwd_kernel<int64_t><<<blocks_for(n), kThreads, 0, stream()>>>(x, idx, y, N, C, P_in, P_out);
   GANTRY_CUDA_LAUNCH_CHECK();
 }
 
 void spatial_gather_backward(const float* dy, const float* idx, float* dx, int64_t N, int64_t C,
                              int64_t P_in, int64_t P_out) {
   fill(dx, N * C * P_in, 0.f);
-  gather_bwd_kernel<<<blocks_for(N * C * P_out), kThreads, 0, stream()>>>(dy, idx, dx, N, C, P_in, P_out);
+  const int64_t n = N * C * P_out;
+  if (index_fits_int32(std::max(n, N * C * P_in)))
+    gather_bwd_kernel<int32_t><<<blocks_for(n), kThreads, 0, stream()>>>(dy, idx, dx, N, C, P_in, P_out);
+  else
+    gather_bwd_kernel<int64_t><<<blocks_for(n), kThreads, 0, stream()>>>(dy, idx, dx, N, C, P_in, P_out);
   GANTRY_CUDA_LAUNCH_CHECK();
 }
 

@@ -17,11 +17,19 @@ using namespace gantry;
 using test::DevBuf;
 using test::rel_error;
 
+// Puts the index width back to the automatic choice at scope exit.
+struct WideIndexReset {
+  ~WideIndexReset() { cuda::set_force_wide_indices(false); }
+};
+
 TEST_CASE("avg_pool2d forward/backward match the CPU", "[cuda][pool]") {
+  WideIndexReset reset;  // both index widths (32 bits fit here; forcing 64 runs the other instance)
+  for (bool wide : {false, true})
   for (int k : {2, 3, 8})
     for (int s : {1, 2, 8}) {
+      cuda::set_force_wide_indices(wide);
       const int64_t NC = 37, H = 8, W = 8, OH = (H - k) / s + 1, OW = (W - k) / s + 1;
-      INFO("k " << k << " s " << s);
+      INFO("k " << k << " s " << s << " wide " << wide);
       std::vector<float> x = test::randn(NC * H * W, 1), dy = test::randn(NC * OH * OW, 2);
       std::vector<float> y(NC * OH * OW), dx(NC * H * W);
       cpu::avg_pool2d_forward<float>(x.data(), y.data(), NC, H, W, k, s);
@@ -55,6 +63,10 @@ TEST_CASE("log_softmax and cross_entropy match the CPU", "[cuda][softmax]") {
 }
 
 TEST_CASE("spatial_gather forward/backward match the CPU", "[cuda][gather]") {
+  WideIndexReset reset;
+  for (bool wide : {false, true}) {
+  cuda::set_force_wide_indices(wide);
+  INFO("wide " << wide);
   const int64_t N = 5, C = 3, P = 64;
   std::vector<float> x = test::randn(N * C * P, 5), dy = test::randn(N * C * P, 6), idx(N * P);
   for (int64_t n = 0; n < N; ++n)  // a permutation with holes, per sample
@@ -67,6 +79,7 @@ TEST_CASE("spatial_gather forward/backward match the CPU", "[cuda][gather]") {
   cuda::spatial_gather_backward(ddy.p, di.p, ddx.p, N, C, P, P);
   CHECK(rel_error(dyo.download(), y) < 1e-6);
   CHECK(rel_error(ddx.download(), dx) < 1e-6);
+  }
 }
 TEST_CASE("affine_warp forward matches the CPU bit for bit, its adjoint to rounding", "[cuda][warp]") {
   // A non-square odd size, and the 64x64 RGB images of the DCGAN; per sample an identity, a
