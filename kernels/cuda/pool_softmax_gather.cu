@@ -98,16 +98,23 @@ __global__ void ce_bwd_kernel(const float* __restrict__ x, const float* __restri
   }
 }
 
+// Output element i = (n*C + c)*P_out + p reads input element (n*C + c)*P_in + idx[n, p], or
+// nothing (-1) where idx is negative.
+template <class I>
+__device__ __forceinline__ I gather_source(const float* idx, I i, int64_t C, int64_t P_in,
+                                           int64_t P_out) {
+  const I nc = i / static_cast<I>(P_out), p = i - nc * static_cast<I>(P_out);
+  const I q = static_cast<I>(idx[nc / static_cast<I>(C) * static_cast<I>(P_out) + p]);
+  return q >= 0 ? nc * static_cast<I>(P_in) + q : -1;
+}
+
 template <class I>
 __global__ void gather_fwd_kernel(const float* __restrict__ x, const float* __restrict__ idx,
                                   float* __restrict__ y, int64_t N, int64_t C_, int64_t P_in_,
                                   int64_t P_out_) {
-  const I C = static_cast<I>(C_), P_in = static_cast<I>(P_in_), P_out = static_cast<I>(P_out_);
   GANTRY_GRID_LOOP(flat, N * C_ * P_out_) {
-    const I i = static_cast<I>(flat);
-    const I nc = i / P_out, p = i - nc * P_out, n = nc / C;
-    const I q = static_cast<I>(idx[n * P_out + p]);
-    y[i] = q >= 0 ? x[nc * P_in + q] : 0.f;
+    const I i = static_cast<I>(flat), src = gather_source<I>(idx, i, C_, P_in_, P_out_);
+    y[i] = src >= 0 ? x[src] : 0.f;
   }
 }
 
@@ -115,12 +122,9 @@ template <class I>
 __global__ void gather_bwd_kernel(const float* __restrict__ dy, const float* __restrict__ idx,
                                   float* __restrict__ dx, int64_t N, int64_t C_, int64_t P_in_,
                                   int64_t P_out_) {
-  const I C = static_cast<I>(C_), P_in = static_cast<I>(P_in_), P_out = static_cast<I>(P_out_);
   GANTRY_GRID_LOOP(flat, N * C_ * P_out_) {
-    const I i = static_cast<I>(flat);
-    const I nc = i / P_out, p = i - nc * P_out, n = nc / C;
-    const I q = static_cast<I>(idx[n * P_out + p]);
-    if (q >= 0) atomicAdd(dx + nc * P_in + q, dy[i]);
+    const I i = static_cast<I>(flat), src = gather_source<I>(idx, i, C_, P_in_, P_out_);
+    if (src >= 0) atomicAdd(dx + src, dy[i]);
   }
 }
 

@@ -129,30 +129,38 @@ void check_conv(const cpu::Conv2dShape& s, const Variant& v) {
   CHECK(conv_error(gy.download(), y_nobias, y_abs_nobias) < v.tol);
 }
 
+struct GemmDims {
+  int64_t M, N, K;
+};
+
+// cuda::gemm (the implementation in force) against the double CPU GEMM, alpha 1.5, every
+// transpose and beta 0 (C poisoned: it must be ignored) and 0.5.
+void check_gemm(const GemmDims& d, double tol, uint64_t seed) {
+  for (int ta = 0; ta < 2; ++ta)
+    for (int tb = 0; tb < 2; ++tb)
+      for (float beta : {0.f, 0.5f}) {
+        INFO("M" << d.M << " N" << d.N << " K" << d.K << " ta" << ta << " tb" << tb << " beta " << beta);
+        std::vector<float> A = test::randn(d.M * d.K, seed), B = test::randn(d.K * d.N, seed + 1),
+                           C = test::randn(d.M * d.N, seed + 2);
+        std::vector<double> ref = test::to_double(C);
+        cpu::gemm<double>(ta, tb, d.M, d.N, d.K, 1.5, test::to_double(A).data(),
+                          test::to_double(B).data(), beta, ref.data());
+        DevBuf dA(A), dB(B), dC(d.M * d.N);
+        if (beta != 0.f) dC.upload(C);  // with beta 0, C stays NaN and must be ignored
+        cuda::gemm(ta, tb, d.M, d.N, d.K, 1.5f, dA.p, dB.p, beta, dC.p);
+        CHECK(rel_error(dC.download(), ref) < tol);
+      }
+}
+
 }  // namespace
 
 TEST_CASE("GEMM: hand-written and cuBLAS match the CPU for all transposes", "[cuda][gemm]") {
-  struct Dims { int64_t M, N, K; };
-  const Dims dims[] = {{64, 64, 64}, {1, 1, 1},     {7, 13, 5},   {65, 129, 33},
-                       {128, 100, 819}, {100, 1, 800}, {3, 200, 1}, {257, 31, 4096}};
+  const GemmDims dims[] = {{64, 64, 64}, {1, 1, 1},     {7, 13, 5},   {65, 129, 33},
+                           {128, 100, 819}, {100, 1, 800}, {3, 200, 1}, {257, 31, 4096}};
   for (const Variant& v : kVariants) {
     Use use(v);
-    for (const Dims& d : dims)
-      for (int ta = 0; ta < 2; ++ta)
-        for (int tb = 0; tb < 2; ++tb)
-          for (float beta : {0.f, 0.5f}) {
-            INFO(v.name << " M" << d.M << " N" << d.N << " K" << d.K << " ta" << ta << " tb" << tb
-                        << " beta " << beta);
-            std::vector<float> A = test::randn(d.M * d.K, 20), B = test::randn(d.K * d.N, 21),
-                               C = test::randn(d.M * d.N, 22);
-            std::vector<double> ref = test::to_double(C);
-            cpu::gemm<double>(ta, tb, d.M, d.N, d.K, 1.5, test::to_double(A).data(),
-                              test::to_double(B).data(), beta, ref.data());
-            DevBuf dA(A), dB(B), dC(d.M * d.N);
-            if (beta != 0.f) dC.upload(C);  // with beta 0, C stays NaN and must be ignored
-            cuda::gemm(ta, tb, d.M, d.N, d.K, 1.5f, dA.p, dB.p, beta, dC.p);
-            CHECK(rel_error(dC.download(), ref) < v.tol);
-          }
+    INFO(v.name);
+    for (const GemmDims& d : dims) check_gemm(d, v.tol, 20);
   }
 }
 
@@ -164,28 +172,14 @@ TEST_CASE("hand-written GEMM split over K (split-K) matches the CPU", "[cuda][ge
     ~Reset() { cuda::handwritten::set_gemm_k_splits(0); }
   } reset;
   cuda::ImplScope scope(cuda::conv_impl(), cuda::bn_impl(), cuda::Impl::Handwritten);
-  struct Dims { int64_t M, N, K; };
-  const Dims dims[] = {{7, 13, 5}, {65, 129, 33}, {100, 1, 800}, {64, 48, 2000}};
+  const GemmDims dims[] = {{7, 13, 5}, {65, 129, 33}, {100, 1, 800}, {64, 48, 2000}};
   for (int64_t splits : {2, 3, 7, 1000})
-    for (const Dims& d : dims)
-      for (int ta = 0; ta < 2; ++ta)
-        for (int tb = 0; tb < 2; ++tb)
-          for (float beta : {0.f, 0.5f}) {
-            cuda::handwritten::set_gemm_k_splits(splits);
-            const int64_t k_steps = (d.K + 15) / 16;
-            INFO("splits " << splits << " M" << d.M << " N" << d.N << " K" << d.K << " ta" << ta
-                           << " tb" << tb << " beta " << beta);
-            CHECK(cuda::handwritten::gemm_k_splits(d.M, d.N, d.K) <= std::min(splits, k_steps));
-            std::vector<float> A = test::randn(d.M * d.K, 26), B = test::randn(d.K * d.N, 27),
-                               C = test::randn(d.M * d.N, 28);
-            std::vector<double> ref = test::to_double(C);
-            cpu::gemm<double>(ta, tb, d.M, d.N, d.K, 1.5, test::to_double(A).data(),
-                              test::to_double(B).data(), beta, ref.data());
-            DevBuf dA(A), dB(B), dC(d.M * d.N);
-            if (beta != 0.f) dC.upload(C);
-            cuda::gemm(ta, tb, d.M, d.N, d.K, 1.5f, dA.p, dB.p, beta, dC.p);
-            CHECK(rel_error(dC.download(), ref) < 1e-5);
-          }
+    for (const GemmDims& d : dims) {
+      cuda::handwritten::set_gemm_k_splits(splits);
+      INFO("splits " << splits);
+      CHECK(cuda::handwritten::gemm_k_splits(d.M, d.N, d.K) <= std::min(splits, (d.K + 15) / 16));
+      check_gemm(d, 1e-5, 26);
+    }
   // The automatic choice: the first DCGAN layer's weight gradient at batch 128 (one 64x64 tile
   // of C over K = 131072) is split on any GPU; 64 x 64 tiles of C are not.
   cuda::handwritten::set_gemm_k_splits(0);
