@@ -193,22 +193,19 @@ bn_merge_normalize_kernel(const float* __restrict__ x, const float* __restrict__
   normalize_slice(x, y, block_slice(M, len), c, C, S, mean, invstd, gamma, beta);
 }
 
-// Eval is elementwise. Block row blockIdx.y walks planes (n, c) (one division per plane for
-// the channel), its columns the plane's S values.
+// Eval is elementwise: one thread per element, the channel from the index, decoded in the
+// index type I (common.cuh: 32 bits when the tensor's indices fit).
+template <class I>
 __global__ void bn_forward_eval_kernel(const float* __restrict__ x, const float* __restrict__ gamma,
                                        const float* __restrict__ beta,
                                        const float* __restrict__ mean,
                                        const float* __restrict__ var, float* __restrict__ y,
-                                       int64_t planes, int64_t C, int64_t S, float eps) {
-  for (int64_t plane = blockIdx.y; plane < planes; plane += gridDim.y) {
-    const int64_t c = plane % C;
-    const float m = mean[c], invstd = 1.f / sqrtf(var[c] + eps);
-    const float g = gamma ? gamma[c] : 1.f, b = beta ? beta[c] : 0.f;
-    const float* xp = x + plane * S;
-    float* yp = y + plane * S;
-    for (int64_t s = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; s < S;
-         s += static_cast<int64_t>(blockDim.x) * gridDim.x)
-      yp[s] = (xp[s] - m) * invstd * g + b;
+                                       int64_t n, int64_t C_, int64_t S_, float eps) {
+  const I C = static_cast<I>(C_), S = static_cast<I>(S_);
+  GANTRY_GRID_LOOP(flat, n) {
+    const I plane = static_cast<I>(flat) / S, c = plane - plane / C * C;
+    const float invstd = 1.f / sqrtf(var[c] + eps);
+    y[flat] = (x[flat] - mean[c]) * invstd * (gamma ? gamma[c] : 1.f) + (beta ? beta[c] : 0.f);
   }
 }
 
@@ -315,7 +312,7 @@ struct Split {
 
 Split split_channels(int64_t C, int64_t M) {
   if (M <= 0) return {1, M};
-  int64_t P = g_forced_slices;
+  int64_t P = g_forced_slices < 4096 ? g_forced_slices : 4096;  // each block merges all P
   if (P <= 0) {
     // 4 blocks of 512 threads fill an SM (2048 threads on sm_80/sm_90).
     const int64_t target = 4 * static_cast<int64_t>(multiprocessor_count());
@@ -366,12 +363,12 @@ void batch_norm_forward_train(const float* x, const float* gamma, const float* b
 void batch_norm_forward_eval(const float* x, const float* gamma, const float* beta,
                              const float* mean, const float* var, float* y, int64_t N, int64_t C,
                              int64_t S, float eps) {
-  const int64_t planes = N * C;
-  if (planes <= 0 || S <= 0) return;
-  const int threads = bn_threads(S) < kThreads ? bn_threads(S) : kThreads;
-  const dim3 grid(blocks_for(S, threads), static_cast<unsigned>(planes < 65535 ? planes : 65535));
-  bn_forward_eval_kernel<<<grid, threads, 0, stream()>>>(x, gamma, beta, mean, var, y, planes, C,
-                                                         S, eps);
+  const int64_t n = N * C * S;
+  if (n <= 0) return;
+  if (index_fits_int32(n))
+    bn_forward_eval_kernel<int32_t><<<blocks_for(n), kThreads, 0, stream()>>>(x, gamma, beta, mean, var, y, n, C, S, eps);
+  else
+    bn_forward_eval_kernel<int64_t><<<blocks_for(n), kThreads, 0, stream()>>>(x, gamma, beta, mean, var, y, n, C, S, eps);
   GANTRY_CUDA_LAUNCH_CHECK();
 }
 

@@ -133,7 +133,8 @@ int64_t chunk_images(const Conv2dShape& s) {
 void launch_im2col(const float* x, const Conv2dShape& s, int64_t n0, int64_t nb, float* col) {
   const int64_t total = s.C * s.kh * s.kw * nb * s.OH() * s.OW(), image = s.C * s.H * s.W;
   const float* x0 = x + n0 * image;
-  if (index_fits_int32(std::max(total, nb * image)))
+  // Padded coordinates (oh*stride - pad + ki) stay within H + 2 pad, W + 2 pad.
+  if (index_fits_int32(std::max({total, nb * image, s.H + 2 * s.padding, s.W + 2 * s.padding})))
     im2col_kernel<int32_t><<<blocks_for(total), kThreads, 0, stream()>>>(x0, geom(s), nb, col);
   else
     im2col_kernel<int64_t><<<blocks_for(total), kThreads, 0, stream()>>>(x0, geom(s), nb, col);
@@ -144,7 +145,7 @@ void launch_col2im(const float* col, const Conv2dShape& s, int64_t n0, int64_t n
                    bool accumulate) {
   const int64_t total = nb * s.C * s.H * s.W, ncol = s.C * s.kh * s.kw * nb * s.OH() * s.OW();
   float* x0 = x + n0 * s.C * s.H * s.W;
-  if (index_fits_int32(std::max(total, ncol)))
+  if (index_fits_int32(std::max({total, ncol, s.H + 2 * s.padding, s.W + 2 * s.padding})))
     col2im_kernel<int32_t><<<blocks_for(total), kThreads, 0, stream()>>>(col, geom(s), nb, x0, accumulate);
   else
     col2im_kernel<int64_t><<<blocks_for(total), kThreads, 0, stream()>>>(col, geom(s), nb, x0, accumulate);

@@ -139,8 +139,8 @@ KSplit split_k(int64_t M, int64_t N, int64_t K, int64_t tiles) {
     const int64_t target = 2 * static_cast<int64_t>(multiprocessor_count());
     splits = tiles >= target ? 1 : (target + tiles - 1) / tiles;
     if (splits > k_tiles / kMinKTilesPerSplit) splits = k_tiles / kMinKTilesPerSplit;
-    if (splits > kMaxWorkspaceFloats / (M * N)) splits = kMaxWorkspaceFloats / (M * N);
   }
+  if (splits > kMaxWorkspaceFloats / (M * N)) splits = kMaxWorkspaceFloats / (M * N);
   if (splits > k_tiles) splits = k_tiles;
   if (splits > 65535) splits = 65535;  // gridDim.z
   if (splits < 1) splits = 1;

@@ -191,6 +191,17 @@ TEST_CASE("batch norm: the hand-written split of a channel into slices matches t
   CHECK(cuda::handwritten::batch_norm_slices(2, 3, 100003) >= 2);
 }
 
+TEST_CASE("batch norm: the eval kernel's 64-bit index instance matches the CPU", "[cuda][batchnorm]") {
+  // Eval decodes the channel in 32 bits where indices fit (every shape here); forcing 64 bits
+  // runs the other instance.
+  struct Reset {
+    ~Reset() { cuda::set_force_wide_indices(false); }
+  } reset;
+  cuda::set_force_wide_indices(true);
+  for (const BnShape& b : {BnShape{8, 64, 64}, BnShape{3, 7, 45}, BnShape{16, 10, 1}})
+    check_bn(b, cuda::Impl::Handwritten, true);
+}
+
 TEST_CASE("batch norm: one value per channel (M = 1) as the CPU kernel", "[cuda][batchnorm]") {
   // The ops layer refuses training with N*S == 1, but the kernel contract is the CPU one:
   // the "unbiased" variance of a single value is written as the biased one (0), not 0/0.
