@@ -180,8 +180,9 @@ void batch_norm_backward_train(const float* x, const float* dy, const float* gam
                                float eps);
 // The hand-written training batch norm cuts each channel into P slices, one block each, when
 // C alone would not fill the GPU (batchnorm.cu). batch_norm_slices says which P a shape gets;
-// set_batch_norm_slices(P) forces P for every later call (tests and benchmarks compare the
-// split against one block per channel), 0 goes back to the automatic choice.
+// set_batch_norm_slices(P) forces P (at most 4096, and at most N*S) for every later call
+// (tests and benchmarks compare the split against one block per channel), 0 goes back to the
+// automatic choice.
 int64_t batch_norm_slices(int64_t N, int64_t C, int64_t S);
 void set_batch_norm_slices(int64_t slices);
 // The hand-written SGEMM splits K over several blocks per tile of C when its tiles alone would
