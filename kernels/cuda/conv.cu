@@ -10,7 +10,6 @@
 // cuDNN's implicit-GEMM kernels fuse the gather into the GEMM instead of materialising col:
 // less memory traffic; docs/cuda.md compares the two.
 #include <algorithm>
-#include <climits>
 #include <cstdint>
 
 #include "gantry/kernels/cuda/common.cuh"
