@@ -115,6 +115,14 @@ int64_t chunk_images(const Conv2dShape& s, size_t elem) {
   return std::max<int64_t>(1, std::min<int64_t>(s.N, kColBudgetBytes / std::max<int64_t>(per_image, 1)));
 }
 
+// Images per GEMM in the strided-im2col ("cols") layout. Where an image has enough output
+// pixels (P >= 256: D1 and G5's 32x32) each image is its own GEMM, which writes y[n] and reads
+// dy[n] in place: the chunk's [O, cnt*P] buffer and its scatter/gather copies cost as much as
+// the GEMM there (3-channel layers, K = 48), and a one-image GEMM stays in cache.
+int64_t cols_chunk_images(const Conv2dShape& s, size_t elem) {
+  return s.OH() * s.OW() >= 256 ? 1 : chunk_images(s, elem);
+}
+
 // A conv whose window covers the whole unpadded input (the DCGAN's 4x4 -> 1x1 last D layer,
 // and the 1x1 -> 4x4 first G layer as its adjoint) is a fully connected layer: x viewed as
 // [N, K] with K = C*kh*kw is already the im2col matrix (transposed), and each pass is one GEMM
@@ -420,16 +428,27 @@ void conv2d_forward(const T* x, const T* w, const T* bias, T* y, const Conv2dSha
     return;
   }
   if (use_rows(s)) return conv2d_forward_rows(x, w, bias, y, s);
-  const int64_t nb = chunk_images(s, sizeof(T));
-  T* col = scratch<T>(0, K * nb * P);
-  T* out = scratch<T>(1, s.O * nb * P);
-  for (int64_t n0 = 0; n0 < s.N; n0 += nb) {
-    const int64_t cnt = std::min(nb, s.N - n0), ld = cnt * P;
-#pragma omp parallel for if (cnt > 1)
-    for (int64_t i = 0; i < cnt; ++i) im2col_ld(x + (n0 + i) * s.C * s.H * s.W, s, col, ld, i * P);
-    gemm<T>(false, false, s.O, ld, K, T(1), w, col, T(0), out);
-    scatter_chunk(out, bias, y, s, P, n0, cnt, true);
-  }
+  // Threads split the batch here too (see split_images): Eigen's own split of these GEMMs
+  // (O x 48 patches on the 3-channel layers) ran at one thread's speed.
+  const int64_t nb = cols_chunk_images(s, sizeof(T)), CHW = s.C * s.H * s.W;
+  split_images(s.N, [&](int64_t lo, int64_t hi, int) {
+    T* col = scratch<T>(0, K * nb * P);
+    T* out = nb == 1 ? nullptr : scratch<T>(1, s.O * nb * P);
+    for (int64_t n0 = lo; n0 < hi; n0 += nb) {
+      const int64_t cnt = std::min(nb, hi - n0), ld = cnt * P;
+      for (int64_t i = 0; i < cnt; ++i) im2col_ld(x + (n0 + i) * CHW, s, col, ld, i * P);
+      if (nb == 1) {  // y[n][O, P] is the GEMM's output itself
+        T* yn = y + n0 * s.O * P;
+        gemm<T>(false, false, s.O, P, K, T(1), w, col, T(0), yn);
+        if (bias)
+          for (int64_t o = 0; o < s.O; ++o)
+            for (int64_t p = 0; p < P; ++p) yn[o * P + p] += bias[o];
+        continue;
+      }
+      gemm<T>(false, false, s.O, ld, K, T(1), w, col, T(0), out);
+      scatter_chunk(out, bias, y, s, P, n0, cnt, false);
+    }
+  });
 }
 
 template <class T>
@@ -440,35 +459,49 @@ void conv2d_backward_input(const T* dy, const T* w, T* dx, const Conv2dShape& s)
     return;
   }
   if (use_rows(s)) return conv2d_backward_input_rows(dy, w, dx, s);
-  const int64_t nb = chunk_images(s, sizeof(T));
-  T* col = scratch<T>(0, K * nb * P);
-  T* g = scratch<T>(1, s.O * nb * P);
-  std::fill(dx, dx + s.N * s.C * s.H * s.W, T(0));
-  for (int64_t n0 = 0; n0 < s.N; n0 += nb) {
-    const int64_t cnt = std::min(nb, s.N - n0), ld = cnt * P;
-    gather_chunk(dy, g, s, P, n0, cnt, true);
-    // dcol[K, cnt*P] = W^T[K, O] g[O, cnt*P]
-    gemm<T>(true, false, K, ld, s.O, T(1), w, g, T(0), col);
-#pragma omp parallel for if (cnt > 1)
-    for (int64_t i = 0; i < cnt; ++i) col2im_ld(col, s, dx + (n0 + i) * s.C * s.H * s.W, ld, i * P);
-  }
+  const int64_t nb = cols_chunk_images(s, sizeof(T)), CHW = s.C * s.H * s.W;
+  split_images(s.N, [&](int64_t lo, int64_t hi, int) {
+    T* col = scratch<T>(0, K * nb * P);
+    T* g = nb == 1 ? nullptr : scratch<T>(1, s.O * nb * P);
+    std::fill(dx + lo * CHW, dx + hi * CHW, T(0));
+    for (int64_t n0 = lo; n0 < hi; n0 += nb) {
+      const int64_t cnt = std::min(nb, hi - n0), ld = cnt * P;
+      // One image: dy[n][O, P] is g itself.
+      const T* gc = nb == 1 ? dy + n0 * s.O * P : g;
+      if (nb != 1) gather_chunk(dy, g, s, P, n0, cnt, false);
+      // dcol[K, cnt*P] = W^T[K, O] g[O, cnt*P]
+      gemm<T>(true, false, K, ld, s.O, T(1), w, gc, T(0), col);
+      for (int64_t i = 0; i < cnt; ++i) col2im_ld(col, s, dx + (n0 + i) * CHW, ld, i * P);
+    }
+  });
 }
 
-// The general backward-weight: per chunk, im2col of x and dW += g col^T.
+// The general backward-weight: per chunk, im2col of x and dW += g col^T, each thread on its
+// share of the batch into its own partial dW (summed in thread order, as the rows layout).
 template <class T>
 void conv2d_backward_weight_im2col(const T* x, const T* dy, T* dw, const Conv2dShape& s,
                                    int64_t P, int64_t K) {
-  const int64_t nb = chunk_images(s, sizeof(T));
-  T* col = scratch<T>(0, K * nb * P);
-  T* g = scratch<T>(1, s.O * nb * P);
-  std::fill(dw, dw + s.O * K, T(0));
-  for (int64_t n0 = 0; n0 < s.N; n0 += nb) {
-    const int64_t cnt = std::min(nb, s.N - n0), ld = cnt * P;
-#pragma omp parallel for if (cnt > 1)
-    for (int64_t i = 0; i < cnt; ++i) im2col_ld(x + (n0 + i) * s.C * s.H * s.W, s, col, ld, i * P);
-    gather_chunk(dy, g, s, P, n0, cnt, true);
-    // dW[O, K] += g[O, cnt*P] col^T[cnt*P, K]
-    gemm<T>(false, true, s.O, K, ld, T(1), g, col, T(1), dw);
+  const int64_t nb = cols_chunk_images(s, sizeof(T)), CHW = s.C * s.H * s.W;
+  std::vector<T*> partial(static_cast<size_t>(omp_get_max_threads()), nullptr);
+  const int nt = split_images(s.N, [&](int64_t lo, int64_t hi, int t) {
+    // Thread 0 accumulates straight into dw; the others into their own scratch.
+    T* dwt = t == 0 ? dw : scratch<T>(3, s.O * K);
+    partial[static_cast<size_t>(t)] = dwt;
+    std::fill(dwt, dwt + s.O * K, T(0));
+    T* col = scratch<T>(0, K * nb * P);
+    T* g = nb == 1 ? nullptr : scratch<T>(1, s.O * nb * P);
+    for (int64_t n0 = lo; n0 < hi; n0 += nb) {
+      const int64_t cnt = std::min(nb, hi - n0), ld = cnt * P;
+      for (int64_t i = 0; i < cnt; ++i) im2col_ld(x + (n0 + i) * CHW, s, col, ld, i * P);
+      const T* gc = nb == 1 ? dy + n0 * s.O * P : g;
+      if (nb != 1) gather_chunk(dy, g, s, P, n0, cnt, false);
+      // dW[O, K] += g[O, cnt*P] col^T[cnt*P, K]
+      gemm<T>(false, true, s.O, K, ld, T(1), gc, col, T(1), dwt);
+    }
+  });
+  for (int t = 1; t < nt; ++t) {
+    const T* part = partial[static_cast<size_t>(t)];
+    for (int64_t i = 0; i < s.O * K; ++i) dw[i] += part[i];
   }
 }
 
