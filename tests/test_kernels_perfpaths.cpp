@@ -160,9 +160,10 @@ TEST_CASE("conv2d: forward and both backwards against the direct convolution", "
                                 {3, 20, 8, 8, 9, 4, 4, 2, 1},
                                 // batches large enough that threads split the images (unevenly)
                                 {9, 16, 6, 5, 4, 4, 4, 2, 1}, {13, 3, 5, 5, 4, 3, 3, 1, 1},
-                                // C < 16 with P >= 256 output pixels: the strided layout runs
-                                // one GEMM per image, straight into y / from dy
-                                {5, 3, 34, 32, 4, 4, 4, 2, 1}, {2, 2, 16, 20, 3, 3, 3, 1, 1}};
+                                // P >= 256 output pixels: one GEMM per image, straight into
+                                // y / from dy (both layouts)
+                                {5, 3, 34, 32, 4, 4, 4, 2, 1}, {2, 2, 16, 20, 3, 3, 3, 1, 1},
+                                {5, 16, 32, 34, 5, 4, 4, 2, 1}};
   // Every shape in both patch layouts (and Auto, which picks by C), each against the direct
   // convolution: a bug in one layout cannot hide behind the other.
   const ConvLayout layouts[] = {ConvLayout::Auto, ConvLayout::Cols, ConvLayout::Rows};

@@ -115,11 +115,13 @@ int64_t chunk_images(const Conv2dShape& s, size_t elem) {
   return std::max<int64_t>(1, std::min<int64_t>(s.N, kColBudgetBytes / std::max<int64_t>(per_image, 1)));
 }
 
-// Images per GEMM in the strided-im2col ("cols") layout. Where an image has enough output
-// pixels (P >= 256: D1 and G5's 32x32) each image is its own GEMM, which writes y[n] and reads
-// dy[n] in place: the chunk's [O, cnt*P] buffer and its scatter/gather copies cost as much as
-// the GEMM there (3-channel layers, K = 48), and a one-image GEMM stays in cache.
-int64_t cols_chunk_images(const Conv2dShape& s, size_t elem) {
+// Images per GEMM. Where an image has enough output pixels (P >= 256: the DCGAN's 32x32 and
+// 16x16 outputs) each image is its own GEMM, which writes y[n] and reads dy[n] in place: the
+// chunk's scatter/gather copies cost as much as the GEMM on the 3-channel layers (K = 48), and
+// a one-image GEMM's operands stay in L2 (Eigen, one thread: 138-151 GFLOP/s per image against
+// 122-141 per 8-image chunk at D2's shapes). Smaller images are chunked, or their GEMMs would
+// be too thin (D4's P = 16: 79 GFLOP/s against 148).
+int64_t images_per_gemm(const Conv2dShape& s, size_t elem) {
   return s.OH() * s.OW() >= 256 ? 1 : chunk_images(s, elem);
 }
 
@@ -132,13 +134,12 @@ bool fully_connected(const Conv2dShape& s) {
 }
 
 // The GEMM side of a chunk of cnt images starting at image n0: its output out[O, cnt*P] goes to
-// y[n, O, P] (adding the bias), and dy[n, O, P] comes in as g[O, cnt*P]. `threads`: split the
-// copy over OpenMP threads (false inside a thread's own share of the batch).
+// y[n, O, P] (adding the bias), and dy[n, O, P] comes in as g[O, cnt*P]. One image needs
+// neither copy: y[n] and dy[n] are [O, P] matrices themselves (gemm_out / gemm_in).
 template <class T>
 void scatter_chunk(const T* out, const T* bias, T* y, const Conv2dShape& s, int64_t P, int64_t n0,
-                   int64_t cnt, bool threads) {
+                   int64_t cnt) {
   const int64_t ld = cnt * P;
-#pragma omp parallel for collapse(2) if (threads && cnt * s.O * P > (1 << 15))
   for (int64_t i = 0; i < cnt; ++i)
     for (int64_t o = 0; o < s.O; ++o) {
       const T* src = out + o * ld + i * P;
@@ -147,14 +148,31 @@ void scatter_chunk(const T* out, const T* bias, T* y, const Conv2dShape& s, int6
       for (int64_t p = 0; p < P; ++p) dst[p] = src[p] + b;
     }
 }
+
+// Where the chunk's GEMM writes: y[n0] itself for one image, else the chunk buffer.
 template <class T>
-void gather_chunk(const T* dy, T* g, const Conv2dShape& s, int64_t P, int64_t n0, int64_t cnt,
-                  bool threads) {
+T* gemm_out(T* y, T* chunk, const Conv2dShape& s, int64_t P, int64_t n0, int64_t cnt) {
+  return cnt == 1 ? y + n0 * s.O * P : chunk;
+}
+// After the GEMM: the chunk buffer scattered to y, or the bias added to y[n0] in place.
+template <class T>
+void finish_out(const T* out, const T* bias, T* y, const Conv2dShape& s, int64_t P, int64_t n0,
+                int64_t cnt) {
+  if (cnt > 1) return scatter_chunk(out, bias, y, s, P, n0, cnt);
+  if (!bias) return;
+  T* yn = y + n0 * s.O * P;
+  for (int64_t o = 0; o < s.O; ++o)
+    for (int64_t p = 0; p < P; ++p) yn[o * P + p] += bias[o];
+}
+// What the chunk's GEMM reads as g[O, cnt*P]: dy[n0] itself for one image, else a gathered copy.
+template <class T>
+const T* gemm_in(const T* dy, T* chunk, const Conv2dShape& s, int64_t P, int64_t n0, int64_t cnt) {
+  if (cnt == 1) return dy + n0 * s.O * P;
   const int64_t ld = cnt * P;
-#pragma omp parallel for collapse(2) if (threads && cnt * s.O * P > (1 << 15))
   for (int64_t i = 0; i < cnt; ++i)
     for (int64_t o = 0; o < s.O; ++o)
-      std::memcpy(g + o * ld + i * P, dy + ((n0 + i) * s.O + o) * P, P * sizeof(T));
+      std::memcpy(chunk + o * ld + i * P, dy + ((n0 + i) * s.O + o) * P, P * sizeof(T));
+  return chunk;
 }
 
 // ---- the channels-last ("rows") layout --------------------------------------------------------
@@ -327,10 +345,10 @@ void conv2d_forward_rows(const T* x, const T* w, const T* bias, T* y, const Conv
   const int64_t P = s.OH() * s.OW(), K = s.C * s.kh * s.kw, CHW = s.C * s.H * s.W;
   T* wr = scratch<T>(3, s.O * K);
   weight_to_rows(w, s, wr);
-  const int64_t nb = chunk_images(s, sizeof(T));
+  const int64_t nb = images_per_gemm(s, sizeof(T));
   split_images(s.N, [&](int64_t lo, int64_t hi, int) {
     T* A = scratch<T>(0, K * nb * P);
-    T* out = scratch<T>(1, s.O * nb * P);
+    T* chunk = nb > 1 ? scratch<T>(1, s.O * nb * P) : nullptr;
     T* xh = scratch<T>(2, CHW);
     for (int64_t n0 = lo; n0 < hi; n0 += nb) {
       const int64_t cnt = std::min(nb, hi - n0), ld = cnt * P;
@@ -339,8 +357,9 @@ void conv2d_forward_rows(const T* x, const T* w, const T* bias, T* y, const Conv
         im2row(xh, s, A + i * P * K);
       }
       // out[O, cnt*P] = W'[O, K] A^T[K, cnt*P]
+      T* out = gemm_out(y, chunk, s, P, n0, cnt);
       gemm<T>(false, true, s.O, ld, K, T(1), wr, A, T(0), out);
-      scatter_chunk(out, bias, y, s, P, n0, cnt, false);
+      finish_out(out, bias, y, s, P, n0, cnt);
     }
   });
 }
@@ -350,14 +369,14 @@ void conv2d_backward_input_rows(const T* dy, const T* w, T* dx, const Conv2dShap
   const int64_t P = s.OH() * s.OW(), K = s.C * s.kh * s.kw, CHW = s.C * s.H * s.W;
   T* wr = scratch<T>(3, s.O * K);
   weight_to_rows(w, s, wr);
-  const int64_t nb = chunk_images(s, sizeof(T));
+  const int64_t nb = images_per_gemm(s, sizeof(T));
   split_images(s.N, [&](int64_t lo, int64_t hi, int) {
     T* dA = scratch<T>(0, K * nb * P);
-    T* g = scratch<T>(1, s.O * nb * P);
+    T* chunk = nb > 1 ? scratch<T>(1, s.O * nb * P) : nullptr;
     T* dxh = scratch<T>(2, CHW);
     for (int64_t n0 = lo; n0 < hi; n0 += nb) {
       const int64_t cnt = std::min(nb, hi - n0), ld = cnt * P;
-      gather_chunk(dy, g, s, P, n0, cnt, false);
+      const T* g = gemm_in(dy, chunk, s, P, n0, cnt);
       // dA[cnt*P, K] = g^T[cnt*P, O] W'[O, K]
       gemm<T>(true, false, ld, K, s.O, T(1), g, wr, T(0), dA);
       for (int64_t i = 0; i < cnt; ++i) {
@@ -371,14 +390,14 @@ void conv2d_backward_input_rows(const T* dy, const T* w, T* dx, const Conv2dShap
 template <class T>
 void conv2d_backward_weight_rows(const T* x, const T* dy, T* dw, const Conv2dShape& s) {
   const int64_t P = s.OH() * s.OW(), K = s.C * s.kh * s.kw, CHW = s.C * s.H * s.W;
-  const int64_t nb = chunk_images(s, sizeof(T));
+  const int64_t nb = images_per_gemm(s, sizeof(T));
   std::vector<T*> partial(static_cast<size_t>(omp_get_max_threads()), nullptr);
   const int nt = split_images(s.N, [&](int64_t lo, int64_t hi, int t) {
     T* dwr = scratch<T>(3, s.O * K);  // this thread's dW'[O, K]
     partial[static_cast<size_t>(t)] = dwr;
     std::fill(dwr, dwr + s.O * K, T(0));
     T* A = scratch<T>(0, K * nb * P);
-    T* g = scratch<T>(1, s.O * nb * P);
+    T* chunk = nb > 1 ? scratch<T>(1, s.O * nb * P) : nullptr;
     T* xh = scratch<T>(2, CHW);
     for (int64_t n0 = lo; n0 < hi; n0 += nb) {
       const int64_t cnt = std::min(nb, hi - n0), ld = cnt * P;
@@ -386,7 +405,7 @@ void conv2d_backward_weight_rows(const T* x, const T* dy, T* dw, const Conv2dSha
         transpose(x + (n0 + i) * CHW, s.C, s.H * s.W, xh);
         im2row(xh, s, A + i * P * K);
       }
-      gather_chunk(dy, g, s, P, n0, cnt, false);
+      const T* g = gemm_in(dy, chunk, s, P, n0, cnt);
       // dW'[O, K] += g[O, cnt*P] A[cnt*P, K]
       gemm<T>(false, false, s.O, K, ld, T(1), g, A, T(1), dwr);
     }
@@ -430,23 +449,16 @@ void conv2d_forward(const T* x, const T* w, const T* bias, T* y, const Conv2dSha
   if (use_rows(s)) return conv2d_forward_rows(x, w, bias, y, s);
   // Threads split the batch here too (see split_images): Eigen's own split of these GEMMs
   // (O x 48 patches on the 3-channel layers) ran at one thread's speed.
-  const int64_t nb = cols_chunk_images(s, sizeof(T)), CHW = s.C * s.H * s.W;
+  const int64_t nb = images_per_gemm(s, sizeof(T)), CHW = s.C * s.H * s.W;
   split_images(s.N, [&](int64_t lo, int64_t hi, int) {
     T* col = scratch<T>(0, K * nb * P);
-    T* out = nb == 1 ? nullptr : scratch<T>(1, s.O * nb * P);
+    T* chunk = nb > 1 ? scratch<T>(1, s.O * nb * P) : nullptr;
     for (int64_t n0 = lo; n0 < hi; n0 += nb) {
       const int64_t cnt = std::min(nb, hi - n0), ld = cnt * P;
       for (int64_t i = 0; i < cnt; ++i) im2col_ld(x + (n0 + i) * CHW, s, col, ld, i * P);
-      if (nb == 1) {  // y[n][O, P] is the GEMM's output itself
-        T* yn = y + n0 * s.O * P;
-        gemm<T>(false, false, s.O, P, K, T(1), w, col, T(0), yn);
-        if (bias)
-          for (int64_t o = 0; o < s.O; ++o)
-            for (int64_t p = 0; p < P; ++p) yn[o * P + p] += bias[o];
-        continue;
-      }
+      T* out = gemm_out(y, chunk, s, P, n0, cnt);
       gemm<T>(false, false, s.O, ld, K, T(1), w, col, T(0), out);
-      scatter_chunk(out, bias, y, s, P, n0, cnt, false);
+      finish_out(out, bias, y, s, P, n0, cnt);
     }
   });
 }
@@ -459,18 +471,16 @@ void conv2d_backward_input(const T* dy, const T* w, T* dx, const Conv2dShape& s)
     return;
   }
   if (use_rows(s)) return conv2d_backward_input_rows(dy, w, dx, s);
-  const int64_t nb = cols_chunk_images(s, sizeof(T)), CHW = s.C * s.H * s.W;
+  const int64_t nb = images_per_gemm(s, sizeof(T)), CHW = s.C * s.H * s.W;
   split_images(s.N, [&](int64_t lo, int64_t hi, int) {
     T* col = scratch<T>(0, K * nb * P);
-    T* g = nb == 1 ? nullptr : scratch<T>(1, s.O * nb * P);
+    T* chunk = nb > 1 ? scratch<T>(1, s.O * nb * P) : nullptr;
     std::fill(dx + lo * CHW, dx + hi * CHW, T(0));
     for (int64_t n0 = lo; n0 < hi; n0 += nb) {
       const int64_t cnt = std::min(nb, hi - n0), ld = cnt * P;
-      // One image: dy[n][O, P] is g itself.
-      const T* gc = nb == 1 ? dy + n0 * s.O * P : g;
-      if (nb != 1) gather_chunk(dy, g, s, P, n0, cnt, false);
+      const T* g = gemm_in(dy, chunk, s, P, n0, cnt);
       // dcol[K, cnt*P] = W^T[K, O] g[O, cnt*P]
-      gemm<T>(true, false, K, ld, s.O, T(1), w, gc, T(0), col);
+      gemm<T>(true, false, K, ld, s.O, T(1), w, g, T(0), col);
       for (int64_t i = 0; i < cnt; ++i) col2im_ld(col, s, dx + (n0 + i) * CHW, ld, i * P);
     }
   });
@@ -481,7 +491,7 @@ void conv2d_backward_input(const T* dy, const T* w, T* dx, const Conv2dShape& s)
 template <class T>
 void conv2d_backward_weight_im2col(const T* x, const T* dy, T* dw, const Conv2dShape& s,
                                    int64_t P, int64_t K) {
-  const int64_t nb = cols_chunk_images(s, sizeof(T)), CHW = s.C * s.H * s.W;
+  const int64_t nb = images_per_gemm(s, sizeof(T)), CHW = s.C * s.H * s.W;
   std::vector<T*> partial(static_cast<size_t>(omp_get_max_threads()), nullptr);
   const int nt = split_images(s.N, [&](int64_t lo, int64_t hi, int t) {
     // Thread 0 accumulates straight into dw; the others into their own scratch.
@@ -489,14 +499,13 @@ void conv2d_backward_weight_im2col(const T* x, const T* dy, T* dw, const Conv2dS
     partial[static_cast<size_t>(t)] = dwt;
     std::fill(dwt, dwt + s.O * K, T(0));
     T* col = scratch<T>(0, K * nb * P);
-    T* g = nb == 1 ? nullptr : scratch<T>(1, s.O * nb * P);
+    T* chunk = nb > 1 ? scratch<T>(1, s.O * nb * P) : nullptr;
     for (int64_t n0 = lo; n0 < hi; n0 += nb) {
       const int64_t cnt = std::min(nb, hi - n0), ld = cnt * P;
       for (int64_t i = 0; i < cnt; ++i) im2col_ld(x + (n0 + i) * CHW, s, col, ld, i * P);
-      const T* gc = nb == 1 ? dy + n0 * s.O * P : g;
-      if (nb != 1) gather_chunk(dy, g, s, P, n0, cnt, false);
+      const T* g = gemm_in(dy, chunk, s, P, n0, cnt);
       // dW[O, K] += g[O, cnt*P] col^T[cnt*P, K]
-      gemm<T>(false, true, s.O, K, ld, T(1), gc, col, T(1), dwt);
+      gemm<T>(false, true, s.O, K, ld, T(1), g, col, T(1), dwt);
     }
   });
   for (int t = 1; t < nt; ++t) {
