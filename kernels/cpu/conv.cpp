@@ -25,10 +25,11 @@ namespace gantry::cpu {
 
 namespace {
 
-// 8 MiB: small enough that the col chunk written by im2col is still in cache when the GEMM
+// 4 MiB: small enough that the col chunk written by im2col is still in cache when the GEMM
 // reads it (64 MiB measured ~25% slower over the DCGAN's convs), large enough to keep the GEMM's
-// N dimension in the hundreds or more.
-constexpr int64_t kColBudgetBytes = 8ll << 20;
+// N dimension in the hundreds or more. On the chunked layers (D3, D4, G2, G3) 2-4 MiB ran
+// 415-425 ms, 8 MiB 431-434 and 1 MiB 438-441 (kernel_bench, Xeon with 2 MiB L2 per core).
+constexpr int64_t kColBudgetBytes = 4ll << 20;
 
 // The output columns ow in [lo, hi) whose input column ow*stride - padding + kj is inside
 // [0, W): the rest read padding. Hoisting this out of the inner loop leaves it branch-free.
