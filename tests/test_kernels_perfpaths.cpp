@@ -213,11 +213,22 @@ TEST_CASE("conv2d: forward and both backwards against the direct convolution", "
     conv_naive_backward(x, w, dy, dx_ref, dw_ref, s);
     CHECK(max_abs_diff(dx, dx_ref) < 1e-9);
     CHECK(max_abs_diff(dw, dw_ref) < 1e-9);
-    // And in float, through the float scratch buffers.
+    // And in float, through the float scratch buffers and the float (vectorized) transposes.
     std::vector<float> xf(x.begin(), x.end()), wf(w.begin(), w.end()), yf(y.size());
     conv2d_forward<float>(xf.data(), wf.data(), nullptr, yf.data(), s);
     std::vector<double> yd(yf.begin(), yf.end());
     CHECK(max_abs_diff(yd, y_ref) < 1e-4);
+    std::vector<float> dyf(dy.begin(), dy.end()), dxf(x.size(), 3.f), dwf(w.size(), 3.f);
+    conv2d_backward_input<float>(dyf.data(), wf.data(), dxf.data(), s);
+    conv2d_backward_weight<float>(xf.data(), dyf.data(), dwf.data(), nullptr, s);
+    // Float sums of up to N*OH*OW terms: the bound scales with the reference's size.
+    const auto float_bound = [](const std::vector<double>& ref) {
+      double m = 0;
+      for (double v : ref) m = std::max(m, std::fabs(v));
+      return 1e-5 * (1 + m);
+    };
+    CHECK(max_abs_diff(std::vector<double>(dxf.begin(), dxf.end()), dx_ref) < float_bound(dx_ref));
+    CHECK(max_abs_diff(std::vector<double>(dwf.begin(), dwf.end()), dw_ref) < float_bound(dw_ref));
   }
   set_conv_layout(ConvLayout::Auto);
   gantry::set_num_threads(old_threads);
