@@ -119,10 +119,10 @@ int64_t chunk_images(const Conv2dShape& s, size_t elem) {
 
 // Images per GEMM. Where an image has enough output pixels (P >= 256: the DCGAN's 32x32 and
 // 16x16 outputs) each image is its own GEMM, which writes y[n] and reads dy[n] in place: the
-// chunk's scatter/gather copies cost as much as the GEMM on the 3-channel layers (K = 48), and
-// a one-image GEMM's operands stay in L2 (Eigen, one thread: 138-151 GFLOP/s per image against
-// 122-141 per 8-image chunk at D2's shapes). Smaller images are chunked, or their GEMMs would
-// be too thin (D4's P = 16: 79 GFLOP/s against 148).
+// chunk's scatter/gather copies took half as long as the GEMM on the 3-channel layers
+// (K = 48), and a one-image GEMM's operands stay in L2 (Eigen, one thread: 138-151 GFLOP/s per
+// image against 122-141 per 8-image chunk at D2's shapes). Smaller images are chunked, or
+// their GEMMs would be too thin (D4's P = 16: 79 GFLOP/s against 148).
 int64_t images_per_gemm(const Conv2dShape& s, size_t elem) {
   return s.OH() * s.OW() >= 256 ? 1 : chunk_images(s, elem);
 }
