@@ -161,9 +161,13 @@ TEST_CASE("conv2d: forward and both backwards against the direct convolution", "
                                 // batches large enough that threads split the images (unevenly)
                                 {9, 16, 6, 5, 4, 4, 4, 2, 1}, {13, 3, 5, 5, 4, 3, 3, 1, 1},
                                 // P >= 256 output pixels: one GEMM per image, straight into
-                                // y / from dy (both layouts)
+                                // y / from dy (both layouts; the last two split over threads)
                                 {5, 3, 34, 32, 4, 4, 4, 2, 1}, {2, 2, 16, 20, 3, 3, 3, 1, 1},
-                                {5, 16, 32, 34, 5, 4, 4, 2, 1}};
+                                {5, 16, 32, 34, 5, 4, 4, 2, 1}, {12, 3, 34, 32, 4, 4, 4, 2, 1},
+                                {13, 16, 32, 34, 5, 4, 4, 2, 1},
+                                // chunks of 2 images in double (4 in float) with a one-image
+                                // tail, which skips the scatter/gather
+                                {13, 64, 30, 30, 4, 4, 4, 2, 1}};
   // Every shape in both patch layouts (and Auto, which picks by C), each against the direct
   // convolution: a bug in one layout cannot hide behind the other.
   const ConvLayout layouts[] = {ConvLayout::Auto, ConvLayout::Cols, ConvLayout::Rows};
@@ -218,6 +222,9 @@ TEST_CASE("conv2d: forward and both backwards against the direct convolution", "
     conv2d_forward<float>(xf.data(), wf.data(), nullptr, yf.data(), s);
     std::vector<double> yd(yf.begin(), yf.end());
     CHECK(max_abs_diff(yd, y_ref) < 1e-4);
+    const std::vector<float> bf(b.begin(), b.end());
+    conv2d_forward<float>(xf.data(), wf.data(), bf.data(), yf.data(), s);
+    CHECK(max_abs_diff(std::vector<double>(yf.begin(), yf.end()), yb_ref) < 1e-4);
     std::vector<float> dyf(dy.begin(), dy.end()), dxf(x.size(), 3.f), dwf(w.size(), 3.f);
     conv2d_backward_input<float>(dyf.data(), wf.data(), dxf.data(), s);
     conv2d_backward_weight<float>(xf.data(), dyf.data(), dwf.data(), nullptr, s);
