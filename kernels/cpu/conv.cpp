@@ -294,9 +294,9 @@ void im2row(const T* xh, const Conv2dShape& s, T* A) {
 template <class T>
 void row2im(const T* dA, const Conv2dShape& s, T* dxh) {
   const int64_t OH = s.OH(), OW = s.OW(), C = s.C, K = s.kh * s.kw * C;
-  // The taps of each input row and column, found once per call (not per pixel: the integer
-  // divisions cost more than the sums): the (output index, kernel index) pairs with
-  // out * stride - padding + k == in, at most kh (kw) of them, as offsets into dA.
+  // The taps of each input row and column, found once per call rather than per pixel: the
+  // (output index, kernel index) pairs with out * stride - padding + k == in, at most kh (kw)
+  // of them, as offsets into dA.
   auto taps = [&](int64_t size, int64_t k_size, int64_t out_size, int64_t out_step,
                   int64_t k_step, std::vector<int64_t>& offset, std::vector<int>& count) {
     offset.assign(static_cast<size_t>(size * k_size), 0);
@@ -313,7 +313,6 @@ void row2im(const T* dA, const Conv2dShape& s, T* dxh) {
   std::vector<int> row_n, col_n;
   taps(s.H, s.kh, OH, OW * K, s.kw * C, row_off, row_n);
   taps(s.W, s.kw, OW, K, C, col_off, col_n);
-  std::vector<const T*> src(static_cast<size_t>(s.kh * s.kw));
   for (int64_t ih = 0; ih < s.H; ++ih) {
     const int nh = row_n[static_cast<size_t>(ih)];
     const int64_t* ro = row_off.data() + ih * s.kh;
@@ -321,25 +320,16 @@ void row2im(const T* dA, const Conv2dShape& s, T* dxh) {
       const int nw = col_n[static_cast<size_t>(iw)];
       const int64_t* co = col_off.data() + iw * s.kw;
       T* dst = dxh + (ih * s.W + iw) * C;
-      int n = 0;
-      for (int a = 0; a < nh; ++a)
-        for (int b = 0; b < nw; ++b) src[static_cast<size_t>(n++)] = dA + ro[a] + co[b];
-      // One pass over dst, the taps added in order (a 4x4 stride-2 window: 4 of them).
-      if (n == 0) {
+      if (nh == 0 || nw == 0) {
         std::fill(dst, dst + C, T(0));  // a pixel no window reads
-      } else if (n == 4) {
-        const T *s0 = src[0], *s1 = src[1], *s2 = src[2], *s3 = src[3];
-        for (int64_t c = 0; c < C; ++c) dst[c] = ((s0[c] + s1[c]) + s2[c]) + s3[c];
-      } else if (n == 2) {
-        const T *s0 = src[0], *s1 = src[1];
-        for (int64_t c = 0; c < C; ++c) dst[c] = s0[c] + s1[c];
-      } else {
-        std::memcpy(dst, src[0], C * sizeof(T));
-        for (int t = 1; t < n; ++t) {
-          const T* st = src[static_cast<size_t>(t)];
-          for (int64_t c = 0; c < C; ++c) dst[c] += st[c];
-        }
+        continue;
       }
+      std::memcpy(dst, dA + ro[0] + co[0], C * sizeof(T));
+      for (int a = 0; a < nh; ++a)
+        for (int b = a == 0 ? 1 : 0; b < nw; ++b) {
+          const T* src = dA + ro[a] + co[b];
+          for (int64_t c = 0; c < C; ++c) dst[c] += src[c];
+        }
     }
   }
 }
