@@ -141,6 +141,15 @@ bn_forward_train_kernel(const float* __restrict__ x, const float* __restrict__ g
   normalize_slice(x, y, {0, M}, c, C, S, mean, invstd, gamma, beta);
 }
 
+// Thread 0 of block (c, p) stores its slice's pair of partial results at part[2 (c P + p)],
+// P = gridDim.y: what the second launch of the split forward and backward merges.
+__device__ __forceinline__ void store_slice_pair(float* part, int64_t c, float a, float b) {
+  if (threadIdx.x != 0) return;
+  float* out = part + 2 * (c * gridDim.y + blockIdx.y);
+  out[0] = a;
+  out[1] = b;
+}
+
 // P > 1, first launch: block (c, p) writes its slice's (mean, squared deviations) to
 // part[2 (c P + p) ...].
 __global__ void __launch_bounds__(kBnThreads)
@@ -150,11 +159,7 @@ bn_slice_moments_kernel(const float* __restrict__ x, int64_t N, int64_t C, int64
   const Slice sl = block_slice(M, len);
   float mean, m2;
   slice_moments(x, sl, c, C, S, mean, m2);
-  if (threadIdx.x == 0) {
-    float* out = part + 2 * (c * gridDim.y + blockIdx.y);
-    out[0] = mean;
-    out[1] = m2;
-  }
+  store_slice_pair(part, c, mean, m2);
 }
 
 // P > 1, second launch: block (c, p) merges the P pairs of channel c (thread 0, in slice
@@ -266,11 +271,7 @@ bn_slice_grad_sums_kernel(const float* __restrict__ x, const float* __restrict__
   float sum_dy, sum_dy_xhat;
   slice_grad_sums(x, dy, block_slice(M, len), c, C, S, save_mean[c], save_invstd[c], sum_dy,
                   sum_dy_xhat);
-  if (threadIdx.x == 0) {
-    float* out = part + 2 * (c * gridDim.y + blockIdx.y);
-    out[0] = sum_dy;
-    out[1] = sum_dy_xhat;
-  }
+  store_slice_pair(part, c, sum_dy, sum_dy_xhat);
 }
 
 // P > 1, second launch: block (c, p) adds the P pairs of channel c (thread 0, in slice order),
